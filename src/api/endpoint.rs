@@ -1,0 +1,236 @@
+//! Generic GET and LIST handling for any [`ResourceProvider`]: selectors, paging,
+//! and the JSON / Table / PartialObjectMetadata representations.
+
+use std::ops::ControlFlow;
+
+use http::Response;
+
+use super::list_options::{IncludeObject, ListOptions};
+use super::meta::write_partial_object_metadata;
+use super::negotiate::{Output, Target, negotiate};
+use super::paging::ContinueToken;
+use super::resource::{ApiObject, ResourceDescriptor, ResourceProvider};
+use super::response::{self, Body};
+use super::status::ApiError;
+
+/// Serves `GET .../<resource>/<name>`.
+pub fn get(
+    provider: &dyn ResourceProvider,
+    namespace: Option<&str>,
+    name: &str,
+    accept: Option<&str>,
+    now_ms: i64,
+) -> Result<Response<Body>, ApiError> {
+    let d = provider.descriptor();
+    let output = negotiate(accept, Target::Object, !d.columns.is_empty())?;
+    let snapshot = provider.snapshot();
+    let mut out = Vec::with_capacity(1024);
+    let mut found = false;
+    snapshot.get(namespace, name, &mut |obj| {
+        found = true;
+        match output {
+            Output::Json => obj.write_json(&mut out),
+            Output::PartialObjectMetadata { version } => {
+                write_partial_object_metadata(&mut out, version, obj.meta())
+            }
+            Output::Table { version } => write_table(
+                &mut out,
+                d,
+                version,
+                &TableMeta::default(),
+                &[obj],
+                IncludeObject::Metadata,
+                now_ms,
+            ),
+            Output::PartialObjectMetadataList { .. } => {}
+        }
+    });
+    if !found {
+        return Err(d.not_found(namespace, name));
+    }
+    Ok(response::json(out))
+}
+
+/// Serves `GET .../<resource>` (list) with selectors, `limit` and `continue`.
+pub fn list(
+    provider: &dyn ResourceProvider,
+    namespace: Option<&str>,
+    opts: &ListOptions,
+    accept: Option<&str>,
+    now_ms: i64,
+) -> Result<Response<Body>, ApiError> {
+    let d = provider.descriptor();
+    let output = negotiate(accept, Target::List, !d.columns.is_empty())?;
+    let snapshot = provider.snapshot();
+    let rv = snapshot.resource_version().to_string();
+
+    let token = opts
+        .continue_token
+        .as_deref()
+        .map(ContinueToken::decode)
+        .transpose()?;
+    if let Some(t) = &token {
+        if t.rv != rv {
+            let resumable = ContinueToken::new(&rv, &t.ns, &t.name).encode();
+            return Err(ApiError::continue_expired(Some(resumable)));
+        }
+    }
+    // A field selector that pins the namespace narrows the scan like a namespaced path.
+    let scope = namespace.or(opts.field_selector.required_namespace());
+    let after = token.as_ref().map(|t| (t.ns.as_str(), t.name.as_str()));
+    let filtered = !opts.label_selector.is_empty() || !opts.field_selector.is_empty();
+
+    let mut items: Vec<Vec<u8>> = Vec::new();
+    let mut last_key: Option<(String, String)> = None;
+    let mut more = false;
+    let mut remaining = 0usize;
+    snapshot.visit(scope, after, &mut |obj| {
+        let meta = obj.meta();
+        if !opts.label_selector.matches(&meta.labels) || !opts.field_selector.matches(meta) {
+            return ControlFlow::Continue(());
+        }
+        if opts.limit > 0 && items.len() >= opts.limit {
+            more = true;
+            if filtered {
+                return ControlFlow::Break(());
+            }
+            remaining += 1;
+            return ControlFlow::Continue(());
+        }
+        let mut buf = Vec::with_capacity(512);
+        match output {
+            Output::Json => obj.write_json(&mut buf),
+            Output::PartialObjectMetadataList { version } => {
+                write_partial_object_metadata(&mut buf, version, meta)
+            }
+            Output::Table { version } => {
+                write_row(&mut buf, obj, version, opts.include_object, now_ms);
+            }
+            Output::PartialObjectMetadata { .. } => {}
+        }
+        items.push(buf);
+        last_key = Some((meta.namespace_or_empty().to_string(), meta.name.clone()));
+        ControlFlow::Continue(())
+    });
+
+    let continue_token = match (&last_key, more) {
+        (Some((ns, name)), true) => Some(ContinueToken::new(&rv, ns, name).encode()),
+        _ => None,
+    };
+    let list_meta = TableMeta {
+        resource_version: d.lists_have_resource_version.then_some(rv),
+        continue_token,
+        remaining_item_count: (more && !filtered).then_some(remaining),
+    };
+    let mut out = Vec::with_capacity(items.iter().map(Vec::len).sum::<usize>() + 256);
+    match output {
+        Output::Table { version } => {
+            write_table_head(&mut out, d, version, &list_meta);
+            write_joined(&mut out, &items);
+            out.extend_from_slice(b"]}");
+        }
+        Output::PartialObjectMetadataList { version } => {
+            out.extend_from_slice(
+                b"{\"kind\":\"PartialObjectMetadataList\",\"apiVersion\":\"meta.k8s.io/",
+            );
+            out.extend_from_slice(version.as_bytes());
+            out.extend_from_slice(b"\",\"metadata\":");
+            list_meta.write(&mut out);
+            out.extend_from_slice(b",\"items\":[");
+            write_joined(&mut out, &items);
+            out.extend_from_slice(b"]}");
+        }
+        _ => {
+            out.extend_from_slice(b"{\"kind\":\"");
+            out.extend_from_slice(d.list_kind.as_bytes());
+            out.extend_from_slice(b"\",\"apiVersion\":\"");
+            out.extend_from_slice(d.group_version().as_bytes());
+            out.extend_from_slice(b"\",\"metadata\":");
+            list_meta.write(&mut out);
+            out.extend_from_slice(b",\"items\":[");
+            write_joined(&mut out, &items);
+            out.extend_from_slice(b"]}");
+        }
+    }
+    Ok(response::json(out))
+}
+
+/// `metav1.ListMeta` fields we fill.
+#[derive(Default)]
+struct TableMeta {
+    resource_version: Option<String>,
+    continue_token: Option<String>,
+    remaining_item_count: Option<usize>,
+}
+
+impl TableMeta {
+    fn write(&self, out: &mut Vec<u8>) {
+        let mut map = serde_json::Map::new();
+        if let Some(rv) = &self.resource_version {
+            map.insert("resourceVersion".into(), rv.clone().into());
+        }
+        if let Some(c) = &self.continue_token {
+            map.insert("continue".into(), c.clone().into());
+        }
+        if let Some(n) = self.remaining_item_count {
+            map.insert("remainingItemCount".into(), n.into());
+        }
+        serde_json::to_writer(&mut *out, &map).expect("list meta serialises");
+    }
+}
+
+fn write_joined(out: &mut Vec<u8>, items: &[Vec<u8>]) {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item);
+    }
+}
+
+fn write_table_head(out: &mut Vec<u8>, d: &ResourceDescriptor, version: &str, meta: &TableMeta) {
+    out.extend_from_slice(b"{\"kind\":\"Table\",\"apiVersion\":\"meta.k8s.io/");
+    out.extend_from_slice(version.as_bytes());
+    out.extend_from_slice(b"\",\"metadata\":");
+    meta.write(out);
+    out.extend_from_slice(b",\"columnDefinitions\":");
+    serde_json::to_writer(&mut *out, d.columns).expect("columns serialise");
+    out.extend_from_slice(b",\"rows\":[");
+}
+
+fn write_row(
+    out: &mut Vec<u8>,
+    obj: &dyn ApiObject,
+    version: &str,
+    include: IncludeObject,
+    now_ms: i64,
+) {
+    out.extend_from_slice(b"{\"cells\":");
+    serde_json::to_writer(&mut *out, &obj.cells(now_ms)).expect("cells serialise");
+    out.extend_from_slice(b",\"object\":");
+    match include {
+        IncludeObject::None => out.extend_from_slice(b"null"),
+        IncludeObject::Metadata => write_partial_object_metadata(out, version, obj.meta()),
+        IncludeObject::Object => obj.write_json(out),
+    }
+    out.push(b'}');
+}
+
+fn write_table(
+    out: &mut Vec<u8>,
+    d: &ResourceDescriptor,
+    version: &str,
+    meta: &TableMeta,
+    objects: &[&dyn ApiObject],
+    include: IncludeObject,
+    now_ms: i64,
+) {
+    write_table_head(out, d, version, meta);
+    for (i, obj) in objects.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_row(out, *obj, version, include, now_ms);
+    }
+    out.extend_from_slice(b"]}");
+}

@@ -1,0 +1,248 @@
+//! Request attributes derived from the URL and method, following
+//! k8s.io/apiserver's `RequestInfoFactory` (API prefixes `apis`, groupless `api`).
+//! The router and the authorizer both use it.
+
+use http::Method;
+
+/// What a request asks for, in Kubernetes terms.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// True for requests on resources (`/apis/<g>/<v>/<resource>...`).
+    pub is_resource_request: bool,
+    /// The URL path.
+    pub path: String,
+    /// Kubernetes verb: get, list, watch, create, update, patch, delete, deletecollection
+    /// (or the lower-cased HTTP method for non-resource requests).
+    pub verb: String,
+    /// `api` or `apis`.
+    pub api_prefix: String,
+    /// API group (`""` for the core group).
+    pub api_group: String,
+    /// API version.
+    pub api_version: String,
+    /// Namespace, if any.
+    pub namespace: String,
+    /// Resource (plural).
+    pub resource: String,
+    /// Subresource, if any.
+    pub subresource: String,
+    /// Object name, if any.
+    pub name: String,
+    /// The path segments after the group/version.
+    pub parts: Vec<String>,
+}
+
+/// True when a `watch` query value turns a list into a watch.
+pub fn is_watch_value(v: &str) -> bool {
+    !matches!(v, "0" | "false" | "False")
+}
+
+impl RequestInfo {
+    /// Derives the request attributes from the method, path and raw query.
+    pub fn new(method: &Method, path: &str, query: &[(String, String)]) -> Self {
+        let mut info = RequestInfo {
+            path: path.to_string(),
+            verb: method.as_str().to_ascii_lowercase(),
+            ..RequestInfo::default()
+        };
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let (prefix, rest) = match segments.split_first() {
+            Some((p, rest)) if *p == "apis" || *p == "api" => (*p, rest),
+            _ => return info,
+        };
+        info.api_prefix = prefix.to_string();
+        let mut current: Vec<&str> = rest.to_vec();
+        if prefix == "apis" {
+            if current.len() < 3 {
+                return info;
+            }
+            info.api_group = current.remove(0).to_string();
+        } else if current.len() < 2 {
+            return info;
+        }
+        info.api_version = current.remove(0).to_string();
+        info.is_resource_request = true;
+
+        let is_watch_path = current.first() == Some(&"watch");
+        if is_watch_path {
+            current.remove(0);
+        }
+        info.verb = match *method {
+            Method::POST => "create",
+            Method::GET | Method::HEAD => "get",
+            Method::PUT => "update",
+            Method::PATCH => "patch",
+            Method::DELETE => "delete",
+            _ => "",
+        }
+        .to_string();
+        if is_watch_path {
+            info.verb = "watch".into();
+        }
+
+        if current.first() == Some(&"namespaces") {
+            if current.len() > 1 {
+                info.namespace = current[1].to_string();
+                if current.len() > 2 {
+                    current.drain(..2);
+                } else {
+                    // `/namespaces/<ns>` itself names the namespace object.
+                    current.remove(1);
+                    info.resource = "namespaces".into();
+                    info.name = info.namespace.clone();
+                    info.parts = vec!["namespaces".into(), info.name.clone()];
+                    info.namespace.clear();
+                    return info.finish_verb(method, query, is_watch_path);
+                }
+            }
+        }
+        info.parts = current.iter().map(|s| s.to_string()).collect();
+        if let Some(r) = current.first() {
+            info.resource = r.to_string();
+        }
+        if let Some(n) = current.get(1) {
+            info.name = n.to_string();
+        }
+        if let Some(s) = current.get(2) {
+            info.subresource = s.to_string();
+        }
+        info.finish_verb(method, query, is_watch_path)
+    }
+
+    fn finish_verb(
+        mut self,
+        method: &Method,
+        query: &[(String, String)],
+        watch_path: bool,
+    ) -> Self {
+        if self.parts.len() == 1 && !watch_path {
+            if self.verb == "get" {
+                self.verb = "list".into();
+            } else if self.verb == "delete" {
+                self.verb = "deletecollection".into();
+            }
+        }
+        if self.verb == "list"
+            || (self.verb == "get" && *method == Method::GET && self.parts.len() == 1)
+        {
+            let watching = query.iter().any(|(k, v)| k == "watch" && is_watch_value(v));
+            if watching {
+                self.verb = "watch".into();
+            }
+        }
+        if watch_path && self.parts.len() > 1 {
+            self.verb = "watch".into();
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(method: Method, path: &str, query: &[(&str, &str)]) -> RequestInfo {
+        let q: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        RequestInfo::new(&method, path, &q)
+    }
+
+    #[test]
+    fn resource_paths() {
+        let i = info(
+            Method::GET,
+            "/apis/data.kubedojo.io/v1alpha1/namespaces/default/datarecords/x",
+            &[],
+        );
+        assert!(i.is_resource_request);
+        assert_eq!(
+            (
+                i.verb.as_str(),
+                i.api_group.as_str(),
+                i.api_version.as_str()
+            ),
+            ("get", "data.kubedojo.io", "v1alpha1")
+        );
+        assert_eq!(
+            (i.namespace.as_str(), i.resource.as_str(), i.name.as_str()),
+            ("default", "datarecords", "x")
+        );
+
+        let i = info(Method::GET, "/apis/metrics.k8s.io/v1beta1/pods", &[]);
+        assert_eq!(
+            (i.verb.as_str(), i.namespace.as_str(), i.resource.as_str()),
+            ("list", "", "pods")
+        );
+
+        let i = info(Method::GET, "/apis/metrics.k8s.io/v1beta1/nodes/n1", &[]);
+        assert_eq!((i.verb.as_str(), i.name.as_str()), ("get", "n1"));
+
+        let i = info(
+            Method::GET,
+            "/apis/data.kubedojo.io/v1alpha1/datarecords",
+            &[("watch", "true")],
+        );
+        assert_eq!(i.verb, "watch");
+        let i = info(
+            Method::GET,
+            "/apis/data.kubedojo.io/v1alpha1/datarecords",
+            &[("watch", "false")],
+        );
+        assert_eq!(i.verb, "list");
+        let i = info(
+            Method::GET,
+            "/apis/data.kubedojo.io/v1alpha1/watch/namespaces/default/datarecords",
+            &[],
+        );
+        assert_eq!(
+            (i.verb.as_str(), i.namespace.as_str()),
+            ("watch", "default")
+        );
+
+        let i = info(
+            Method::DELETE,
+            "/apis/data.kubedojo.io/v1alpha1/namespaces/default/datarecords",
+            &[],
+        );
+        assert_eq!(i.verb, "deletecollection");
+        let i = info(
+            Method::POST,
+            "/apis/data.kubedojo.io/v1alpha1/namespaces/default/datarecords",
+            &[],
+        );
+        assert_eq!(i.verb, "create");
+        let i = info(
+            Method::GET,
+            "/apis/data.kubedojo.io/v1alpha1/namespaces/default/datarecords/x/status",
+            &[],
+        );
+        assert_eq!((i.name.as_str(), i.subresource.as_str()), ("x", "status"));
+        let i = info(Method::GET, "/api/v1/nodes", &[]);
+        assert_eq!(
+            (
+                i.api_group.as_str(),
+                i.api_version.as_str(),
+                i.verb.as_str()
+            ),
+            ("", "v1", "list")
+        );
+    }
+
+    #[test]
+    fn non_resource_paths() {
+        for p in [
+            "/apis",
+            "/apis/metrics.k8s.io",
+            "/apis/metrics.k8s.io/v1beta1",
+            "/healthz",
+            "/openapi/v2",
+            "/api",
+        ] {
+            let i = info(Method::GET, p, &[]);
+            assert!(!i.is_resource_request, "{p}");
+            assert_eq!(i.verb, "get");
+        }
+    }
+}

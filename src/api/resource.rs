@@ -1,0 +1,97 @@
+//! What a group supplies for each resource it serves: a static descriptor and a
+//! provider of consistent, sorted snapshots of its objects.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use super::meta::ObjectMeta;
+use super::status::ApiError;
+use super::table::Column;
+
+/// Static facts about a served resource: names, scope, verbs, columns.
+#[derive(Debug)]
+pub struct ResourceDescriptor {
+    /// API group.
+    pub group: &'static str,
+    /// API version.
+    pub version: &'static str,
+    /// Plural resource name (URL segment).
+    pub plural: &'static str,
+    /// Singular name (empty when the group leaves it empty, as metrics.k8s.io does).
+    pub singular: &'static str,
+    /// Kind of one object.
+    pub kind: &'static str,
+    /// Kind of a list.
+    pub list_kind: &'static str,
+    /// Namespaced or cluster-scoped.
+    pub namespaced: bool,
+    /// Verbs, sorted ascending.
+    pub verbs: &'static [&'static str],
+    /// Short names (`dr`).
+    pub short_names: &'static [&'static str],
+    /// Categories (`all`, `kubedojo`).
+    pub categories: &'static [&'static str],
+    /// Table columns (Name first).
+    pub columns: &'static [Column],
+    /// Resource named in 404 messages (`datarecords`, `podmetrics`).
+    pub not_found_resource: &'static str,
+    /// When true a missing namespaced object is reported as `"<ns>/<name>"` (metrics-server).
+    pub not_found_uses_namespaced_name: bool,
+    /// Whether lists carry `metadata.resourceVersion`.
+    pub lists_have_resource_version: bool,
+}
+
+impl ResourceDescriptor {
+    /// `<group>/<version>`.
+    pub fn group_version(&self) -> String {
+        format!("{}/{}", self.group, self.version)
+    }
+
+    /// True when the resource supports `watch`.
+    pub fn watchable(&self) -> bool {
+        self.verbs.contains(&"watch")
+    }
+
+    /// The 404 Status for a missing object.
+    pub fn not_found(&self, namespace: Option<&str>, name: &str) -> ApiError {
+        let shown = match namespace {
+            Some(ns) if self.not_found_uses_namespaced_name => format!("{ns}/{name}"),
+            _ => name.to_string(),
+        };
+        ApiError::not_found(self.group, self.not_found_resource, &shown)
+    }
+}
+
+/// An object that can be served: metadata, its JSON form and its Table cells.
+pub trait ApiObject {
+    /// The object's metadata (selectors, paging and PartialObjectMetadata use it).
+    fn meta(&self) -> &ObjectMeta;
+    /// Appends the full JSON object, with `kind` and `apiVersion`, to `out`.
+    fn write_json(&self, out: &mut Vec<u8>);
+    /// The Table cells for this object, one per descriptor column.
+    fn cells(&self, now_ms: i64) -> Vec<serde_json::Value>;
+}
+
+/// A consistent view of a resource's objects at one resourceVersion.
+pub trait ResourceSnapshot: Send + Sync {
+    /// The list resourceVersion of this snapshot.
+    fn resource_version(&self) -> &str;
+    /// Calls `found` with the named object, if it exists.
+    fn get(&self, namespace: Option<&str>, name: &str, found: &mut dyn FnMut(&dyn ApiObject));
+    /// Visits objects in (namespace, name) order, limited to `namespace` when given and
+    /// starting strictly after the key `after` when given, until `visit` breaks.
+    fn visit(
+        &self,
+        namespace: Option<&str>,
+        after: Option<(&str, &str)>,
+        visit: &mut dyn FnMut(&dyn ApiObject) -> ControlFlow<()>,
+    );
+}
+
+/// Supplies snapshots of one resource.
+pub trait ResourceProvider: Send + Sync {
+    /// The resource's static description.
+    fn descriptor(&self) -> &'static ResourceDescriptor;
+    /// The current snapshot (cheap: an `Arc` clone).
+    fn snapshot(&self) -> Arc<dyn ResourceSnapshot>;
+}

@@ -1,0 +1,173 @@
+//! `demo`: the production server with a simulated world. Same server, auth
+//! pipeline and API code; a generated CA and serving certificate, a demo admin
+//! token, and a kubeconfig for kubectl.
+
+pub mod kubeconfig;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use rand::Rng;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{
+    AlwaysAllowGroups, AlwaysAllowPaths, AuthChain, MASTERS_GROUP, StaticTokenAuthenticator,
+    StaticUsers, UserInfo,
+};
+use crate::config::DemoArgs;
+use crate::runtime::{AppParts, build_app, load_records};
+use crate::server::pki::CertificateAuthority;
+use crate::server::tls::server_config;
+
+/// The demo admin user.
+pub const DEMO_ADMIN: &str = "kubedojo-demo-admin";
+
+/// A running demo server.
+pub struct DemoServer {
+    /// The address it serves on.
+    pub addr: SocketAddr,
+    /// The CA that signed its serving certificate.
+    pub ca_pem: String,
+    /// The admin's bearer token.
+    pub token: String,
+    /// Where the kubeconfig was written.
+    pub kubeconfig: PathBuf,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DemoServer {
+    /// Stops the server and waits for it to drain.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the server stops.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+fn random_token() -> String {
+    let mut rng = rand::rng();
+    (0..32)
+        .map(|_| {
+            let n: u8 = rng.random_range(0..36);
+            char::from_digit(n as u32, 36).expect("digit below 36")
+        })
+        .collect()
+}
+
+/// Starts the demo server; returns once it is listening.
+pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
+    let records = load_records(&args.common).await?;
+    let ca = CertificateAuthority::new("kubedojo-demo-ca").context("generating the demo CA")?;
+    let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let bind = args.bind_address.to_string();
+    if !sans.contains(&bind) && !args.bind_address.is_unspecified() {
+        sans.push(bind);
+    }
+    let serving = ca
+        .serving_cert("kubedojo-demo", &sans)
+        .context("generating the demo serving certificate")?;
+    let certified = crate::server::tls::certified_key_from_pem(&serving.cert_pem, &serving.key_pem)
+        .context("loading the demo serving certificate")?;
+    let resolver = Arc::new(crate::server::tls::StaticCert(Arc::new(certified)));
+    let tls = server_config(resolver, None, args.common.tls_min_version)?;
+
+    let token = args.token.clone().unwrap_or_else(random_token);
+    let admin = UserInfo {
+        name: DEMO_ADMIN.into(),
+        uid: "kubedojo-demo-admin".into(),
+        groups: vec![MASTERS_GROUP.into()],
+        ..UserInfo::default()
+    };
+    let auth = AuthChain::new(
+        vec![Arc::new(StaticTokenAuthenticator::new(vec![(
+            token.clone(),
+            admin,
+        )]))],
+        vec![
+            Arc::new(AlwaysAllowGroups(vec![MASTERS_GROUP.into()])),
+            Arc::new(AlwaysAllowPaths(vec![
+                "/healthz".into(),
+                "/readyz".into(),
+                "/livez".into(),
+            ])),
+            Arc::new(StaticUsers(vec![DEMO_ADMIN.into()])),
+        ],
+        true,
+    );
+    let parts = AppParts::new(records.clone(), auth);
+    let app = Arc::new(build_app(parts));
+
+    let listener = TcpListener::bind((args.bind_address, args.secure_port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}:{}",
+                args.bind_address, args.secure_port
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let kubeconfig_text = kubeconfig::render(addr, &ca.cert_pem, DEMO_ADMIN, &token);
+    kubeconfig::write(&args.write_kubeconfig, &kubeconfig_text).with_context(|| {
+        format!(
+            "cannot write the kubeconfig to {}",
+            args.write_kubeconfig.display()
+        )
+    })?;
+
+    let shutdown = CancellationToken::new();
+    let refresh = tokio::spawn(
+        records
+            .clone()
+            .run_refresh(args.common.records_refresh_interval),
+    );
+    let server_shutdown = shutdown.clone();
+    let task = tokio::spawn(async move {
+        crate::server::serve(listener, Arc::new(tls), app, server_shutdown).await;
+        refresh.abort();
+    });
+    Ok(DemoServer {
+        addr,
+        ca_pem: ca.cert_pem,
+        token,
+        kubeconfig: args.write_kubeconfig.clone(),
+        shutdown,
+        task,
+    })
+}
+
+/// Runs the demo until Ctrl-C / SIGTERM.
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let server = start(&args).await?;
+    let kc = server.kubeconfig.display().to_string();
+    println!(
+        "kubedojo-data-api demo is serving on https://{addr} (kubeconfig: {kc})\n\
+         Try:\n  \
+         kubectl --kubeconfig {kc} api-resources --api-group=data.kubedojo.io\n  \
+         kubectl --kubeconfig {kc} get dr -A\n  \
+         kubectl --kubeconfig {kc} get dr user-config -n default -o yaml\n  \
+         kubectl --kubeconfig {kc} describe dr user-config -n default\n  \
+         kubectl --kubeconfig {kc} explain dr.spec",
+        addr = server.addr
+    );
+    let stop = server.shutdown_token();
+    tokio::spawn(async move {
+        crate::runtime::shutdown_signal().await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+    server.wait().await;
+    Ok(())
+}

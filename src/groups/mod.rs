@@ -1,0 +1,4 @@
+//! The API groups we serve. Each supplies descriptors, objects, Table columns and
+//! OpenAPI schemas; the shared machinery lives in [`crate::api`].
+
+pub mod records;

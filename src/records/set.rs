@@ -1,0 +1,230 @@
+//! The served set of DataRecords: merges every source, keeps the last good result of
+//! a failing source, and publishes immutable sorted snapshots with resourceVersions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Mutex;
+
+use super::types::DataRecord;
+use super::{RecordSource, RecordsError};
+
+/// One served record with its pre-rendered JSON.
+#[derive(Debug)]
+pub struct StoredRecord {
+    /// The record.
+    pub record: DataRecord,
+    /// Its JSON form.
+    pub json: Vec<u8>,
+}
+
+/// An immutable, sorted (namespace, name) view of all records.
+#[derive(Debug, Default)]
+pub struct RecordsSnapshot {
+    /// The list resourceVersion.
+    pub resource_version: String,
+    /// Records sorted by (namespace, name).
+    pub records: Vec<Arc<StoredRecord>>,
+}
+
+impl RecordsSnapshot {
+    /// Index of the first record at or after `(namespace, name)`.
+    pub fn lower_bound(&self, namespace: &str, name: &str) -> usize {
+        self.records.partition_point(|r| {
+            (r.record.namespace(), r.record.metadata.name.as_str()) < (namespace, name)
+        })
+    }
+}
+
+struct State {
+    version: u64,
+    /// Last good output of each source (by source index).
+    last_good: Vec<Option<Vec<DataRecord>>>,
+    /// (namespace, name) → (record, its resourceVersion).
+    current: HashMap<(String, String), (DataRecord, u64)>,
+}
+
+/// Every record source, merged and published.
+pub struct RecordSet {
+    sources: Vec<Box<dyn RecordSource>>,
+    snapshot: ArcSwap<RecordsSnapshot>,
+    state: Mutex<State>,
+}
+
+impl RecordSet {
+    /// A set over `sources`; nothing is served until [`RecordSet::refresh`] runs.
+    pub fn new(sources: Vec<Box<dyn RecordSource>>) -> Self {
+        let n = sources.len();
+        RecordSet {
+            sources,
+            snapshot: ArcSwap::from_pointee(RecordsSnapshot {
+                resource_version: "1".into(),
+                records: Vec::new(),
+            }),
+            state: Mutex::new(State {
+                version: 1,
+                last_good: vec![None; n],
+                current: HashMap::new(),
+            }),
+        }
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<RecordsSnapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Loads every source once. A source that fails keeps serving its last good
+    /// records; the errors are returned so start-up can refuse a bad file.
+    pub async fn refresh(&self) -> Vec<RecordsError> {
+        let mut errors = Vec::new();
+        let mut state = self.state.lock().await;
+        for (i, source) in self.sources.iter().enumerate() {
+            match source.load().await {
+                Ok(records) => state.last_good[i] = Some(records),
+                Err(e) => errors.push(e),
+            }
+        }
+        let merged: Vec<DataRecord> = state
+            .last_good
+            .iter()
+            .flatten()
+            .flat_map(|records| records.iter().cloned())
+            .collect();
+        self.publish(&mut state, merged);
+        errors
+    }
+
+    fn publish(&self, state: &mut State, merged: Vec<DataRecord>) {
+        let next_version = state.version + 1;
+        let mut changed = false;
+        let mut next: HashMap<(String, String), (DataRecord, u64)> = HashMap::new();
+        for mut record in merged {
+            let key = (record.namespace().to_string(), record.metadata.name.clone());
+            if next.contains_key(&key) {
+                tracing::warn!(namespace = %key.0, name = %key.1, "two record sources produced the same record; keeping the first");
+                continue;
+            }
+            let version = match state.current.get(&key) {
+                Some((old, v)) if same_content(old, &record) => *v,
+                _ => {
+                    changed = true;
+                    next_version
+                }
+            };
+            if let Some((old, v)) = state.current.get(&key) {
+                if *v == version {
+                    // Unchanged: keep the old timestamps too.
+                    record = old.clone();
+                }
+            }
+            record.metadata.resource_version = Some(version.to_string());
+            next.insert(key, (record, version));
+        }
+        if next.len() != state.current.len() {
+            changed = true;
+        }
+        if !changed {
+            return;
+        }
+        state.version = next_version;
+        let mut records: Vec<Arc<StoredRecord>> = next
+            .values()
+            .map(|(record, _)| {
+                let json = serde_json::to_vec(record).expect("DataRecord serialises");
+                Arc::new(StoredRecord {
+                    record: record.clone(),
+                    json,
+                })
+            })
+            .collect();
+        records.sort_by(|a, b| {
+            (a.record.namespace(), a.record.metadata.name.as_str())
+                .cmp(&(b.record.namespace(), b.record.metadata.name.as_str()))
+        });
+        state.current = next;
+        self.snapshot.store(Arc::new(RecordsSnapshot {
+            resource_version: state.version.to_string(),
+            records,
+        }));
+    }
+
+    /// Re-reads every source every `interval` until the task is dropped.
+    pub async fn run_refresh(self: Arc<Self>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            for e in self.refresh().await {
+                tracing::error!(error = %e, "records refresh failed; serving the last good records");
+            }
+        }
+    }
+}
+
+/// True when two loads of a record carry the same content (timestamps aside).
+fn same_content(a: &DataRecord, b: &DataRecord) -> bool {
+    a.spec == b.spec
+        && a.metadata.labels == b.metadata.labels
+        && a.metadata.annotations == b.metadata.annotations
+        && a.status.as_ref().map(|s| &s.sync_status) == b.status.as_ref().map(|s| &s.sync_status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::FileSource;
+
+    #[tokio::test]
+    async fn refresh_publishes_sorted_records_and_keeps_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.yaml");
+        std::fs::write(&path, "- metadata: {name: b}\n  spec: {source: s}\n- metadata: {name: a, namespace: x}\n  spec: {source: s}\n").unwrap();
+        let set = RecordSet::new(vec![Box::new(FileSource::new(path.clone()))]);
+        assert!(set.refresh().await.is_empty());
+        let s1 = set.snapshot();
+        let names: Vec<&str> = s1
+            .records
+            .iter()
+            .map(|r| r.record.metadata.name.as_str())
+            .collect();
+        assert_eq!(names, vec!["b", "a"]);
+
+        // Unchanged content: same resourceVersion.
+        assert!(set.refresh().await.is_empty());
+        assert_eq!(set.snapshot().resource_version, s1.resource_version);
+
+        // A bad edit keeps the last good records and reports the error.
+        std::fs::write(&path, "- nope").unwrap();
+        let errors = set.refresh().await;
+        assert_eq!(errors.len(), 1);
+        assert_eq!(set.snapshot().records.len(), 2);
+
+        // A real change bumps the list and the record's resourceVersion.
+        std::fs::write(&path, "- metadata: {name: b}\n  spec: {source: changed}\n- metadata: {name: a, namespace: x}\n  spec: {source: s}\n").unwrap();
+        assert!(set.refresh().await.is_empty());
+        let s2 = set.snapshot();
+        assert_ne!(s2.resource_version, s1.resource_version);
+        let b = s2
+            .records
+            .iter()
+            .find(|r| r.record.metadata.name == "b")
+            .unwrap();
+        assert_eq!(
+            b.record.metadata.resource_version.as_deref(),
+            Some(s2.resource_version.as_str())
+        );
+        let a = s2
+            .records
+            .iter()
+            .find(|r| r.record.metadata.name == "a")
+            .unwrap();
+        assert_ne!(
+            a.record.metadata.resource_version.as_deref(),
+            Some(s2.resource_version.as_str())
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! The `data.kubedojo.io/v1alpha1` DataRecord type.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::meta::ObjectMeta;
+use crate::api::time::Time;
+
+/// API version of DataRecords.
+pub const API_VERSION: &str = "data.kubedojo.io/v1alpha1";
+/// Kind of a DataRecord.
+pub const KIND: &str = "DataRecord";
+
+/// A DataRecord: data read from an outside source or computed from live metrics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DataRecord {
+    /// Always `data.kubedojo.io/v1alpha1`.
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
+    /// Always `DataRecord`.
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// Standard object metadata.
+    pub metadata: ObjectMeta,
+    /// Where the data comes from and the data itself.
+    pub spec: DataRecordSpec,
+    /// Sync state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<DataRecordStatus>,
+}
+
+/// `spec` of a DataRecord.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DataRecordSpec {
+    /// Name of the source system.
+    pub source: String,
+    /// The query that produced the data.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub query: String,
+    /// The data, as string keys and values.
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+}
+
+/// `status` of a DataRecord.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DataRecordStatus {
+    /// When the data was last read from its source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+    /// `Synced`, `Pending` or `Failed`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sync_status: String,
+}
+
+fn default_api_version() -> String {
+    API_VERSION.to_string()
+}
+
+fn default_kind() -> String {
+    KIND.to_string()
+}
+
+impl DataRecord {
+    /// The namespace (records are always namespaced).
+    pub fn namespace(&self) -> &str {
+        self.metadata.namespace_or_empty()
+    }
+
+    /// The sync status shown in tables (`Unknown` when there is none).
+    pub fn sync_status(&self) -> &str {
+        match &self.status {
+            Some(s) if !s.sync_status.is_empty() => &s.sync_status,
+            _ => "Unknown",
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Wiring shared by every mode: logging, record loading, assembling the app,
+//! the in-cluster `serve` mode and signal handling.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::discovery::GroupVersion;
+use crate::api::openapi::spec_for;
+use crate::api::resource::ResourceProvider;
+use crate::auth::{AlwaysAllowGroups, AlwaysAllowPaths, AuthChain, MASTERS_GROUP};
+use crate::config::{CommonArgs, LogFormat, ServeArgs};
+use crate::groups::records as records_group;
+use crate::records::{FileSource, RecordSet, RecordSource};
+use crate::server::app::{App, ExtraRoutes};
+use crate::server::health::Health;
+use crate::server::tls::{
+    CertFiles, ReloadingCert, default_sans, ensure_self_signed, server_config,
+};
+
+/// Sets up tracing from `-v` and `--log-format`.
+pub fn init_logging(common: &CommonArgs) {
+    let level = match common.verbosity {
+        0 | 1 => "info",
+        2 | 3 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KUBEDOJO_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "{level},hyper=warn,rustls=warn,h2=warn,tower=warn,kube=info"
+        ))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match common.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Loads the records (file or embedded default); a bad file fails start-up.
+pub async fn load_records(common: &CommonArgs) -> anyhow::Result<Arc<RecordSet>> {
+    let source: Box<dyn RecordSource> = match &common.records_file {
+        Some(path) => Box::new(FileSource::new(path.clone())),
+        None => Box::new(FileSource::embedded()),
+    };
+    let set = Arc::new(RecordSet::new(vec![source]));
+    if let Some(e) = set.refresh().await.into_iter().next() {
+        return Err(anyhow::Error::new(e).context("cannot load DataRecords"));
+    }
+    Ok(set)
+}
+
+/// What goes into an [`App`].
+pub struct AppParts {
+    /// DataRecords.
+    pub records: Arc<RecordSet>,
+    /// The auth chain.
+    pub auth: AuthChain,
+    /// Health checks.
+    pub health: Health,
+    /// More groups (metrics.k8s.io) with their providers and OpenAPI schemas.
+    pub extra_groups: Vec<GroupVersion>,
+    /// Providers of the extra groups.
+    pub extra_providers: Vec<Arc<dyn ResourceProvider>>,
+    /// OpenAPI of the extra groups.
+    pub extra_schemas: Vec<(
+        crate::api::openapi::ResourceSchema,
+        crate::api::openapi::Schemas,
+    )>,
+    /// Routes outside our groups.
+    pub extra_routes: Vec<Arc<dyn ExtraRoutes>>,
+}
+
+impl AppParts {
+    /// Parts serving only DataRecords.
+    pub fn new(records: Arc<RecordSet>, auth: AuthChain) -> Self {
+        AppParts {
+            records,
+            auth,
+            health: Health::new(),
+            extra_groups: Vec::new(),
+            extra_providers: Vec::new(),
+            extra_schemas: Vec::new(),
+            extra_routes: Vec::new(),
+        }
+    }
+}
+
+/// Assembles the app: discovery, OpenAPI and providers for every group.
+pub fn build_app(parts: AppParts) -> App {
+    let mut groups = parts.extra_groups;
+    groups.push(records_group::group_version());
+    let mut providers = parts.extra_providers;
+    providers.push(Arc::new(records_group::DataRecordsProvider::new(
+        parts.records.clone(),
+    )));
+    let (record_schema, record_defs) = records_group::schemas();
+    let mut resource_schemas = vec![record_schema];
+    let mut defs = record_defs;
+    for (rs, d) in parts.extra_schemas {
+        resource_schemas.push(rs);
+        defs.extend(d);
+    }
+    let openapi = spec_for(&groups, resource_schemas, defs)
+        .render("kubedojo-data-api", concat!("v", env!("CARGO_PKG_VERSION")));
+    let mut health = parts.health;
+    let records = parts.records;
+    health.add_ready(
+        "records-loaded",
+        Arc::new(move || {
+            let _ = records.snapshot();
+            Ok(())
+        }),
+    );
+    App::new(
+        groups,
+        providers,
+        openapi,
+        parts.auth,
+        health,
+        parts.extra_routes,
+    )
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Runs the server for a real cluster until SIGTERM.
+pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let records = load_records(&args.common).await?;
+    let files = match (&args.tls_cert_file, &args.tls_private_key_file) {
+        (Some(cert), Some(key)) => CertFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => {
+            let (files, generated) = ensure_self_signed(&args.cert_dir, &default_sans(&[]))?;
+            if generated.is_some() {
+                tracing::info!(dir = %args.cert_dir.display(), "generated a self-signed serving certificate");
+            }
+            files
+        }
+    };
+    let cert = ReloadingCert::new(files)?;
+    let tls = server_config(cert.clone(), None, args.common.tls_min_version)?;
+    let auth = AuthChain::new(
+        vec![],
+        vec![
+            Arc::new(AlwaysAllowGroups(vec![MASTERS_GROUP.into()])),
+            Arc::new(AlwaysAllowPaths(
+                args.authorization_always_allow_paths.clone(),
+            )),
+        ],
+        true,
+    );
+    let app = Arc::new(build_app(AppParts::new(records.clone(), auth)));
+    let listener = TcpListener::bind((args.bind_address, args.secure_port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}:{}",
+                args.bind_address, args.secure_port
+            )
+        })?;
+    tracing::info!(addr = %listener.local_addr()?, "serving");
+    let shutdown = CancellationToken::new();
+    let refresh = tokio::spawn(records.run_refresh(args.common.records_refresh_interval));
+    let watch = tokio::spawn(cert.watch(std::time::Duration::from_secs(10)));
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+    crate::server::serve(listener, Arc::new(tls), app, shutdown).await;
+    refresh.abort();
+    watch.abort();
+    Ok(())
+}

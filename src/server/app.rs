@@ -1,0 +1,396 @@
+//! The request pipeline: authenticate → authorize → route → negotiate → handler,
+//! with one structured log line per request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use rustls_pki_types::CertificateDer;
+
+use super::health::Health;
+use crate::api::discovery::{
+    AGGREGATED_CONTENT_TYPE, GroupVersion, aggregated, api_group_list, wants_aggregated,
+};
+use crate::api::endpoint;
+use crate::api::list_options::{ListOptions, parse_query};
+use crate::api::negotiate::accepts_plain_json;
+use crate::api::openapi::{OpenApiDocs, Rendered};
+use crate::api::request_info::RequestInfo;
+use crate::api::resource::ResourceProvider;
+use crate::api::response::{self, Body};
+use crate::api::status::ApiError;
+use crate::api::time::now_millis;
+use crate::auth::{AuthChain, AuthError, AuthRequest, UserInfo, forbidden};
+
+/// Extra endpoints outside our API groups (demo mode's read-only core API, `/metrics`).
+pub trait ExtraRoutes: Send + Sync {
+    /// Answers the request, or `None` when the path is not one of its own.
+    fn handle(
+        &self,
+        info: &RequestInfo,
+        query: &[(String, String)],
+        accept: Option<&str>,
+    ) -> Option<Response<Body>>;
+}
+
+/// Everything a request may need, shared by all connections.
+pub struct App {
+    groups: Vec<GroupVersion>,
+    resources: HashMap<(String, String, String), Arc<dyn ResourceProvider>>,
+    openapi: OpenApiDocs,
+    aggregated: (Vec<u8>, String),
+    auth: AuthChain,
+    health: Health,
+    extra: Vec<Arc<dyn ExtraRoutes>>,
+    version: serde_json::Value,
+}
+
+/// Build-time facts for `/version`.
+pub fn version_info() -> serde_json::Value {
+    serde_json::json!({
+        "major": "0",
+        "minor": env!("CARGO_PKG_VERSION_MINOR"),
+        "gitVersion": concat!("v", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "",
+        "buildDate": "",
+        "goVersion": "",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, if std::env::consts::ARCH == "x86_64" { "amd64" } else if std::env::consts::ARCH == "aarch64" { "arm64" } else { std::env::consts::ARCH }),
+    })
+}
+
+/// Connection facts passed to each request.
+#[derive(Clone, Default)]
+pub struct ConnInfo {
+    /// Remote address.
+    pub remote: Option<std::net::SocketAddr>,
+    /// Client certificate chain, leaf first.
+    pub peer_certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+impl App {
+    /// Assembles the app from its groups, providers, OpenAPI documents and auth chain.
+    pub fn new(
+        groups: Vec<GroupVersion>,
+        providers: Vec<Arc<dyn ResourceProvider>>,
+        openapi: OpenApiDocs,
+        auth: AuthChain,
+        health: Health,
+        extra: Vec<Arc<dyn ExtraRoutes>>,
+    ) -> Self {
+        let aggregated = aggregated(&groups);
+        let resources = providers
+            .into_iter()
+            .map(|p| {
+                let d = p.descriptor();
+                (
+                    (
+                        d.group.to_string(),
+                        d.version.to_string(),
+                        d.plural.to_string(),
+                    ),
+                    p,
+                )
+            })
+            .collect();
+        App {
+            groups,
+            resources,
+            openapi,
+            aggregated,
+            auth,
+            health,
+            extra,
+            version: version_info(),
+        }
+    }
+
+    /// Handles one request end to end and logs it.
+    pub async fn handle<B>(&self, req: Request<B>, conn: &ConnInfo) -> Response<Body> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let query = parse_query(req.uri().query());
+        let info = RequestInfo::new(&method, &path, &query);
+        let (user, mut resp) = self.pipeline(&req, conn, &info, &query).await;
+        resp.headers_mut()
+            .entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-cache, private"));
+        if method == Method::HEAD {
+            *resp.body_mut() = response::empty();
+        }
+        let status = resp.status().as_u16();
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (user_name, groups) = match &user {
+            Some(u) => (u.name.as_str(), u.groups.join(",")),
+            None => ("", String::new()),
+        };
+        tracing::info!(
+            target: "kubedojo::request",
+            verb = %info.verb,
+            method = %method,
+            path = %path,
+            status,
+            latency_ms = format_args!("{latency_ms:.3}"),
+            user = user_name,
+            groups = %groups,
+            remote = %conn.remote.map(|a| a.to_string()).unwrap_or_default(),
+            "request"
+        );
+        resp
+    }
+
+    async fn pipeline<B>(
+        &self,
+        req: &Request<B>,
+        conn: &ConnInfo,
+        info: &RequestInfo,
+        query: &[(String, String)],
+    ) -> (Option<UserInfo>, Response<Body>) {
+        let auth_req = AuthRequest {
+            headers: req.headers(),
+            peer_certificates: conn.peer_certificates.as_deref().map(|v| v.as_slice()),
+        };
+        let user = match self.auth.authenticate(&auth_req).await {
+            Ok(u) => u,
+            Err(AuthError::Unauthorized(why)) => {
+                tracing::debug!(reason = %why, "authentication failed");
+                return (None, response::error(&ApiError::unauthorized()));
+            }
+            Err(e) => return (None, response::error(&ApiError::internal(format!("{e:?}")))),
+        };
+        match self.auth.authorize(&user, info).await {
+            Ok(()) => {}
+            Err(AuthError::Forbidden(reason)) => {
+                let mut resp = response::error(&forbidden(&user.name, info, &reason));
+                resp.headers_mut().insert(
+                    "x-content-type-options",
+                    HeaderValue::from_static("nosniff"),
+                );
+                return (Some(user), resp);
+            }
+            Err(AuthError::Internal(e)) | Err(AuthError::Unauthorized(e)) => {
+                let uri = req.uri().to_string();
+                return (
+                    Some(user),
+                    response::text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("Internal Server Error: {uri:?}: {e}\n"),
+                    ),
+                );
+            }
+        }
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        let if_none_match = req
+            .headers()
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok());
+        let resp = self.route(req.method(), info, query, accept, if_none_match);
+        (Some(user), resp)
+    }
+
+    fn route(
+        &self,
+        method: &Method,
+        info: &RequestInfo,
+        query: &[(String, String)],
+        accept: Option<&str>,
+        if_none_match: Option<&str>,
+    ) -> Response<Body> {
+        let is_read = *method == Method::GET || *method == Method::HEAD;
+        if info.is_resource_request && info.api_prefix == "apis" {
+            return self.resource(method, info, query, accept);
+        }
+        for extra in &self.extra {
+            if let Some(resp) = extra.handle(info, query, accept) {
+                return resp;
+            }
+        }
+        if !is_read {
+            return if self.is_known_non_resource(&info.path) {
+                response::error(&ApiError::method_not_allowed())
+            } else {
+                response::page_not_found()
+            };
+        }
+        let path = info.path.trim_end_matches('/');
+        let verbose = query.iter().any(|(k, _)| k == "verbose");
+        let exclude: Vec<String> = query
+            .iter()
+            .filter(|(k, _)| k == "exclude")
+            .map(|(_, v)| v.clone())
+            .collect();
+        if let Some(resp) = self.health.serve(path, verbose, &exclude) {
+            return resp;
+        }
+        match path {
+            "/apis" => self.apis(accept, if_none_match),
+            "/version" => response::json_value(&self.version),
+            "/openapi/v2" => rendered(&self.openapi.v2, if_none_match, false),
+            "/openapi/v3" => rendered(&self.openapi.v3_root, if_none_match, false),
+            _ => self.group_paths(path, accept, if_none_match),
+        }
+    }
+
+    fn is_known_non_resource(&self, path: &str) -> bool {
+        let p = path.trim_end_matches('/');
+        matches!(
+            p,
+            "/apis"
+                | "/version"
+                | "/openapi/v2"
+                | "/openapi/v3"
+                | "/healthz"
+                | "/livez"
+                | "/readyz"
+        ) || self.group_paths_match(p)
+    }
+
+    fn group_paths_match(&self, path: &str) -> bool {
+        self.groups.iter().any(|g| {
+            path == format!("/apis/{}", g.group)
+                || path == format!("/apis/{}", g.group_version())
+                || path == format!("/openapi/v3/apis/{}", g.group_version())
+        })
+    }
+
+    fn apis(&self, accept: Option<&str>, if_none_match: Option<&str>) -> Response<Body> {
+        if wants_aggregated(accept) {
+            let (bytes, etag) = &self.aggregated;
+            if if_none_match == Some(etag.as_str()) {
+                let mut resp = Response::new(response::empty());
+                *resp.status_mut() = StatusCode::NOT_MODIFIED;
+                resp.headers_mut().insert(
+                    header::ETAG,
+                    HeaderValue::from_str(etag).expect("etag is ascii"),
+                );
+                return resp;
+            }
+            let mut resp = response::json(Bytes::from(bytes.clone()));
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(AGGREGATED_CONTENT_TYPE),
+            );
+            h.insert(
+                header::ETAG,
+                HeaderValue::from_str(etag).expect("etag is ascii"),
+            );
+            h.insert(header::VARY, HeaderValue::from_static("Accept"));
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public"));
+            return resp;
+        }
+        if !accepts_plain_json(accept) {
+            return response::error(&ApiError::not_acceptable(
+                "only the following media types are accepted: application/json, application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+            ));
+        }
+        response::json_value(&api_group_list(&self.groups))
+    }
+
+    fn group_paths(
+        &self,
+        path: &str,
+        accept: Option<&str>,
+        if_none_match: Option<&str>,
+    ) -> Response<Body> {
+        if let Some(key) = path.strip_prefix("/openapi/v3/") {
+            return match self.openapi.v3_document(key) {
+                Some(doc) => rendered(doc, if_none_match, true),
+                None => response::page_not_found(),
+            };
+        }
+        for g in &self.groups {
+            if path == format!("/apis/{}", g.group) {
+                return discovery_json(accept, &g.api_group());
+            }
+            if path == format!("/apis/{}", g.group_version()) {
+                return discovery_json(accept, &g.api_resource_list());
+            }
+        }
+        response::page_not_found()
+    }
+
+    fn resource(
+        &self,
+        method: &Method,
+        info: &RequestInfo,
+        query: &[(String, String)],
+        accept: Option<&str>,
+    ) -> Response<Body> {
+        let served = self
+            .groups
+            .iter()
+            .any(|g| g.group == info.api_group && g.version == info.api_version);
+        if !served {
+            return response::page_not_found();
+        }
+        let key = (
+            info.api_group.clone(),
+            info.api_version.clone(),
+            info.resource.clone(),
+        );
+        let Some(provider) = self.resources.get(&key) else {
+            return response::error(&ApiError::unknown_resource());
+        };
+        let d = provider.descriptor();
+        let result = (|| {
+            if !info.subresource.is_empty() || (!d.namespaced && !info.namespace.is_empty()) {
+                return Err(ApiError::unknown_resource());
+            }
+            if *method != Method::GET && *method != Method::HEAD {
+                return Err(ApiError::method_not_allowed());
+            }
+            let namespace = (!info.namespace.is_empty()).then_some(info.namespace.as_str());
+            let now = now_millis();
+            match info.verb.as_str() {
+                "get" => endpoint::get(provider.as_ref(), namespace, &info.name, accept, now),
+                "list" => {
+                    let opts = ListOptions::from_query(query, false)?;
+                    endpoint::list(provider.as_ref(), namespace, &opts, accept, now)
+                }
+                "watch" => Err(ApiError::watch_not_supported(d.group, d.plural)),
+                _ => Err(ApiError::method_not_allowed()),
+            }
+        })();
+        result.unwrap_or_else(|e| response::error(&e))
+    }
+}
+
+fn discovery_json(accept: Option<&str>, doc: &serde_json::Value) -> Response<Body> {
+    if !accepts_plain_json(accept) {
+        return response::error(&ApiError::not_acceptable(
+            "only the following media types are accepted: application/json",
+        ));
+    }
+    response::json_value(doc)
+}
+
+fn rendered(doc: &Rendered, if_none_match: Option<&str>, immutable: bool) -> Response<Body> {
+    let etag = format!("\"{}\"", doc.hash);
+    if if_none_match == Some(etag.as_str()) {
+        let mut resp = Response::new(response::empty());
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        return resp;
+    }
+    let mut resp = response::json(Bytes::from(doc.bytes.clone()));
+    let h = resp.headers_mut();
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag).expect("etag is ascii"),
+    );
+    if immutable {
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, immutable"),
+        );
+        h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    }
+    resp
+}
