@@ -69,11 +69,11 @@ pub fn list(
         .as_deref()
         .map(ContinueToken::decode)
         .transpose()?;
-    if let Some(t) = &token {
-        if t.rv != rv {
-            let resumable = ContinueToken::new(&rv, &t.ns, &t.name).encode();
-            return Err(ApiError::continue_expired(Some(resumable)));
-        }
+    if let Some(t) = &token
+        && t.rv != rv
+    {
+        let resumable = ContinueToken::new(&rv, &t.ns, &t.name).encode();
+        return Err(ApiError::continue_expired(Some(resumable)));
     }
     // A field selector that pins the namespace narrows the scan like a namespaced path.
     let scope = namespace.or(opts.field_selector.required_namespace());

@@ -243,13 +243,12 @@ fn v3_path_item(item: &Value) -> Value {
             .get_mut("responses")
             .and_then(|r| r.get_mut("200"))
             .and_then(Value::as_object_mut)
+            && let Some(schema) = ok.remove("schema")
         {
-            if let Some(schema) = ok.remove("schema") {
-                ok.insert(
-                    "content".into(),
-                    json!({"application/json": {"schema": schema}}),
-                );
-            }
+            ok.insert(
+                "content".into(),
+                json!({"application/json": {"schema": schema}}),
+            );
         }
     }
     out

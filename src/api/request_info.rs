@@ -80,20 +80,18 @@ impl RequestInfo {
             info.verb = "watch".into();
         }
 
-        if current.first() == Some(&"namespaces") {
-            if current.len() > 1 {
-                info.namespace = current[1].to_string();
-                if current.len() > 2 {
-                    current.drain(..2);
-                } else {
-                    // `/namespaces/<ns>` itself names the namespace object.
-                    current.remove(1);
-                    info.resource = "namespaces".into();
-                    info.name = info.namespace.clone();
-                    info.parts = vec!["namespaces".into(), info.name.clone()];
-                    info.namespace.clear();
-                    return info.finish_verb(method, query, is_watch_path);
-                }
+        if current.first() == Some(&"namespaces") && current.len() > 1 {
+            info.namespace = current[1].to_string();
+            if current.len() > 2 {
+                current.drain(..2);
+            } else {
+                // `/namespaces/<ns>` itself names the namespace object.
+                current.remove(1);
+                info.resource = "namespaces".into();
+                info.name = info.namespace.clone();
+                info.parts = vec!["namespaces".into(), info.name.clone()];
+                info.namespace.clear();
+                return info.finish_verb(method, query, is_watch_path);
             }
         }
         info.parts = current.iter().map(|s| s.to_string()).collect();

@@ -12,7 +12,7 @@ pub struct ApiError {
     /// Human-readable message.
     pub message: String,
     /// `details`, when the upstream constructor sets them.
-    pub details: Option<StatusDetails>,
+    pub details: Option<Box<StatusDetails>>,
     /// `metadata.continue` (only for a resumable 410 Expired).
     pub continue_token: Option<String>,
 }
@@ -94,7 +94,7 @@ impl ApiError {
     /// 403 Forbidden with upstream's message shape.
     pub fn forbidden(message: impl Into<String>, details: StatusDetails) -> Self {
         let mut e = Self::new(403, "Forbidden", message);
-        e.details = Some(details);
+        e.details = Some(Box::new(details));
         e
     }
 
@@ -106,12 +106,12 @@ impl ApiError {
             format!("{resource}.{group}")
         };
         let mut e = Self::new(404, "NotFound", format!("{qualified} \"{name}\" not found"));
-        e.details = Some(StatusDetails {
+        e.details = Some(Box::new(StatusDetails {
             name: name.to_string(),
             group: group.to_string(),
             kind: resource.to_string(),
             causes: Vec::new(),
-        });
+        }));
         e
     }
 
@@ -122,7 +122,7 @@ impl ApiError {
             "NotFound",
             "the server could not find the requested resource",
         );
-        e.details = Some(StatusDetails::default());
+        e.details = Some(Box::default());
         e
     }
 
@@ -133,7 +133,7 @@ impl ApiError {
             "MethodNotAllowed",
             "the server does not allow this method on the requested resource",
         );
-        e.details = Some(StatusDetails::default());
+        e.details = Some(Box::default());
         e
     }
 
@@ -144,11 +144,11 @@ impl ApiError {
             "MethodNotAllowed",
             format!("watch is not supported on resources of kind \"{resource}.{group}\""),
         );
-        e.details = Some(StatusDetails {
+        e.details = Some(Box::new(StatusDetails {
             group: group.to_string(),
             kind: resource.to_string(),
             ..StatusDetails::default()
-        });
+        }));
         e
     }
 
@@ -184,7 +184,7 @@ impl ApiError {
             "Invalid",
             format!("ListOptions.meta.k8s.io \"\" is invalid: {field}: Forbidden: {detail}"),
         );
-        e.details = Some(StatusDetails {
+        e.details = Some(Box::new(StatusDetails {
             group: "meta.k8s.io".into(),
             kind: "ListOptions".into(),
             causes: vec![StatusCause {
@@ -193,7 +193,7 @@ impl ApiError {
                 field: field.into(),
             }],
             ..StatusDetails::default()
-        });
+        }));
         e
     }
 
@@ -205,13 +205,13 @@ impl ApiError {
             "InternalError",
             format!("Internal error occurred: {err}"),
         );
-        e.details = Some(StatusDetails {
+        e.details = Some(Box::new(StatusDetails {
             causes: vec![StatusCause {
                 message: err,
                 ..StatusCause::default()
             }],
             ..StatusDetails::default()
-        });
+        }));
         e
     }
 
@@ -231,7 +231,7 @@ impl ApiError {
             status: "Failure",
             message: &self.message,
             reason: self.reason,
-            details: self.details.as_ref(),
+            details: self.details.as_deref(),
             code: self.code,
         };
         serde_json::to_vec(&body).expect("Status serialises")

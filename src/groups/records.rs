@@ -129,10 +129,11 @@ impl ResourceSnapshot for RecordsView {
     fn get(&self, namespace: Option<&str>, name: &str, found: &mut dyn FnMut(&dyn ApiObject)) {
         let Some(ns) = namespace else { return };
         let i = self.0.lower_bound(ns, name);
-        if let Some(r) = self.0.records.get(i) {
-            if r.record.namespace() == ns && r.record.metadata.name == name {
-                found(r.as_ref());
-            }
+        if let Some(r) = self.0.records.get(i)
+            && r.record.namespace() == ns
+            && r.record.metadata.name == name
+        {
+            found(r.as_ref());
         }
     }
 

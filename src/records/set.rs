@@ -114,11 +114,11 @@ impl RecordSet {
                     next_version
                 }
             };
-            if let Some((old, v)) = state.current.get(&key) {
-                if *v == version {
-                    // Unchanged: keep the old timestamps too.
-                    record = old.clone();
-                }
+            if let Some((old, v)) = state.current.get(&key)
+                && *v == version
+            {
+                // Unchanged: keep the old timestamps too.
+                record = old.clone();
             }
             record.metadata.resource_version = Some(version.to_string());
             next.insert(key, (record, version));

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: builds the pinned Go test tools
+# (cached in ~/.cache/kubedojo), checks formatting and lints, runs every Rust test
+# (unit, integration, kubectl against demo) and the real-cluster checks.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n=== %s\n' "$*" >&2; }
+
+step "toolchain"
+command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
+command -v go >/dev/null || { echo "go not found: install Go 1.26+ to build the pinned test tools" >&2; exit 1; }
+rustup show active-toolchain >/dev/null 2>&1 || true
+
+step "pinned Go test tools (built once, cached in ${KUBEDOJO_CACHE:-$HOME/.cache/kubedojo})"
+KUBECTL=$(bash tests/e2e/tools.sh kubectl | tail -n1)
+export KUBECTL
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --all-targets --locked

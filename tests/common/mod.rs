@@ -1,0 +1,94 @@
+//! Shared helpers for the integration tests: start the demo server in-process and
+//! talk HTTPS to it with a client that trusts its CA.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kubedojo_data_api::config::{CommonArgs, DemoArgs, LogFormat};
+use kubedojo_data_api::demo::{self, DemoServer};
+use kubedojo_data_api::server::tls::MinTlsVersion;
+
+/// Installs the ring provider once per test binary.
+pub fn crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Demo arguments on an ephemeral port, writing the kubeconfig into `dir`.
+pub fn demo_args(dir: &std::path::Path, records_file: Option<PathBuf>) -> DemoArgs {
+    DemoArgs {
+        secure_port: 0,
+        bind_address: "127.0.0.1".parse().unwrap(),
+        write_kubeconfig: dir.join("kubeconfig"),
+        token: Some("test-token".into()),
+        common: CommonArgs {
+            verbosity: 0,
+            log_format: LogFormat::Text,
+            records_file,
+            records_refresh_interval: Duration::from_millis(100),
+            tls_min_version: MinTlsVersion::Tls12,
+        },
+    }
+}
+
+/// A running in-process demo server and a client for it.
+pub struct TestServer {
+    pub server: DemoServer,
+    pub client: reqwest::Client,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts the demo with the embedded records (or `records` written to a file).
+    pub async fn start(records: Option<&str>) -> Self {
+        crypto();
+        let dir = tempfile::tempdir().unwrap();
+        let file = records.map(|text| {
+            let p = dir.path().join("records.yaml");
+            std::fs::write(&p, text).unwrap();
+            p
+        });
+        let server = demo::start(&demo_args(dir.path(), file)).await.unwrap();
+        let client = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(server.ca_pem.as_bytes()).unwrap()])
+            .build()
+            .unwrap();
+        let base = format!("https://localhost:{}", server.addr.port());
+        TestServer {
+            server,
+            client,
+            base,
+            dir,
+        }
+    }
+
+    /// GET with the admin token and an optional Accept header.
+    pub async fn get(&self, path: &str, accept: Option<&str>) -> reqwest::Response {
+        let mut req = self
+            .client
+            .get(format!("{}{}", self.base, path))
+            .bearer_auth(&self.server.token);
+        if let Some(a) = accept {
+            req = req.header("Accept", a);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// GET returning (status, JSON body).
+    pub async fn get_json(&self, path: &str, accept: Option<&str>) -> (u16, serde_json::Value) {
+        let resp = self.get(path, accept).await;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.unwrap();
+        let json = serde_json::from_slice(&body).unwrap_or_else(|e| {
+            panic!(
+                "{path}: body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&body)
+            )
+        });
+        (status, json)
+    }
+}
+
+/// Kubectl's Table Accept header.
+pub const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";

@@ -1,0 +1,279 @@
+//! The real kubectl (pinned, built by tests/e2e/tools.sh) against the real
+//! `kubedojo-data-api demo` binary: what a user sees.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The pinned kubectl: `$KUBECTL`, else built (once, cached) by tests/e2e/tools.sh.
+fn kubectl_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("KUBECTL") {
+        return PathBuf::from(p);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/tools.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("kubectl")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tests/e2e/tools.sh");
+    assert!(out.status.success(), "tests/e2e/tools.sh kubectl failed");
+    let path = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    PathBuf::from(path)
+}
+
+struct Demo {
+    child: Child,
+    kubeconfig: PathBuf,
+    cache: PathBuf,
+    kubectl: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Demo {
+    fn start() -> Demo {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("demo.kubeconfig");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kubedojo-data-api"))
+            .args(["demo", "--secure-port", "0", "--write-kubeconfig"])
+            .arg(&kubeconfig)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the demo");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let first = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the demo printed nothing within 30s");
+        assert!(
+            first.starts_with("kubedojo-data-api demo is serving on https://127.0.0.1:"),
+            "unexpected first line: {first}"
+        );
+        assert!(first.contains(&kubeconfig.display().to_string()), "{first}");
+        Demo {
+            child,
+            kubeconfig,
+            cache: dir.path().join("cache"),
+            kubectl: kubectl_binary(),
+            _dir: dir,
+        }
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        let started = Instant::now();
+        let out = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(&self.cache)
+            .args(args)
+            .output()
+            .expect("run kubectl");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "kubectl {args:?} took too long"
+        );
+        out
+    }
+
+    /// Runs kubectl and returns stdout, failing the test on a non-zero exit or stderr noise.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "kubectl {args:?} failed: {stderr}");
+        assert!(
+            stderr.trim().is_empty(),
+            "kubectl {args:?} wrote to stderr: {stderr}"
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+fn rows(table: &str) -> Vec<Vec<String>> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn kubectl_against_demo() {
+    let demo = Demo::start();
+
+    let out = demo.ok(&["api-resources", "--api-group=data.kubedojo.io"]);
+    let r = rows(&out);
+    assert_eq!(
+        r[0],
+        vec!["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"],
+        "{out}"
+    );
+    assert_eq!(
+        r[1],
+        vec![
+            "datarecords",
+            "dr",
+            "data.kubedojo.io/v1alpha1",
+            "true",
+            "DataRecord"
+        ],
+        "{out}"
+    );
+
+    let out = demo.ok(&["get", "dr", "-A"]);
+    let r = rows(&out);
+    assert_eq!(
+        r[0],
+        vec!["NAMESPACE", "NAME", "SOURCE", "SYNC", "STATUS", "AGE"],
+        "{out}"
+    );
+    let keys: Vec<(String, String)> = r[1..]
+        .iter()
+        .map(|row| (row[0].clone(), row[1].clone()))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("default".into(), "feature-flags".into()),
+            ("default".into(), "user-config".into()),
+            ("monitoring".into(), "metrics-config".into())
+        ],
+        "{out}"
+    );
+
+    let out = demo.ok(&["get", "dr", "-n", "default"]);
+    let names: Vec<String> = rows(&out)[1..].iter().map(|r| r[0].clone()).collect();
+    assert_eq!(names, vec!["feature-flags", "user-config"], "{out}");
+
+    let out = demo.ok(&["get", "datarecords", "-n", "default", "-o", "wide"]);
+    assert!(out.lines().next().unwrap().contains("QUERY"), "{out}");
+    assert!(
+        out.contains("SELECT key, value FROM user_settings"),
+        "{out}"
+    );
+
+    let out = demo.ok(&["get", "dr", "user-config", "-n", "default", "-o", "yaml"]);
+    for want in [
+        "apiVersion: data.kubedojo.io/v1alpha1",
+        "kind: DataRecord",
+        "name: user-config",
+        "namespace: default",
+        "uid: ",
+        "resourceVersion: ",
+        "creationTimestamp: ",
+        "source: configdb",
+        "theme: dark",
+        "syncStatus: Synced",
+        "lastSyncTime: ",
+    ] {
+        assert!(out.contains(want), "-o yaml lacks {want:?}:\n{out}");
+    }
+
+    let out = demo.ok(&[
+        "get",
+        "dr",
+        "user-config",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.spec.data}",
+    ]);
+    let data: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(data["theme"], "dark");
+    assert_eq!(data["language"], "en");
+
+    let out = demo.ok(&["get", "dr", "-A", "-l", "tier=config", "-o", "name"]);
+    assert_eq!(
+        out,
+        "datarecord.data.kubedojo.io/feature-flags\ndatarecord.data.kubedojo.io/user-config\n"
+    );
+
+    let out = demo.ok(&["describe", "dr", "user-config", "-n", "default"]);
+    for want in [
+        "Name:",
+        "user-config",
+        "Namespace:",
+        "default",
+        "Labels:",
+        "app=user-service",
+        "Spec:",
+        "Source:",
+        "configdb",
+        "Sync Status:",
+        "Synced",
+    ] {
+        assert!(out.contains(want), "describe lacks {want:?}:\n{out}");
+    }
+
+    let out = demo.ok(&["explain", "dr.spec"]);
+    assert!(out.contains("KIND:       DataRecord"), "{out}");
+    for field in ["source", "query", "data"] {
+        assert!(out.contains(field), "explain lacks {field}:\n{out}");
+    }
+
+    let out = demo.kubectl(&["get", "dr", "nope", "-n", "default"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "Error from server (NotFound): datarecords.data.kubedojo.io \"nope\" not found"
+        ),
+        "{stderr}"
+    );
+
+    for path in [
+        "/apis",
+        "/apis/data.kubedojo.io",
+        "/apis/data.kubedojo.io/v1alpha1",
+        "/version",
+    ] {
+        let out = demo.ok(&["get", "--raw", path]);
+        let doc: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{path}: {e}: {out}"));
+        assert!(doc.is_object(), "{path}");
+    }
+    let out = demo.ok(&["get", "--raw", "/apis/data.kubedojo.io/v1alpha1"]);
+    assert!(out.contains("\"shortNames\":[\"dr\"]"), "{out}");
+}
+
+#[test]
+fn kubectl_without_the_token_is_refused() {
+    let demo = Demo::start();
+    let text = std::fs::read_to_string(&demo.kubeconfig).unwrap();
+    let token_line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("token:"))
+        .unwrap();
+    std::fs::write(
+        &demo.kubeconfig,
+        text.replace(token_line, "    token: not-the-token"),
+    )
+    .unwrap();
+    let out = demo.kubectl(&["get", "dr", "-A"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Unauthorized") || stderr.contains("must be logged in"),
+        "{stderr}"
+    );
+}
