@@ -9,8 +9,11 @@
 #   tests/e2e/cluster.sh netns-up DIR / netns-down DIR
 #                                    create/remove the network namespace + veth used to
 #                                    give an extension server a non-loopback address (root)
-#   source tests/e2e/cluster.sh      defines kd_cluster_up, kd_cluster_down,
-#                                    kd_netns_up, kd_netns_down, kd_register_apiservice
+#   tests/e2e/cluster.sh register-apiservice DIR GROUP VERSION PORT [CA_BUNDLE_FILE] [SERVICE] [NS]
+#   tests/e2e/cluster.sh wait-apiservice DIR NAME [SECONDS]
+#                                    point an APIService at an extension server on PORT
+#   source tests/e2e/cluster.sh      defines kd_cluster_up, kd_cluster_down, kd_netns_up,
+#                                    kd_netns_down, kd_register_apiservice, kd_wait_apiservice
 #
 # After `up`, DIR holds:
 #   admin.kubeconfig            CN=admin, O=system:masters client cert (embedded)
@@ -23,6 +26,9 @@
 #   pki/sa.{key,pub}            service-account signing key pair
 #   pki/apiserver.{crt,key}     serving cert for 127.0.0.1 / localhost
 #   etcd.log, kube-apiserver.log, etcd.pid, kube-apiserver.pid
+# `down` also stops any other process whose pid the harness wrote to DIR/<name>.pid
+# (e.g. the extension server), provided its command line mentions DIR (guards
+# against recycled pids), and removes the netns of netns-up.
 #
 # Environment:
 #   KUBEDOJO_AGGREGATOR_ROUTING   value of --enable-aggregator-routing (default true)
@@ -31,10 +37,11 @@
 #   KUBE_APISERVER_BIN, ETCD_BIN, KUBECTL_BIN   binaries to use instead of tools.sh's
 #
 # Reaching an extension server (the Rust aggregated API server) from kube-apiserver:
-# the aggregator validates endpoint addresses and rejects 127.0.0.0/8 ("may not be
-# in the loopback range"), so a server on 127.0.0.1 cannot be published through an
-# EndpointSlice. Two ways were tried against kube-apiserver v1.36.3; see
-# kd_register_apiservice and the notes at kd_netns_up for which one works.
+# EndpointSlice validation rejects 127.0.0.0/8 ("may not be in the loopback
+# range"), so a server on 127.0.0.1 cannot be published through an EndpointSlice. Both workarounds were tested against kube-apiserver v1.36.3 and
+# work (notes above kd_register_apiservice): ExternalName -> localhost with
+# KUBEDOJO_AGGREGATOR_ROUTING=false (no root), or a netns/veth address with
+# routing=true (root).
 #
 # Only loopback addresses are used, plus (netns-up) a veth pair whose addresses
 # (10.251.N.0/30) exist only between the host and a namespace this script creates.
@@ -51,7 +58,7 @@ _kd_die() {
 _kd_free_port() {
   local p i
   for i in $(seq 1 200); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768+)
     [[ " $* " == *" $p "* ]] && continue
     if [[ -z $(ss -Hltn "sport = :$p" 2>/dev/null) ]]; then
       echo "$p"
@@ -195,7 +202,7 @@ kd_cluster_up() (
   local name
   for name in kube-apiserver etcd; do
     if _kd_alive "$dir/$name.pid"; then
-      _kd_die "$name from a previous 'up' is still running in $dir; run: $0 down $dir"
+      _kd_die "$name from a previous 'up' is still running in $dir; run: $_KD_E2E_DIR/cluster.sh down $dir"
     fi
   done
   command -v openssl >/dev/null || _kd_die "openssl is required"
@@ -204,6 +211,7 @@ kd_cluster_up() (
   _kd_bins
 
   # on any failure: dump what we know and stop what was started
+  # shellcheck disable=SC2154 # rc is assigned inside the trap string
   trap 'rc=$?; if ((rc != 0)); then _kd_log "up failed (rc=$rc), stopping what was started in $dir"; kd_cluster_down "$dir"; fi' EXIT
 
   local start=$SECONDS
@@ -379,6 +387,116 @@ kd_netns_down() (
   return 0
 )
 
+# ---------------------------------------------------------------- APIService registration
+#
+# Tested against kube-apiserver v1.36.3 with a dummy HTTPS extension server
+# (serving an APIResourceList at /apis/<g>/<v>); BOTH ways below reach
+# Available=True ("all checks passed") and proxy `kubectl get <resource>`:
+#
+#  * routing=false (KUBEDOJO_AGGREGATOR_ROUTING=false): Service type ExternalName
+#    with externalName: localhost, APIService spec.service.port = the extension
+#    server's port on 127.0.0.1. No root, no netns. The aggregator dials
+#    https://localhost:<port>. With routing=true the same APIService fails:
+#    FailedDiscoveryCheck "unsupported service type \"ExternalName\"".
+#  * routing=true (the default here): selector-less ClusterIP Service (port 443,
+#    name https) + a manual EndpointSlice whose address is the host side of the
+#    veth made by kd_netns_up (KD_EXT_HOST_IP) and whose port is the extension
+#    server's port; the server binds KD_EXT_HOST_IP. A server started inside the
+#    namespace on KD_EXT_NS_IP works the same way. An EndpointSlice with 127.0.0.1
+#    is rejected at create time: `endpoints[0].addresses[0]: Invalid value:
+#    "127.0.0.1": may not be in the loopback range (127.0.0.0/8, ::1/128)`.
+#
+# In both cases the TLS ServerName is <service>.<namespace>.svc: with a caBundle
+# the serving cert needs that DNS SAN (otherwise: "x509: certificate is valid for
+# localhost, not kd-ext.kube-system.svc"); without one, insecureSkipTLSVerify is set.
+# The aggregator presents the front-proxy-client cert and sends X-Remote-User /
+# X-Remote-Group: availability probe = system:kube-aggregator + system:masters,
+# discovery = system:kube-aggregator (no group), OpenAPI = system:aggregator,
+# user requests = the user (e.g. admin, [system:masters system:authenticated]).
+
+# kd_register_apiservice DIR GROUP VERSION PORT [CA_BUNDLE_FILE] [SERVICE] [NAMESPACE]
+#   Creates Service (+EndpointSlice) and APIService <VERSION>.<GROUP> for an
+#   extension server listening on PORT (127.0.0.1 when routing=false,
+#   KD_EXT_HOST_IP from netns.env when routing=true).
+kd_register_apiservice() (
+  set -euo pipefail
+  local dir=${1:?usage: kd_register_apiservice DIR GROUP VERSION PORT [CA_BUNDLE_FILE] [SERVICE] [NAMESPACE]}
+  local group=${2:?GROUP} version=${3:?VERSION} port=${4:?PORT} cafile=${5:-}
+  local svc=${6:-kubedojo-apiserver} ns=${7:-kube-system}
+  [[ -f $dir/cluster.env ]] || _kd_die "$dir/cluster.env missing; run: $_KD_E2E_DIR/cluster.sh up $dir"
+  # shellcheck disable=SC1091
+  . "$dir/cluster.env"
+  local tls svcport
+  if [[ -n $cafile ]]; then
+    tls="caBundle: $(base64 -w0 <"$cafile")"
+  else
+    tls="insecureSkipTLSVerify: true"
+  fi
+  if [[ $KD_AGGREGATOR_ROUTING != false && ! -f $dir/netns.env ]]; then
+    _kd_die "aggregator routing=true needs an endpoint address: run kd_netns_up $dir first"
+  fi
+  {
+    if [[ $KD_AGGREGATOR_ROUTING == false ]]; then
+      svcport=$port
+      cat <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: $svc, namespace: $ns}
+spec: {type: ExternalName, externalName: localhost}
+EOF
+    else
+      # shellcheck disable=SC1091
+      . "$dir/netns.env"
+      svcport=443
+      cat <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: $svc, namespace: $ns}
+spec:
+  type: ClusterIP
+  ports: [{name: https, port: 443, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: $svc-e2e
+  namespace: $ns
+  labels: {kubernetes.io/service-name: $svc}
+addressType: IPv4
+endpoints: [{addresses: ["$KD_EXT_HOST_IP"], conditions: {ready: true}}]
+ports: [{name: https, port: $port, protocol: TCP}]
+EOF
+    fi
+    cat <<EOF
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: $version.$group}
+spec:
+  group: $group
+  version: $version
+  groupPriorityMinimum: 1000
+  versionPriority: 15
+  $tls
+  service: {name: $svc, namespace: $ns, port: $svcport}
+EOF
+  } | "$KD_KUBECTL" --kubeconfig "$KD_KUBECONFIG" apply -f - >&2
+)
+
+# kd_wait_apiservice DIR NAME [SECONDS]: wait for Available=True, else print the condition
+kd_wait_apiservice() (
+  set -uo pipefail
+  local dir=${1:?usage: kd_wait_apiservice DIR NAME [SECONDS]} name=${2:?NAME} secs=${3:-60}
+  # shellcheck disable=SC1091
+  . "$dir/cluster.env"
+  if ! "$KD_KUBECTL" --kubeconfig "$KD_KUBECONFIG" wait --for=condition=Available \
+    "apiservice/$name" --timeout="${secs}s" >&2; then
+    "$KD_KUBECTL" --kubeconfig "$KD_KUBECONFIG" get "apiservice/$name" \
+      -o 'jsonpath={.status.conditions[?(@.type=="Available")].message}{"\n"}' >&2
+    exit 1
+  fi
+)
+
 # ---------------------------------------------------------------- main
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
@@ -388,6 +506,14 @@ if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
     down) kd_cluster_down "${2:?usage: $0 down DIR}" ;;
     netns-up) kd_netns_up "${2:?usage: $0 netns-up DIR}" ;;
     netns-down) kd_netns_down "${2:?usage: $0 netns-down DIR}" ;;
+    register-apiservice)
+      shift
+      kd_register_apiservice "$@"
+      ;;
+    wait-apiservice)
+      shift
+      kd_wait_apiservice "$@"
+      ;;
     *)
       sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
       exit 2

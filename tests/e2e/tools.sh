@@ -45,7 +45,7 @@ log() { printf '[tools.sh] %s\n' "$*" >&2; }
 die() { printf '[tools.sh] ERROR: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-  sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 tool_version() {
@@ -257,6 +257,7 @@ build_tool() {
   fi
   if check_binary "$tool" "$bin" 2>/dev/null; then # built meanwhile
     exec {lockfd}>&-
+    log "$tool $ver: built meanwhile by another tools.sh, $bin"
     ln -sfn "$(basename "$bin")" "$BIN_DIR/$tool"
     echo "$bin"
     return
