@@ -2,7 +2,9 @@
 //! pipeline and API code; a generated CA and serving certificate, a demo admin
 //! token, and a kubeconfig for kubectl.
 
+pub mod core_api;
 pub mod kubeconfig;
+pub mod world;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,15 +37,20 @@ pub struct DemoServer {
     pub token: String,
     /// Where the kubeconfig was written.
     pub kubeconfig: PathBuf,
+    /// The simulated kubelets.
+    pub sim: Option<crate::sim::SimHandle>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl DemoServer {
-    /// Stops the server and waits for it to drain.
-    pub async fn stop(self) {
+    /// Stops the server and the simulated kubelets.
+    pub async fn stop(mut self) {
         self.shutdown.cancel();
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
+        if let Some(sim) = self.sim.take() {
+            sim.shutdown().await;
+        }
     }
 
     /// A token that stops the server when cancelled.
@@ -51,13 +58,17 @@ impl DemoServer {
         self.shutdown.clone()
     }
 
-    /// Waits until the server stops.
-    pub async fn wait(self) {
-        let _ = self.task.await;
+    /// Waits until the server stops, then stops the simulated kubelets.
+    pub async fn wait(mut self) {
+        let _ = (&mut self.task).await;
+        if let Some(sim) = self.sim.take() {
+            sim.shutdown().await;
+        }
     }
 }
 
-fn random_token() -> String {
+/// A random 32-character token.
+pub fn random_token() -> String {
     let mut rng = rand::rng();
     (0..32)
         .map(|_| {
@@ -107,7 +118,10 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
         ],
         true,
     );
-    let parts = AppParts::new(records.clone(), auth);
+    let mut parts = AppParts::new(records.clone(), auth);
+    let world = world::SimulatedWorld::start(args).await?;
+    world.pipeline.add_to(&mut parts);
+    parts.extra_routes.push(Arc::new(world.core_api()));
     let app = Arc::new(build_app(parts));
 
     let listener = TcpListener::bind((args.bind_address, args.secure_port))
@@ -134,15 +148,19 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
             .run_refresh(args.common.records_refresh_interval),
     );
     let server_shutdown = shutdown.clone();
+    let world::SimulatedWorld { pipeline, sim, .. } = world;
+    let scraper = tokio::spawn(pipeline.scraper.run(shutdown.clone()));
     let task = tokio::spawn(async move {
         crate::server::serve(listener, Arc::new(tls), app, server_shutdown).await;
         refresh.abort();
+        scraper.abort();
     });
     Ok(DemoServer {
         addr,
         ca_pem: ca.cert_pem,
         token,
         kubeconfig: args.write_kubeconfig.clone(),
+        sim: Some(sim),
         shutdown,
         task,
     })
@@ -159,7 +177,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          kubectl --kubeconfig {kc} get dr -A\n  \
          kubectl --kubeconfig {kc} get dr user-config -n default -o yaml\n  \
          kubectl --kubeconfig {kc} describe dr user-config -n default\n  \
-         kubectl --kubeconfig {kc} explain dr.spec",
+         kubectl --kubeconfig {kc} explain dr.spec\n  \
+         kubectl --kubeconfig {kc} top node\n  \
+         kubectl --kubeconfig {kc} top pod -A",
         addr = server.addr
     );
     let stop = server.shutdown_token();
