@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::auth::options::{CertAuthArgs, DelegationArgs};
 use crate::server::tls::MinTlsVersion;
 
 /// A Kubernetes aggregated API server: metrics.k8s.io (a drop-in for
@@ -87,6 +88,16 @@ pub struct ServeArgs {
     /// Non-resource paths allowed without authorization.
     #[arg(long, value_delimiter = ',', default_value = "/healthz,/readyz,/livez")]
     pub authorization_always_allow_paths: Vec<String>,
+    /// Extra DNS names or IPs for the self-signed serving certificate (the Service
+    /// names from SERVICE_NAME/POD_NAMESPACE are added automatically).
+    #[arg(long, value_delimiter = ',')]
+    pub tls_sans: Vec<String>,
+    /// Client-certificate and front-proxy trust.
+    #[command(flatten)]
+    pub cert_auth: CertAuthArgs,
+    /// TokenReview / SubjectAccessReview delegation.
+    #[command(flatten)]
+    pub delegation: DelegationArgs,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -107,6 +118,9 @@ pub struct DemoArgs {
     /// The demo admin's bearer token (default: random).
     #[arg(long, env = "KUBEDOJO_DEMO_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Client-certificate and front-proxy trust (try the aggregator's path locally).
+    #[command(flatten)]
+    pub cert_auth: CertAuthArgs,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,

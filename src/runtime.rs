@@ -10,14 +10,14 @@ use tokio_util::sync::CancellationToken;
 use crate::api::discovery::GroupVersion;
 use crate::api::openapi::spec_for;
 use crate::api::resource::ResourceProvider;
-use crate::auth::{AlwaysAllowGroups, AlwaysAllowPaths, AuthChain, MASTERS_GROUP};
+use crate::auth::AuthChain;
 use crate::config::{CommonArgs, LogFormat, ServeArgs};
 use crate::groups::records as records_group;
 use crate::records::{FileSource, RecordSet, RecordSource};
 use crate::server::app::{App, ExtraRoutes};
 use crate::server::health::Health;
 use crate::server::tls::{
-    CertFiles, ReloadingCert, default_sans, ensure_self_signed, server_config,
+    CertFiles, ReloadingCert, default_sans, ensure_self_signed, server_config, service_sans,
 };
 
 /// Sets up tracing from `-v` and `--log-format`.
@@ -157,7 +157,12 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             key: key.clone(),
         },
         _ => {
-            let (files, generated) = ensure_self_signed(&args.cert_dir, &default_sans(&[]))?;
+            let mut extra = args.tls_sans.clone();
+            extra.extend(service_sans(
+                std::env::var("SERVICE_NAME").ok().as_deref(),
+                std::env::var("POD_NAMESPACE").ok().as_deref(),
+            ));
+            let (files, generated) = ensure_self_signed(&args.cert_dir, &default_sans(&extra))?;
             if generated.is_some() {
                 tracing::info!(dir = %args.cert_dir.display(), "generated a self-signed serving certificate");
             }
@@ -165,18 +170,19 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let cert = ReloadingCert::new(files)?;
-    let tls = server_config(cert.clone(), None, args.common.tls_min_version)?;
-    let auth = AuthChain::new(
-        vec![],
-        vec![
-            Arc::new(AlwaysAllowGroups(vec![MASTERS_GROUP.into()])),
-            Arc::new(AlwaysAllowPaths(
-                args.authorization_always_allow_paths.clone(),
-            )),
-        ],
-        true,
-    );
-    let app = Arc::new(build_app(AppParts::new(records.clone(), auth)));
+    let delegated = crate::auth::delegated::start(
+        &args.delegation,
+        &args.cert_auth,
+        args.kubeconfig.as_deref(),
+        args.authorization_always_allow_paths.clone(),
+    )
+    .await?;
+    let tls = server_config(
+        cert.clone(),
+        Some(delegated.trust.verifier()),
+        args.common.tls_min_version,
+    )?;
+    let app = Arc::new(build_app(AppParts::new(records.clone(), delegated.chain)));
     let listener = TcpListener::bind((args.bind_address, args.secure_port))
         .await
         .with_context(|| {
@@ -198,5 +204,6 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::server::serve(listener, Arc::new(tls), app, shutdown).await;
     refresh.abort();
     watch.abort();
+    delegated.refresh.abort();
     Ok(())
 }

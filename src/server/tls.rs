@@ -122,6 +122,20 @@ pub fn default_sans(extra: &[String]) -> Vec<String> {
     sans
 }
 
+/// SANs for the Service named by `SERVICE_NAME` in `POD_NAMESPACE` (both set by the
+/// manifests through the downward API or plain env), empty when either is unset.
+pub fn service_sans(service: Option<&str>, namespace: Option<&str>) -> Vec<String> {
+    match (service, namespace) {
+        (Some(svc), Some(ns)) if !svc.is_empty() && !ns.is_empty() => vec![
+            svc.to_string(),
+            format!("{svc}.{ns}"),
+            format!("{svc}.{ns}.svc"),
+            format!("{svc}.{ns}.svc.cluster.local"),
+        ],
+        _ => Vec::new(),
+    }
+}
+
 /// Serves the current certificate and swaps in a new one when the files change.
 #[derive(Debug)]
 pub struct ReloadingCert {
