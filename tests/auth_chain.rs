@@ -8,7 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::harness::{DR_LIST, Harness, UNAUTHORIZED, aggregator_headers, common_args, configmap};
+use common::fake_apiserver::FakeApiServer;
+use common::harness::{
+    DR_LIST, Harness, Options, UNAUTHORIZED, aggregator_headers, common_args, configmap,
+};
+use kubedojo_data_api::auth::delegated::{Tuning, start_with_clients};
+use kubedojo_data_api::auth::options::{CertAuthArgs, DelegationArgs};
 use kubedojo_data_api::auth::{AlwaysAllowPaths, AuthChain};
 use kubedojo_data_api::runtime::{AppParts, build_app, load_records};
 use kubedojo_data_api::server::pki::CertificateAuthority;
@@ -327,6 +332,106 @@ async fn configmap_ca_rotation_applies_without_restart() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Polls `/whoami` as the front proxy until it answers `want`.
+async fn wait_for_proxy_status(h: &Harness, want: u16) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let client = h.client(Some(&h.proxy_cert()));
+        let got = h
+            .get(&client, "/whoami", &[("X-Remote-User", "alice")])
+            .await
+            .0;
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still {got}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn configmap_appearing_later_is_picked_up_by_the_watch() {
+    let h = Harness::start_with(Options {
+        configmap: false,
+        ..Options::default()
+    })
+    .await;
+    h.fake.allow("alice");
+    h.fake.allow("system:anonymous");
+    // No CA yet: no client certificate is asked for, so the proxy is anonymous.
+    let who = h
+        .whoami(
+            &h.client(Some(&h.proxy_cert())),
+            &[("X-Remote-User", "alice")],
+        )
+        .await;
+    assert_eq!(who["name"], "system:anonymous");
+    h.fake.set_configmap(configmap(
+        &h.pki.front_proxy_ca.cert_pem,
+        &h.pki.client_ca.cert_pem,
+    ));
+    wait_for_proxy_status(&h, 200).await;
+}
+
+#[tokio::test]
+async fn periodic_reread_applies_rotation_without_watch_events() {
+    let h = Harness::start_with(Options {
+        silent_watch: true,
+        refresh_interval: Duration::from_millis(200),
+        ..Options::default()
+    })
+    .await;
+    h.fake.allow("alice");
+    wait_for_proxy_status(&h, 200).await;
+    let before = h.fake.state.configmap_gets.load(Ordering::SeqCst);
+    let new_ca = CertificateAuthority::new("front-proxy-ca-2").unwrap();
+    h.fake
+        .set_configmap(configmap(&new_ca.cert_pem, &h.pki.client_ca.cert_pem));
+    wait_for_proxy_status(&h, 401).await;
+    assert!(h.fake.state.configmap_gets.load(Ordering::SeqCst) > before);
+}
+
+#[tokio::test]
+async fn configmap_lookup_failure_is_fatal_unless_tolerated() {
+    common::crypto();
+    let fake = FakeApiServer::start().await;
+    fake.state.configmap_forbidden.store(true, Ordering::SeqCst);
+    let start = |delegation: DelegationArgs| {
+        let (a, b) = (fake.client(), fake.client());
+        async move {
+            start_with_clients(
+                &delegation,
+                &CertAuthArgs::default(),
+                a,
+                b,
+                vec![],
+                Tuning::default(),
+            )
+            .await
+        }
+    };
+    let err = start(DelegationArgs::default()).await.err().unwrap();
+    assert!(format!("{err:#}").contains("403"), "{err:#}");
+    let tolerated = start(DelegationArgs {
+        authentication_tolerate_lookup_failure: true,
+        ..DelegationArgs::default()
+    })
+    .await
+    .unwrap();
+    assert!(tolerated.trust.load().requestheader.is_none());
+    tolerated.refresh.abort();
+    let skipped = start(DelegationArgs {
+        authentication_skip_lookup: true,
+        ..DelegationArgs::default()
+    })
+    .await
+    .unwrap();
+    skipped.refresh.abort();
 }
 
 #[tokio::test]

@@ -41,6 +41,10 @@ pub struct FakeState {
     pub sar_error: AtomicBool,
     /// ConfigMap GETs served.
     pub configmap_gets: AtomicUsize,
+    /// Watches stay open but never deliver an event.
+    pub silent_watch: AtomicBool,
+    /// ConfigMap reads are answered 403 Forbidden.
+    pub configmap_forbidden: AtomicBool,
     configmap: Mutex<Option<(u64, BTreeMap<String, String>)>>,
     version: AtomicUsize,
     changes: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<Value>>>,
@@ -210,6 +214,16 @@ async fn handle(s: Arc<FakeState>, req: Request<Incoming>) -> Response<Body> {
         }
         ("GET", "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication") => {
             s.configmap_gets.fetch_add(1, Ordering::SeqCst);
+            if s.configmap_forbidden.load(Ordering::SeqCst) {
+                return json_response(
+                    403,
+                    &status(
+                        403,
+                        "Forbidden",
+                        "configmaps \"extension-apiserver-authentication\" is forbidden",
+                    ),
+                );
+            }
             match s.configmap_object() {
                 Some(cm) => json_response(200, &cm),
                 None => json_response(
@@ -235,7 +249,11 @@ async fn handle(s: Arc<FakeState>, req: Request<Incoming>) -> Response<Body> {
                 );
             }
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-            s.changes.lock().unwrap().push(tx);
+            if s.silent_watch.load(Ordering::SeqCst) {
+                std::mem::forget(tx);
+            } else {
+                s.changes.lock().unwrap().push(tx);
+            }
             let stream = tokio_stream_from(rx)
                 .map(|event| Ok::<_, Infallible>(Frame::data(Bytes::from(format!("{event}\n")))));
             let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));

@@ -126,15 +126,44 @@ impl Drop for Harness {
     }
 }
 
+/// How a [`Harness`] starts.
+pub struct Options {
+    /// Publish the ConfigMap before starting.
+    pub configmap: bool,
+    /// The double's watches never deliver events (only the periodic re-read works).
+    pub silent_watch: bool,
+    /// Trust re-read interval.
+    pub refresh_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            configmap: true,
+            silent_watch: false,
+            refresh_interval: Duration::from_secs(60),
+        }
+    }
+}
+
 impl Harness {
     pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
         super::crypto();
         let pki = Pki::new();
         let fake = FakeApiServer::start().await;
-        fake.set_configmap(configmap(
-            &pki.front_proxy_ca.cert_pem,
-            &pki.client_ca.cert_pem,
-        ));
+        fake.state
+            .silent_watch
+            .store(options.silent_watch, std::sync::atomic::Ordering::SeqCst);
+        if options.configmap {
+            fake.set_configmap(configmap(
+                &pki.front_proxy_ca.cert_pem,
+                &pki.client_ca.cert_pem,
+            ));
+        }
         let Delegated {
             trust,
             chain,
@@ -146,7 +175,7 @@ impl Harness {
             fake.client(),
             vec!["/healthz".into(), "/readyz".into(), "/livez".into()],
             Tuning {
-                refresh_interval: Duration::from_secs(60),
+                refresh_interval: options.refresh_interval,
                 retry: Retry::once(),
             },
         )
