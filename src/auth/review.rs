@@ -5,7 +5,30 @@
 use std::future::Future;
 use std::time::Duration;
 
-use super::token_review::ReviewError;
+/// A failed review call.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ReviewError {
+    /// What went wrong.
+    pub message: String,
+    /// Whether retrying may help (connection errors, 429, 5xx).
+    pub retryable: bool,
+}
+
+impl From<kube::Error> for ReviewError {
+    fn from(e: kube::Error) -> Self {
+        let retryable = match &e {
+            kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+            kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+            _ => false,
+        };
+        let message = match &e {
+            kube::Error::Api(s) => format!("{} {}: {}", s.code, s.reason, s.message),
+            other => other.to_string(),
+        };
+        ReviewError { message, retryable }
+    }
+}
 
 /// How review calls are retried.
 #[derive(Clone, Debug, PartialEq)]
@@ -70,5 +93,56 @@ where
             }
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn failing(retryable: bool) -> Result<(), ReviewError> {
+        Err(ReviewError {
+            message: "no".into(),
+            retryable,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_only_retryable_errors_with_backoff() {
+        let calls = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let r = call_with_retry(&Retry::default(), || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { failing(true) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        // 0.5 + 0.75 + 1.125 + 1.6875 s, plus at most 20 % jitter.
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(4062) && waited <= Duration::from_millis(4875),
+            "{waited:?}"
+        );
+
+        calls.store(0, Ordering::SeqCst);
+        let r = call_with_retry(&Retry::default(), || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { failing(false) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_call_times_out() {
+        let retry = Retry {
+            timeout: Duration::from_secs(10),
+            ..Retry::once()
+        };
+        let r: Result<(), _> = call_with_retry(&retry, std::future::pending).await;
+        assert!(r.unwrap_err().message.contains("no answer within"));
     }
 }

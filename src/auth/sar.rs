@@ -17,8 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use kube::api::{Api, PostParams};
 
 use super::cache::TtlCache;
-use super::review::{Retry, call_with_retry};
-use super::token_review::ReviewError;
+use super::review::{Retry, ReviewError, call_with_retry};
 use super::{Authorizer, Decision, UserInfo};
 use crate::api::label_selector::{LabelSelector, Operator};
 use crate::api::request_info::RequestInfo;

@@ -13,7 +13,7 @@ use kube::api::{Api, PostParams};
 use sha2::{Digest, Sha256};
 
 use super::cache::TtlCache;
-use super::review::{Retry, call_with_retry};
+use super::review::{Retry, ReviewError, call_with_retry};
 use super::token::bearer_token;
 use super::{AuthRequest, Authenticator, AuthnOutcome, UserInfo};
 
@@ -30,31 +30,6 @@ pub enum TokenVerdict {
 pub trait TokenReviewer: Send + Sync {
     /// Reviews one token; `Err` when the review itself failed.
     fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<TokenVerdict, ReviewError>>;
-}
-
-/// A failed review call.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct ReviewError {
-    /// What went wrong.
-    pub message: String,
-    /// Whether retrying may help (connection errors, 429, 5xx).
-    pub retryable: bool,
-}
-
-impl From<kube::Error> for ReviewError {
-    fn from(e: kube::Error) -> Self {
-        let retryable = match &e {
-            kube::Error::Api(s) => s.code == 429 || s.code >= 500,
-            kube::Error::HyperError(_) | kube::Error::Service(_) => true,
-            _ => false,
-        };
-        let message = match &e {
-            kube::Error::Api(s) => format!("{} {}: {}", s.code, s.reason, s.message),
-            other => other.to_string(),
-        };
-        ReviewError { message, retryable }
-    }
 }
 
 /// `TokenReview` through the kube client.
