@@ -271,3 +271,29 @@ impl ResolvesServerCert for StaticCert {
         Some(self.0.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_sans_need_both_names() {
+        assert_eq!(
+            service_sans(Some("kubedojo-apiserver"), Some("kube-system")),
+            vec![
+                "kubedojo-apiserver",
+                "kubedojo-apiserver.kube-system",
+                "kubedojo-apiserver.kube-system.svc",
+                "kubedojo-apiserver.kube-system.svc.cluster.local",
+            ]
+        );
+        assert!(service_sans(Some("svc"), None).is_empty());
+        assert!(service_sans(Some(""), Some("ns")).is_empty());
+        let sans = default_sans(&service_sans(
+            Some("kubedojo-apiserver"),
+            Some("kube-system"),
+        ));
+        assert!(sans.contains(&"kubedojo-data-api.kube-system.svc".to_string()));
+        assert!(sans.contains(&"kubedojo-apiserver.kube-system.svc".to_string()));
+    }
+}
