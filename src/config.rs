@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::auth::options::{CertAuthArgs, DelegationArgs};
 use crate::server::tls::MinTlsVersion;
 
 /// A Kubernetes aggregated API server: metrics.k8s.io (a drop-in for
@@ -15,7 +16,7 @@ use crate::server::tls::MinTlsVersion;
 /// With no subcommand it serves in a cluster, like metrics-server.
 #[derive(Debug, Parser)]
 #[command(name = "kubedojo-data-api", version, about, long_about = None)]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(args_conflicts_with_subcommands = true, args_override_self = true)]
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]
@@ -30,10 +31,10 @@ pub struct Cli {
 pub enum Command {
     /// Run everything on this machine with no cluster: the same server, with a
     /// generated certificate, a demo token and a kubeconfig for kubectl.
-    Demo(DemoArgs),
+    Demo(Box<DemoArgs>),
     /// Serve simulated kubelets (`/metrics/resource` over TLS) on loopback
     /// addresses, for tests, benchmarks and the real-cluster harness.
-    KubeletSim(KubeletSimArgs),
+    KubeletSim(Box<KubeletSimArgs>),
 }
 
 /// Flags of the metrics pipeline (scraping kubelets).
@@ -192,6 +193,16 @@ pub struct ServeArgs {
     /// Metrics pipeline flags.
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    /// Extra DNS names or IPs for the self-signed serving certificate (the Service
+    /// names from SERVICE_NAME/POD_NAMESPACE are added automatically).
+    #[arg(long, value_delimiter = ',')]
+    pub tls_sans: Vec<String>,
+    /// Client-certificate and front-proxy trust.
+    #[command(flatten)]
+    pub cert_auth: CertAuthArgs,
+    /// TokenReview / SubjectAccessReview delegation.
+    #[command(flatten)]
+    pub delegation: DelegationArgs,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -227,6 +238,9 @@ pub struct DemoArgs {
     /// Port of the simulated kubelets (0 = any free port per node).
     #[arg(long, default_value_t = 0)]
     pub sim_port: u16,
+    /// Client-certificate and front-proxy trust (try the aggregator's path locally).
+    #[command(flatten)]
+    pub cert_auth: CertAuthArgs,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,

@@ -35,8 +35,8 @@ fn main() -> std::process::ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Some(Command::Demo(args)) => demo::run(args).await,
-            Some(Command::KubeletSim(args)) => kubedojo_data_api::sim::command::run(args).await,
+            Some(Command::Demo(args)) => demo::run(*args).await,
+            Some(Command::KubeletSim(args)) => kubedojo_data_api::sim::command::run(*args).await,
             None => runtime::run_serve(cli.serve).await,
         }
     });

@@ -153,3 +153,74 @@ impl ExtraRoutes for SelfMetrics {
         Some(resp)
     }
 }
+
+/// The kubelet client settings for a real cluster: TLS verified against the
+/// cluster CA unless `--kubelet-certificate-authority` or `--kubelet-insecure-tls`
+/// say otherwise; the bearer token (or client certificate) of the kube config.
+pub fn kubelet_client_config(
+    args: &crate::config::MetricsArgs,
+    kube: &kube::Config,
+) -> anyhow::Result<crate::scrape::KubeletClientConfig> {
+    use anyhow::Context;
+    let read =
+        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let mut config = base_config(args, kube);
+    config.ca_pem = if let Some(path) = &args.kubelet_certificate_authority {
+        Some(read(path)?)
+    } else if args.kubelet_insecure_tls {
+        None
+    } else if let Some(ders) = &kube.root_cert {
+        Some(
+            ders.iter()
+                .map(|d| der_to_pem(d))
+                .collect::<String>()
+                .into_bytes(),
+        )
+    } else if let Some(file) = &kube.root_cert_file {
+        Some(read(file)?)
+    } else {
+        None
+    };
+    if let (Some(cert), Some(key)) = (&args.kubelet_client_certificate, &args.kubelet_client_key) {
+        let mut pem = read(cert)?;
+        pem.push(b'\n');
+        pem.extend(read(key)?);
+        config.client_identity_pem = Some(pem);
+    }
+    Ok(config)
+}
+
+fn base_config(
+    args: &crate::config::MetricsArgs,
+    kube: &kube::Config,
+) -> crate::scrape::KubeletClientConfig {
+    use secrecy::ExposeSecret;
+    crate::scrape::KubeletClientConfig {
+        insecure: args.kubelet_insecure_tls,
+        token_file: kube
+            .auth_info
+            .token_file
+            .as_ref()
+            .map(std::path::PathBuf::from),
+        token: kube
+            .auth_info
+            .token
+            .as_ref()
+            .map(|t| t.expose_secret().to_string()),
+        timeout: args.kubelet_request_timeout,
+        max_body_bytes: args.kubelet_max_response_bytes,
+        ..crate::scrape::KubeletClientConfig::default()
+    }
+}
+
+fn der_to_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}

@@ -15,9 +15,11 @@ use rand::Rng;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::configmap::{REFRESH_INTERVAL, TrustSource};
 use crate::auth::{
-    AlwaysAllowGroups, AlwaysAllowPaths, AuthChain, MASTERS_GROUP, StaticTokenAuthenticator,
-    StaticUsers, UserInfo,
+    AlwaysAllowGroups, AlwaysAllowPaths, AuthChain, ClientCertAuthenticator,
+    FrontProxyAuthenticator, MASTERS_GROUP, StaticTokenAuthenticator, StaticUsers, TrustStore,
+    UserInfo,
 };
 use crate::config::DemoArgs;
 use crate::runtime::{AppParts, build_app, load_records};
@@ -93,7 +95,19 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
     let certified = crate::server::tls::certified_key_from_pem(&serving.cert_pem, &serving.key_pem)
         .context("loading the demo serving certificate")?;
     let resolver = Arc::new(crate::server::tls::StaticCert(Arc::new(certified)));
-    let tls = server_config(resolver, None, args.common.tls_min_version)?;
+    // Client certificates and the front proxy from flags only (no cluster here).
+    let trust_source = TrustSource::flags_only(args.cert_auth.trust_flags());
+    let (trust_config, _) = trust_source
+        .initial(false)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("client certificate flags")?;
+    let trust = TrustStore::new(trust_config);
+    let tls = server_config(
+        resolver,
+        Some(trust.verifier()),
+        args.common.tls_min_version,
+    )?;
 
     let token = args.token.clone().unwrap_or_else(random_token);
     let admin = UserInfo {
@@ -103,10 +117,11 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
         ..UserInfo::default()
     };
     let auth = AuthChain::new(
-        vec![Arc::new(StaticTokenAuthenticator::new(vec![(
-            token.clone(),
-            admin,
-        )]))],
+        vec![
+            Arc::new(FrontProxyAuthenticator::new(trust.clone())),
+            Arc::new(ClientCertAuthenticator::new(trust.clone())),
+            Arc::new(StaticTokenAuthenticator::new(vec![(token.clone(), admin)])),
+        ],
         vec![
             Arc::new(AlwaysAllowGroups(vec![MASTERS_GROUP.into()])),
             Arc::new(AlwaysAllowPaths(vec![
@@ -147,6 +162,7 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
             .clone()
             .run_refresh(args.common.records_refresh_interval),
     );
+    let trust_refresh = tokio::spawn(trust_source.run(trust, None, REFRESH_INTERVAL));
     let server_shutdown = shutdown.clone();
     let world::SimulatedWorld { pipeline, sim, .. } = world;
     let scraper = tokio::spawn(pipeline.scraper.run(shutdown.clone()));
@@ -154,6 +170,7 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
         crate::server::serve(listener, Arc::new(tls), app, server_shutdown).await;
         refresh.abort();
         scraper.abort();
+        trust_refresh.abort();
     });
     Ok(DemoServer {
         addr,
