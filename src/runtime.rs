@@ -32,8 +32,11 @@ pub fn init_logging(common: &CommonArgs) {
             "{level},hyper=warn,rustls=warn,h2=warn,tower=warn,kube=info"
         ))
     });
+    // Colour only on a terminal: container logs stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match common.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -70,12 +70,17 @@ fn usage_of(point: &MetricsPoint, rate: Option<Rate>) -> Usage {
 }
 
 /// One pod of a node. Its containers are `containers[first..first + len]` of its [`NodeEntry`].
+///
+/// The name lives in the node's name arena rather than in its own `Arc<str>`: dropping a
+/// generation of entries then frees a few blocks per node instead of touching 150,000 scattered
+/// reference counts (the dominant cost of a publish before), and it saves ~40 bytes per pod.
 #[derive(Debug)]
 pub(crate) struct PodEntry {
     /// Pod namespace (interned).
     pub(crate) namespace: Arc<str>,
-    /// Pod name (kept from scrape to scrape).
-    pub(crate) name: Arc<str>,
+    /// Pod name: `names[name_start..name_start + name_len]` of its [`NodeEntry`].
+    name_start: u32,
+    name_len: u32,
     /// Timestamp of the container with the earliest timestamp.
     timestamp_ms: i64,
     /// Window of that container (0 when it has no usage).
@@ -87,11 +92,6 @@ pub(crate) struct PodEntry {
 }
 
 impl PodEntry {
-    /// (namespace, name).
-    pub(crate) fn key(&self) -> (&str, &str) {
-        (&self.namespace, &self.name)
-    }
-
     /// Timestamp of the container with the earliest timestamp.
     pub(crate) fn timestamp_ms(&self) -> i64 {
         self.timestamp_ms
@@ -127,6 +127,8 @@ pub(crate) struct NodeEntry {
     pub(crate) usage: Option<NodeUsage>,
     /// Pods sorted by (namespace, name), unique.
     pub(crate) pods: Vec<PodEntry>,
+    /// Pod names, one after the other.
+    names: String,
     /// Containers, pod after pod, each pod's sorted by name.
     containers: Vec<ContainerUsage>,
     /// Container tracks, parallel to `containers`.
@@ -163,6 +165,7 @@ impl NodeEntry {
             node_track,
             usage,
             pods: Vec::with_capacity(batch_pods.len()),
+            names: String::with_capacity(batch_pods.iter().map(|p| p.name.len()).sum()),
             containers: Vec::with_capacity(capacity),
             tracks: Vec::with_capacity(capacity),
             published_containers: 0,
@@ -179,14 +182,14 @@ impl NodeEntry {
                 continue;
             }
             let key = pod_key(pod);
-            while let Some(old) = old_pods.get(old_index)
-                && old.key() < key
+            while let (Some(prev), Some(old)) = (prev, old_pods.get(old_index))
+                && prev.key(old) < key
             {
                 old_index += 1;
                 same_layout = false;
             }
             let old = match (prev, old_pods.get(old_index)) {
-                (Some(prev), Some(old)) if old.key() == key => {
+                (Some(prev), Some(old)) if prev.key(old) == key => {
                     old_index += 1;
                     Some((prev, old))
                 }
@@ -221,12 +224,25 @@ impl NodeEntry {
         next
     }
 
+    /// A pod's name.
+    pub(crate) fn name(&self, pod: &PodEntry) -> &str {
+        let start = pod.name_start as usize;
+        self.names
+            .get(start..start + pod.name_len as usize)
+            .unwrap_or_default()
+    }
+
+    /// A pod's (namespace, name).
+    pub(crate) fn key<'a>(&'a self, pod: &'a PodEntry) -> (&'a str, &'a str) {
+        (&pod.namespace, self.name(pod))
+    }
+
     /// The servable view of pod `index`.
     pub(crate) fn pod_usage(&self, index: usize) -> Option<PodUsage<'_>> {
         let pod = self.pods.get(index)?;
         Some(PodUsage {
             namespace: &pod.namespace,
-            name: &pod.name,
+            name: self.name(pod),
             timestamp_ms: pod.timestamp_ms,
             window_ms: pod.window_ms,
             containers: self.containers.get(pod.range()).unwrap_or(&[]),
@@ -251,6 +267,9 @@ impl NodeEntry {
         let first = u32::try_from(self.containers.len()).ok()?;
         let len = u32::try_from(containers.len()).ok()?;
         first.checked_add(len)?;
+        let name_start = u32::try_from(self.names.len()).ok()?;
+        let name_len = u32::try_from(pod.name.len()).ok()?;
+        name_start.checked_add(name_len)?;
         let (old_containers, old_tracks) = old.map_or((&[][..], &[][..]), |(entry, pod)| {
             (
                 entry.containers.get(pod.range()).unwrap_or(&[]),
@@ -305,16 +324,15 @@ impl NodeEntry {
         let published = pod_tracks.iter().all(Track::has_usage);
         // Timestamp and window of the container with the earliest timestamp (metrics-server).
         let earliest = pod_tracks.iter().min_by_key(|t| t.reading.timestamp_ms);
-        let (namespace, name) = match old {
-            Some((_, old)) => (Arc::clone(&old.namespace), Arc::clone(&old.name)),
-            None => (
-                ctx.interner.intern(&pod.namespace),
-                Arc::from(pod.name.as_str()),
-            ),
+        let namespace = match old {
+            Some((_, old)) => Arc::clone(&old.namespace),
+            None => ctx.interner.intern(&pod.namespace),
         };
+        self.names.push_str(&pod.name);
         self.pods.push(PodEntry {
             namespace,
-            name,
+            name_start,
+            name_len,
             timestamp_ms: earliest.map_or(0, |t| t.reading.timestamp_ms),
             window_ms: earliest.map_or(0, |t| t.window_ms),
             first,
@@ -472,7 +490,6 @@ mod tests {
         assert!(Arc::ptr_eq(&e1.containers[0].name, &e1.containers[2].name));
         let e2 = ctx.merge(Some(&e1), &batch(T0 + RES, 1, &pods));
         assert!(Arc::ptr_eq(&e1.name, &e2.name));
-        assert!(Arc::ptr_eq(&e1.pods[0].name, &e2.pods[0].name));
         assert!(Arc::ptr_eq(&e1.containers[3].name, &e2.containers[3].name));
     }
 
@@ -485,7 +502,7 @@ mod tests {
         b.pods[1].containers.push(dup);
         b.pods.push(pod("c", "empty", &[], T0, 0));
         let e = ctx.merge(None, &b);
-        let keys: Vec<_> = e.pods.iter().map(|p| p.key()).collect();
+        let keys: Vec<_> = e.pods.iter().map(|p| e.key(p)).collect();
         assert_eq!(keys, [("a", "o"), ("a", "p"), ("b", "p")]);
         let pod = e.pod_usage(1).unwrap();
         let names: Vec<&str> = pod.containers.iter().map(|c| &*c.name).collect();

@@ -7,12 +7,18 @@
 //!
 //! # Building in O(pods)
 //!
-//! Sorting 150,000 pods by name would cost tens of milliseconds of cache misses. Instead, a new
-//! snapshot starts from the previous one's order: a node whose entry has the same `layout_id`
-//! (same pod keys, same servable flags; values may differ) keeps its pods' positions, remapped to
-//! the new node index without reading them. Only the pods of nodes whose pod set changed (or new
-//! nodes) are sorted and merged in by binary search. In steady state a publish is a linear pass
-//! over `(u32, u32)` pairs.
+//! Sorting all pods by (namespace, name) through their entries is slow: ~50–70 ms for 150,000
+//! pods (bench `publish_from_scratch`), a start-up cost only. Instead, a new snapshot starts
+//! from the previous one's order, whose keys are still sorted:
+//! - a node whose entry has the same `layout_id` (same pod keys, same servable flags; values may
+//!   differ) keeps its pods' indexes: they are only remapped to the new node index;
+//! - a node whose pod set changed gets an old → new pod index map, from a merge of its two sorted
+//!   pod lists (O(pods of that node));
+//! - only pods that were not servable before (new pods, new nodes) are sorted and placed by binary
+//!   search.
+//!
+//! So a publish is a linear pass over `(u32, u32)` pairs plus O(a log pods) for `a` new pods:
+//! ~1.7 ms for 150,000 pods when no pod set changed (`publish_steady_build_only`).
 //!
 //! # Duplicate pods
 //!
@@ -22,7 +28,13 @@
 //! mark both nodes so that the next snapshot re-examines them: the result is always a pure
 //! function of the entries, never of publish history.
 
-use std::{cmp::Ordering, fmt, iter::FusedIterator, slice, sync::Arc};
+use std::{
+    cmp::{Ordering, Reverse},
+    fmt,
+    iter::FusedIterator,
+    slice,
+    sync::Arc,
+};
 
 use crate::store::{
     node_entry::{NodeEntry, PodEntry},
@@ -150,7 +162,7 @@ impl Snapshot {
         let range = self.namespace_range(namespace)?;
         let refs = self.pods.get(range.start..range.end)?;
         let i = refs
-            .binary_search_by(|r| (*entry_pod(&self.entries, *r).name).cmp(name))
+            .binary_search_by(|r| pod_name(&self.entries, *r).cmp(name))
             .ok()?;
         refs.get(i).and_then(|r| pod_usage(&self.entries, *r))
     }
@@ -217,9 +229,14 @@ impl Snapshot {
         // Pod refs are u32 pairs: a store with more than 4 billion nodes is not served.
         entries.truncate(u32::MAX as usize);
 
-        // 1. Which previous entries can keep their pods' positions, and where they went.
-        let mut old_to_new: Vec<Option<u32>> = vec![None; prev.entries.len()];
+        // 1. Where each previous entry's pods went: a node with the same layout keeps every pod
+        //    index; a node whose pod set changed gets a per-pod index map (a merge of two sorted
+        //    lists); a node gone or marked dirty is dropped and its pods, if any, re-added.
+        let mut old_to_new = vec![OldNode::Gone; prev.entries.len()];
+        let mut remap: Vec<u32> = Vec::new();
+        let mut added = Vec::new();
         let mut carried = vec![false; entries.len()];
+        let mut covered: Vec<bool> = Vec::new();
         let (mut i, mut j) = (0, 0);
         while let (Some(old), Some(new)) = (prev.entries.get(i), entries.get(j)) {
             match old.name.cmp(&new.name) {
@@ -227,9 +244,15 @@ impl Snapshot {
                 Ordering::Greater => j += 1,
                 Ordering::Equal => {
                     let layout = prev.layouts.get(i).copied().unwrap_or(DIRTY);
-                    if layout != DIRTY && layout == new.layout_id {
-                        old_to_new[i] = u32::try_from(j).ok();
+                    if let (true, Ok(node)) = (layout != DIRTY, u32::try_from(j)) {
                         carried[j] = true;
+                        old_to_new[i] = if layout == new.layout_id {
+                            OldNode::Same(node)
+                        } else {
+                            let base = remap.len();
+                            diff_pods(old, new, node, &mut remap, &mut covered, &mut added);
+                            OldNode::Remap { node, base }
+                        };
                     }
                     i += 1;
                     j += 1;
@@ -237,8 +260,8 @@ impl Snapshot {
             }
         }
 
-        // 2. Pods of the other entries, sorted; equal keys best first.
-        let mut added = Vec::new();
+        // 2. Pods to place by search: those of new and dirty nodes, and the new pods of changed
+        //    nodes (step 1); sorted, equal keys best first.
         for (node, entry) in entries.iter().enumerate() {
             if carried[node] {
                 continue;
@@ -250,12 +273,19 @@ impl Snapshot {
                 }
             }
         }
-        added.sort_unstable_by(|a, b| {
-            let (pa, pb) = (entry_pod(&entries, *a), entry_pod(&entries, *b));
-            pa.key()
-                .cmp(&pb.key())
-                .then_with(|| better(&entries, *a, *b))
-        });
+        // Keys are looked up once, not at every comparison (a sort of everything at start-up).
+        let mut keyed: Vec<_> = added
+            .iter()
+            .map(|r| {
+                let ts = entry_pod(&entries, *r).timestamp_ms();
+                (pod_key(&entries, *r), Reverse(ts), r.node, r.pod)
+            })
+            .collect();
+        keyed.sort_unstable();
+        let added: Vec<PodRef> = keyed
+            .into_iter()
+            .map(|(_, _, node, pod)| PodRef { node, pod })
+            .collect();
 
         // 3. Merge, namespace by namespace: carried pods (already in order) and added ones.
         let mut layouts: Vec<u64> = entries.iter().map(|e| e.layout_id).collect();
@@ -294,9 +324,16 @@ impl Snapshot {
                 .and_then(|o| prev.pods.get(o.start..o.end))
                 .unwrap_or(&[])
                 .iter()
-                .filter_map(|r| {
-                    let node = old_to_new.get(r.node as usize).copied().flatten()?;
-                    Some(PodRef { node, pod: r.pod })
+                .filter_map(|r| match old_to_new.get(r.node as usize)? {
+                    OldNode::Gone => None,
+                    OldNode::Same(node) => Some(PodRef {
+                        node: *node,
+                        pod: r.pod,
+                    }),
+                    OldNode::Remap { node, base } => {
+                        let pod = *remap.get(base + r.pod as usize)?;
+                        (pod != NO_POD).then_some(PodRef { node: *node, pod })
+                    }
                 });
             let start = pods.len();
             if ns_added.is_empty() {
@@ -351,6 +388,66 @@ fn entry_pod(entries: &[Arc<NodeEntry>], r: PodRef) -> &PodEntry {
     &entries[r.node as usize].pods[r.pod as usize]
 }
 
+/// Where a previous snapshot's node went.
+#[derive(Clone, Copy, Debug)]
+enum OldNode {
+    /// Deleted, expired or dirty: its pods are not carried over.
+    Gone,
+    /// Same layout at this new index: pod indexes unchanged.
+    Same(u32),
+    /// Changed layout at new index `node`: pod `k` is now `remap[base + k]` (or [`NO_POD`]).
+    Remap { node: u32, base: usize },
+}
+
+/// In a remap table: the pod is no longer servable.
+const NO_POD: u32 = u32::MAX;
+
+/// Maps `old`'s pods to `new`'s (node index `node`), appending the table to `remap`; pods of
+/// `new` that can be served but were not before go to `added`. O(pods of the node).
+fn diff_pods(
+    old: &NodeEntry,
+    new: &NodeEntry,
+    node: u32,
+    remap: &mut Vec<u32>,
+    covered: &mut Vec<bool>,
+    added: &mut Vec<PodRef>,
+) {
+    covered.clear();
+    covered.resize(new.pods.len(), false);
+    let mut n = 0;
+    for old_pod in &old.pods {
+        let old_key = old.key(old_pod);
+        while new.pods.get(n).is_some_and(|p| new.key(p) < old_key) {
+            n += 1;
+        }
+        let mapped = match (new.pods.get(n), u32::try_from(n)) {
+            (Some(new_pod), Ok(index))
+                if old_pod.published && new_pod.published && new.key(new_pod) == old_key =>
+            {
+                covered[n] = true;
+                index
+            }
+            _ => NO_POD,
+        };
+        remap.push(mapped);
+    }
+    for (pod, (p, covered)) in new.pods.iter().zip(covered.iter()).enumerate() {
+        if let (true, false, Ok(pod)) = (p.published, *covered, u32::try_from(pod)) {
+            added.push(PodRef { node, pod });
+        }
+    }
+}
+
+fn pod_key(entries: &[Arc<NodeEntry>], r: PodRef) -> (&str, &str) {
+    let entry = &entries[r.node as usize];
+    entry.key(&entry.pods[r.pod as usize])
+}
+
+fn pod_name(entries: &[Arc<NodeEntry>], r: PodRef) -> &str {
+    let entry = &entries[r.node as usize];
+    entry.name(&entry.pods[r.pod as usize])
+}
+
 fn pod_usage(entries: &[Arc<NodeEntry>], r: PodRef) -> Option<PodUsage<'_>> {
     entries.get(r.node as usize)?.pod_usage(r.pod as usize)
 }
@@ -374,7 +471,7 @@ struct Merge<'a> {
 
 impl Merge<'_> {
     fn name(&self, r: PodRef) -> &str {
-        &entry_pod(self.entries, r).name
+        pod_name(self.entries, r)
     }
 
     /// `winner` stays, `loser` is dropped; both nodes are re-examined next time.
@@ -478,3 +575,31 @@ impl DoubleEndedIterator for Pods<'_> {
 impl ExactSizeIterator for Pods<'_> {}
 
 impl FusedIterator for Pods<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_snapshot_answers_every_query() {
+        let snap = Snapshot::empty(42);
+        assert_eq!(snap.published_at_ms(), 42);
+        assert!(snap.nodes().is_empty());
+        assert_eq!(snap.node("n"), None);
+        assert_eq!(snap.pods().len(), 0);
+        assert_eq!(snap.pods_in("default").next(), None);
+        assert_eq!(snap.pod("default", "p"), None);
+        assert_eq!(snap.namespaces().count(), 0);
+        assert_eq!(
+            (snap.node_count(), snap.pod_count(), snap.container_count()),
+            (0, 0, 0)
+        );
+        assert_eq!(snap.storage_points(), StoragePoints::default());
+        // Debug prints counts, never 150,000 pods.
+        assert_eq!(
+            format!("{snap:?}"),
+            "Snapshot { published_at_ms: 42, nodes: 0, namespaces: 0, pods: 0, containers: 0, \
+             points: StoragePoints { node: 0, container: 0 } }"
+        );
+    }
+}
