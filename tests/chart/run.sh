@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Chart and manifests tests: one entry point.
 #
-#   tests/chart/run.sh                      lint + template assertions, manifests vs chart (no cluster, ~1 min)
+#   tests/chart/run.sh                      lint + template assertions, manifests vs chart (no cluster, ~15 s)
 #   tests/chart/run.sh --cluster DIR        also server-side dry-run + real helm install/upgrade/uninstall of
 #                                           each mode and kubectl apply of manifests/, against the
 #                                           kube-apiserver of DIR/admin.kubeconfig (tests/e2e/cluster.sh up DIR)
 #   tests/chart/run.sh --own-cluster        start a throwaway kube-apiserver for the run and stop it after
 #   tests/chart/run.sh --write-readme       regenerate the values table of charts/kubedojo-data-api/README.md
 #   tests/chart/run.sh -k PATTERN ...       only checks whose name contains PATTERN
+#   KUBEDOJO_BIN=target/release/kubedojo-data-api tests/chart/run.sh
+#                                           also check that the binary accepts every flag the chart passes
 #
 # helm and kubectl are the pinned builds of tests/e2e/tools.sh (built on first use).
 # Exits non-zero on any failure; the last line is "N passed, M failed".

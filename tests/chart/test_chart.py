@@ -812,6 +812,47 @@ def t_manifests_records():
        "records ConfigMap content")
 
 
+@test("manifests/README.md: the keep-metrics-server patch drops only v1beta1.metrics.k8s.io")
+def t_manifests_keep_ms():
+    text = (MANIFESTS / "README.md").read_text()
+    section = text[text.index("To keep metrics-server"):]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    dst, _ = manifests_copy()
+    (dst / "overlay").mkdir()
+    (dst / "overlay" / "kustomization.yaml").write_text("resources: [../manifests]\n" + block)
+    got = kustomize(dst / "overlay")
+    eq(sorted(d["metadata"]["name"] for d in find(got, "APIService")), ["v1alpha1.data.kubedojo.io"], "APIServices")
+    eq(len(got), len(kustomize(dst / "manifests")) - 1, "objects after the patch")
+
+
+def server_binary():
+    """The kubedojo-data-api binary to check flags against: $KUBEDOJO_BIN (explicit, so a
+    stale build in target/ never decides the result)."""
+    c = os.environ.get("KUBEDOJO_BIN", "")
+    return c if c and os.access(c, os.X_OK) else None
+
+
+@test("the server binary accepts every flag the chart passes (each TLS mode, records, metrics, CI values)")
+def t_binary_flags():
+    binary = server_binary()
+    if not binary:
+        raise Skip("set KUBEDOJO_BIN=<path to a kubedojo-data-api binary> to run this check")
+    help_text = run([binary, "--help"]).stdout
+    known = set(re.findall(r"(--[a-z0-9][a-z0-9-]*)", help_text)) | {"--v"}
+    renders = [template(sets=[f"tls.type={t}", "tls.existingSecret.name=x", "tls.existingSecret.caBundle=x",
+                              "metrics.enabled=true", "records.existingConfigMap=r", "records.refreshInterval=1m"])[0]
+               for t in ("self", "helm", "cert-manager", "existingSecret")]
+    renders += [template([f])[0] for f in sorted((CHART / "ci").glob("*.yaml"))]
+    unknown = set()
+    for docs in renders:
+        for d in find(docs, "Deployment"):
+            for a in d["spec"]["template"]["spec"]["containers"][0]["args"]:
+                flag = a.split("=", 1)[0]
+                if flag not in known:
+                    unknown.add(flag)
+    check(not unknown, f"{binary} --help does not list {sorted(unknown)}: pods would exit at start-up")
+
+
 # ---------------------------------------------------------------- offline: image recipe
 
 @test("Dockerfile: static build, distroless nonroot final stage, ENTRYPOINT the binary; .dockerignore")
