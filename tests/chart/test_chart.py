@@ -853,6 +853,72 @@ def t_binary_flags():
     check(not unknown, f"{binary} --help does not list {sorted(unknown)}: pods would exit at start-up")
 
 
+def free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve_and_probe(binary, cert_dir: Path, name=RELEASE, ns=NS):
+    """Start `binary` with the chart's TLS flags on 127.0.0.1 and GET /livez and /readyz
+    with curl, verifying the certificate against ca.crt for the Service's DNS name."""
+    port = free_port()
+    args = [binary, f"--secure-port={port}", "--bind-address=127.0.0.1",
+            f"--tls-cert-file={cert_dir / 'tls.crt'}", f"--tls-private-key-file={cert_dir / 'tls.key'}"]
+    if KUBECONFIG:
+        args.append(f"--kubeconfig={KUBECONFIG}")
+    log = open(cert_dir / "server.log", "w")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    host = f"{name}.{ns}.svc"
+    try:
+        deadline = time.monotonic() + 30
+        last = None
+        while time.monotonic() < deadline:
+            check(proc.poll() is None, f"server exited ({proc.returncode}; with --cluster it gets a kubeconfig): {(cert_dir / 'server.log').read_text()[-2000:]}")
+            last = run(["curl", "-sS", "--max-time", "5", "--cacert", cert_dir / "ca.crt",
+                        "--resolve", f"{host}:{port}:127.0.0.1", f"https://{host}:{port}/livez"], check_rc=False)
+            if last.returncode == 0:
+                break
+            time.sleep(0.5)
+        check(last is not None and last.returncode == 0, f"/livez over verified TLS failed: {last.stderr if last else ''}")
+        ready = run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "--cacert",
+                     cert_dir / "ca.crt", "--resolve", f"{host}:{port}:127.0.0.1", f"https://{host}:{port}/readyz"],
+                    check_rc=False)
+        check(ready.returncode == 0, f"/readyz over verified TLS failed: {ready.stderr}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@test("the server binary serves /livez with the helm-mode Secret (RSA PKCS#1) and an EC (SEC1) key, verified by CA and Service name")
+def t_binary_tls():
+    binary = server_binary()
+    if not binary:
+        raise Skip("set KUBEDOJO_BIN=<path to a kubedojo-data-api binary> to run this check")
+    if not shutil.which("curl"):
+        raise Skip("curl not found")
+    docs, _ = template()
+    secret = one(docs, "Secret", f"{RELEASE}-tls")
+    d = WORK / "binary-helm-tls"
+    d.mkdir()
+    for k in ("ca.crt", "tls.crt", "tls.key"):
+        (d / k).write_bytes(base64.b64decode(secret["data"][k]))
+    serve_and_probe(binary, d)
+    # the key encoding cert-manager writes for ECDSA (SEC1 "EC PRIVATE KEY")
+    d = WORK / "binary-ec-tls"
+    make_ca_and_cert(d, svc_dns())
+    sec1 = openssl("ec", "-in", str(d / "tls.key"))
+    check("BEGIN EC PRIVATE KEY" in sec1, "openssl did not write SEC1")
+    (d / "tls.key").write_text(sec1)
+    serve_and_probe(binary, d)
+
+
 # ---------------------------------------------------------------- offline: image recipe
 
 @test("Dockerfile: static build, distroless nonroot final stage, ENTRYPOINT the binary; .dockerignore")
