@@ -6,7 +6,8 @@
 #
 # The build step is the same command as scripts/build-static.sh (which runs it on a
 # machine without Docker and checks that the result is static): glibc with
-# crt-static, so the final stage needs no libc. The toolchain is the one pinned in
+# crt-static (a static-pie), stripped of the release profile's line tables, so the
+# final stage needs no libc. The toolchain is the one pinned in
 # rust-toolchain.toml (rustup installs it if the image's differs).
 
 FROM rust:1.95 AS build
@@ -16,7 +17,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target x86_64-unknown-linux-gnu --bin kubedojo-data-api \
     && cp target/x86_64-unknown-linux-gnu/release/kubedojo-data-api /kubedojo-data-api \
-    && ! ldd /kubedojo-data-api
+    && strip /kubedojo-data-api \
+    && ldd /kubedojo-data-api 2>&1 | grep -Eq 'statically linked|not a dynamic executable' \
+    && /kubedojo-data-api --version
 
 FROM gcr.io/distroless/static-debian12:nonroot
 LABEL org.opencontainers.image.title="kubedojo-data-api" \
