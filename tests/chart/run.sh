@@ -24,6 +24,7 @@ tool() {
   local t=$1 i out
   for i in 1 2 3 4 5 6; do
     if out=$(bash "$TOOLS" "$t" 2>/tmp/kd-chart-tools.$$); then
+      rm -f /tmp/kd-chart-tools.$$
       printf '%s\n' "$out" | tail -n1
       return 0
     fi

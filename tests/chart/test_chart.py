@@ -323,8 +323,17 @@ def t_lint_ci():
 def t_ci_render():
     for f in sorted((CHART / "ci").glob("*.yaml")):
         docs, raw = template([f])
-        check(not re.search(r"^\s*(annotations|labels):\s*(null|~)?\s*$\n(?!\s+\S+:)", raw, re.M),
-              f"{f.name}: an empty annotations/labels key is rendered")
+        def walk(o, where):
+            if isinstance(o, dict):
+                for k, v in o.items():
+                    check(not (k in ("annotations", "labels") and not v),
+                          f"{f.name}: empty {k} rendered at {where} (GitOps tools see a diff)")
+                    walk(v, f"{where}.{k}")
+            elif isinstance(o, list):
+                for i, v in enumerate(o):
+                    walk(v, f"{where}[{i}]")
+        for d in docs:
+            walk(d, f"{d['kind']}/{d['metadata']['name']}")
         for d in docs:
             labels = d["metadata"].get("labels") or {}
             check(labels.get("app.kubernetes.io/name") == "kubedojo-data-api"
