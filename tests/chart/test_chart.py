@@ -10,6 +10,9 @@ DIR/admin.kubeconfig is used): helm install --dry-run=server and a real helm
 install/upgrade/uninstall of each mode, takeover of an existing metrics-server
 APIService, and kubectl apply (server dry-run and real) of manifests/.
 
+With KUBEDOJO_BIN=<binary>: the binary's --help lists every flag the chart passes,
+and it serves /livez over TLS with the chart's helm-mode certificate.
+
 Usage: test_chart.py --helm HELM --kubectl KUBECTL [--cluster DIR] [-k PATTERN]
        test_chart.py --helm HELM --write-readme   (regenerate the README table)
 Prints one line per check and ends with "N passed, M failed".
