@@ -131,6 +131,10 @@ pub struct KubeletSimArgs {
     /// Require this bearer token, as kubelets do.
     #[arg(long)]
     pub token: Option<String>,
+    /// Share of containers, in percent (0..=100), whose CPU counter never moves (metrics-server
+    /// drops a pod when one of its containers reports 0 CPU, so comparisons use 0).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub idle_percent: u8,
     /// Log verbosity.
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,

@@ -30,6 +30,7 @@ pub async fn run(args: KubeletSimArgs) -> anyhow::Result<()> {
         containers_per_pod: args.containers_per_pod,
         first_address: args.first_address,
         port: args.port,
+        idle_percent: args.idle_percent,
         ..FleetSpec::default()
     };
     let fleet =
