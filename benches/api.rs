@@ -1,0 +1,261 @@
+//! API-layer benchmarks (issue #7): what a request costs once it reaches the metrics providers
+//! (`src/groups/metrics.rs`) and the generic list handler (`src/api/endpoint.rs::list`), i.e.
+//! store snapshot + cluster-view label join + selector + serialisation, without TLS/HTTP.
+//!
+//! World: metrics-server's "Normal" scale scenario, 1,000 and 5,000 nodes × 30 pods × 2
+//! containers, 100 deployments over 10 namespaces (as `benches/store.rs`), two scrape cycles
+//! published; every pod is in the cluster view with `app=<deployment>` and
+//! `pod-template-hash` labels.
+//!
+//! - `hpa_list`: the HPA's query, `GET /apis/metrics.k8s.io/v1beta1/namespaces/namespace-3/pods?
+//!   labelSelector=app=deployment-013` (one deployment: 300 pods at 1,000 nodes, 1,500 at 5,000);
+//! - `namespace_list`: one namespace, no selector (15,000 pods at 5,000 nodes);
+//! - `all_pods_json` / `all_pods_table`: `kubectl top pod -A` (150,000 pods at 5,000 nodes), as
+//!   a PodMetricsList and as a `meta.k8s.io/v1` Table (kubectl's `get` path);
+//! - `all_nodes_json`: `kubectl top node`.
+//!
+//! Each returns the body size, printed once per world by `sizes` (first bench).
+//!
+//! Run: `cargo bench --bench api` (release).
+
+use std::{collections::BTreeMap, sync::Arc, sync::OnceLock, time::Duration};
+
+use divan::{Bencher, black_box};
+use kubedojo_data_api::{
+    api::{endpoint, list_options::ListOptions},
+    cluster::{ClusterView, NodeInfo, PodInfo},
+    groups::metrics::{NodeMetricsProvider, PodMetricsProvider, Sources},
+    store::{
+        Store, StoreConfig,
+        batch::{ContainerPoint, MetricsPoint, NodeBatch, PodPoints},
+    },
+};
+
+const PODS_PER_NODE: usize = 30;
+const NAMESPACES: usize = 10;
+const DEPLOYMENTS: usize = 100;
+const RES_MS: i64 = 15_000;
+const T0: i64 = 1_700_000_000_000;
+const SIZES: [usize; 2] = [1_000, 5_000];
+const JSON: &str = "application/json";
+const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+
+fn main() {
+    divan::main();
+}
+
+fn pod_name(global: usize) -> String {
+    format!(
+        "deployment-{:03}-7d4b9c8f6-{:05x}",
+        global % DEPLOYMENTS,
+        (global.wrapping_mul(2_654_435_761)) & 0xf_ffff
+    )
+}
+
+fn batch(node: usize, cycle: i64) -> NodeBatch {
+    let ts = T0 + cycle * RES_MS + (node % 1_000) as i64;
+    let cpu = |k: usize| (cycle.unsigned_abs() + 1) * 1_000_000_000 * (k as u64 % 7 + 1);
+    let mut pods: Vec<PodPoints> = (0..PODS_PER_NODE)
+        .map(|p| {
+            let global = node * PODS_PER_NODE + p;
+            let point = |k: usize| MetricsPoint {
+                start_time_ms: T0 - 3_600_000,
+                timestamp_ms: ts,
+                cumulative_cpu_ns: cpu(global + k),
+                memory_bytes: 64 << 20,
+            };
+            PodPoints {
+                namespace: format!("namespace-{}", global % NAMESPACES),
+                name: pod_name(global),
+                containers: vec![
+                    ContainerPoint {
+                        name: "app".into(),
+                        point: point(0),
+                    },
+                    ContainerPoint {
+                        name: "istio-proxy".into(),
+                        point: point(1),
+                    },
+                ],
+            }
+        })
+        .collect();
+    pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    NodeBatch {
+        node: Some(MetricsPoint {
+            start_time_ms: 0,
+            timestamp_ms: ts,
+            cumulative_cpu_ns: cpu(node) * 10,
+            memory_bytes: 8 << 30,
+        }),
+        pods,
+    }
+}
+
+struct World {
+    pods: PodMetricsProvider,
+    nodes: NodeMetricsProvider,
+}
+
+fn build(nodes: usize) -> World {
+    let store = Arc::new(Store::new(StoreConfig::new(Duration::from_millis(
+        RES_MS.unsigned_abs(),
+    ))));
+    for c in 0..2 {
+        let now = T0 + c * RES_MS + 1_000;
+        for n in 0..nodes {
+            store.ingest(&format!("node-{n:05}"), batch(n, c), now);
+        }
+        store.publish(now);
+    }
+    let cluster = ClusterView::new();
+    for n in 0..nodes {
+        let name = format!("node-{n:05}");
+        cluster.upsert_node(NodeInfo {
+            labels: Arc::new(BTreeMap::from([
+                ("kubernetes.io/hostname".to_owned(), name.clone()),
+                ("kubernetes.io/os".to_owned(), "linux".to_owned()),
+            ])),
+            name,
+            addresses: Vec::new(),
+            kubelet_port: 10250,
+            metrics_path: None,
+            ready: true,
+        });
+    }
+    // Pods of one deployment share one label map (as the watcher's interning would not, this
+    // is the cheaper case for memory, not for the join).
+    for g in 0..nodes * PODS_PER_NODE {
+        let labels = Arc::new(BTreeMap::from([
+            (
+                "app".to_owned(),
+                format!("deployment-{:03}", g % DEPLOYMENTS),
+            ),
+            ("pod-template-hash".to_owned(), "7d4b9c8f6".to_owned()),
+        ]));
+        cluster.upsert_pod(
+            &format!("namespace-{}", g % NAMESPACES),
+            &pod_name(g),
+            PodInfo {
+                labels,
+                created_ms: T0,
+            },
+        );
+    }
+    let sources = Sources {
+        store,
+        cluster,
+        telemetry: None,
+    };
+    World {
+        pods: PodMetricsProvider(sources.clone()),
+        nodes: NodeMetricsProvider(sources),
+    }
+}
+
+fn world(nodes: usize) -> &'static World {
+    static SMALL: OnceLock<World> = OnceLock::new();
+    static LARGE: OnceLock<World> = OnceLock::new();
+    let cell = if nodes == SIZES[0] { &SMALL } else { &LARGE };
+    cell.get_or_init(|| build(nodes))
+}
+
+fn opts(query: &[(&str, &str)]) -> ListOptions {
+    let q: Vec<(String, String)> = query
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    ListOptions::from_query(&q, false).expect("valid query")
+}
+
+/// Body length of a response (the providers answer with one in-memory buffer).
+fn body_len(resp: http::Response<kubedojo_data_api::api::response::Body>) -> u64 {
+    hyper::body::Body::size_hint(resp.body())
+        .exact()
+        .unwrap_or(0)
+}
+
+/// Prints the response sizes once (not timed).
+#[divan::bench(args = SIZES, sample_count = 1, sample_size = 1)]
+fn sizes(nodes: usize) {
+    let w = world(nodes);
+    let hpa = opts(&[("labelSelector", "app=deployment-013")]);
+    let all = ListOptions::default();
+    let now = T0;
+    let report = [
+        (
+            "hpa_list",
+            endpoint::list(&w.pods, Some("namespace-3"), &hpa, Some(JSON), now),
+        ),
+        (
+            "namespace_list",
+            endpoint::list(&w.pods, Some("namespace-3"), &all, Some(JSON), now),
+        ),
+        (
+            "all_pods_json",
+            endpoint::list(&w.pods, None, &all, Some(JSON), now),
+        ),
+        (
+            "all_pods_table",
+            endpoint::list(&w.pods, None, &all, Some(TABLE), now),
+        ),
+        (
+            "all_nodes_json",
+            endpoint::list(&w.nodes, None, &all, Some(JSON), now),
+        ),
+    ];
+    for (name, r) in report {
+        let r = r.expect("list succeeds");
+        eprintln!("[api bench] {nodes} nodes: {name} = {} bytes", body_len(r));
+    }
+}
+
+/// The HPA's query: one deployment's pods in one namespace, by label selector.
+#[divan::bench(args = SIZES)]
+fn hpa_list(bencher: Bencher<'_, '_>, nodes: usize) {
+    let w = world(nodes);
+    let o = opts(&[("labelSelector", "app=deployment-013")]);
+    bencher.bench(|| {
+        body_len(
+            endpoint::list(&w.pods, black_box(Some("namespace-3")), &o, Some(JSON), T0)
+                .expect("list"),
+        )
+    });
+}
+
+/// One namespace (10% of the pods), no selector.
+#[divan::bench(args = SIZES, sample_count = 20)]
+fn namespace_list(bencher: Bencher<'_, '_>, nodes: usize) {
+    let w = world(nodes);
+    let o = ListOptions::default();
+    bencher.bench(|| {
+        body_len(
+            endpoint::list(&w.pods, black_box(Some("namespace-3")), &o, Some(JSON), T0)
+                .expect("list"),
+        )
+    });
+}
+
+/// `kubectl top pod -A`: every pod as a PodMetricsList.
+#[divan::bench(args = SIZES, sample_count = 10, sample_size = 1)]
+fn all_pods_json(bencher: Bencher<'_, '_>, nodes: usize) {
+    let w = world(nodes);
+    let o = ListOptions::default();
+    bencher.bench(|| body_len(endpoint::list(&w.pods, None, &o, Some(JSON), T0).expect("list")));
+}
+
+/// `kubectl get podmetrics -A`: every pod as a Table (kubectl's server-side printing).
+#[divan::bench(args = SIZES, sample_count = 10, sample_size = 1)]
+fn all_pods_table(bencher: Bencher<'_, '_>, nodes: usize) {
+    let w = world(nodes);
+    let o = ListOptions::default();
+    bencher.bench(|| body_len(endpoint::list(&w.pods, None, &o, Some(TABLE), T0).expect("list")));
+}
+
+/// `kubectl top node`: every node.
+#[divan::bench(args = SIZES, sample_count = 20)]
+fn all_nodes_json(bencher: Bencher<'_, '_>, nodes: usize) {
+    let w = world(nodes);
+    let o = ListOptions::default();
+    bencher.bench(|| body_len(endpoint::list(&w.nodes, None, &o, Some(JSON), T0).expect("list")));
+}
