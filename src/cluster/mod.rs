@@ -83,7 +83,7 @@ impl ClusterView {
 
     /// Removes a pod.
     pub fn remove_pod(&self, namespace: &str, name: &str) {
-        self.pods.remove(&(namespace.to_string(), name.to_string()));
+        self.pods.remove(&(namespace, name) as &dyn PodKey);
     }
 
     /// Replaces all pods (after a relist).
@@ -113,10 +113,11 @@ impl ClusterView {
         self.nodes.contains_key(name)
     }
 
-    /// One running pod.
+    /// One running pod (looked up by borrowed strings: no allocation per lookup, which
+    /// matters because every listed PodMetrics joins its labels through here).
     pub fn pod(&self, namespace: &str, name: &str) -> Option<Arc<PodInfo>> {
         self.pods
-            .get(&(namespace.to_string(), name.to_string()))
+            .get(&(namespace, name) as &dyn PodKey)
             .map(|e| e.value().clone())
     }
 
@@ -138,5 +139,88 @@ impl ClusterView {
     /// True once both initial lists have arrived.
     pub fn synced(&self) -> bool {
         self.nodes_synced.load(Ordering::Acquire) && self.pods_synced.load(Ordering::Acquire)
+    }
+}
+
+/// A (namespace, name) pod key that owned `(String, String)` keys and borrowed `(&str, &str)`
+/// pairs both provide, so the pod map can be searched without building owned strings. Hash
+/// and equality match those of `(String, String)` (field by field, as tuples hash), which
+/// `Borrow` requires.
+trait PodKey {
+    fn key(&self) -> (&str, &str);
+}
+
+impl PodKey for (String, String) {
+    fn key(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl PodKey for (&str, &str) {
+    fn key(&self) -> (&str, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn PodKey + 'a> for (String, String) {
+    fn borrow(&self) -> &(dyn PodKey + 'a) {
+        self
+    }
+}
+
+impl std::hash::Hash for dyn PodKey + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl PartialEq for dyn PodKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for dyn PodKey + '_ {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(app: &str) -> PodInfo {
+        PodInfo {
+            labels: Arc::new(BTreeMap::from([("app".to_owned(), app.to_owned())])),
+            created_ms: 1,
+        }
+    }
+
+    #[test]
+    fn pods_are_found_and_removed_by_borrowed_keys() {
+        let view = ClusterView::new();
+        for i in 0..200 {
+            view.upsert_pod(
+                &format!("ns-{}", i % 7),
+                &format!("pod-{i}"),
+                info(&i.to_string()),
+            );
+        }
+        for i in 0..200 {
+            let p = view.pod(&format!("ns-{}", i % 7), &format!("pod-{i}"));
+            assert_eq!(p.expect("present").labels["app"], i.to_string());
+            // Same name, other namespace; and the pair split differently ("ns-1"+"/x" style).
+            assert!(
+                view.pod(&format!("ns-{}", (i + 1) % 7), &format!("pod-{i}"))
+                    .is_none()
+            );
+        }
+        assert!(view.pod("ns-1pod", "-1").is_none());
+        assert!(view.pod("ns-1", "pod-1").is_some());
+        view.remove_pod("ns-1", "pod-1");
+        assert!(view.pod("ns-1", "pod-1").is_none());
+        assert_eq!(view.pod_count(), 199);
+        view.upsert_pod("ns-1", "pod-1", info("again"));
+        assert_eq!(
+            view.pod("ns-1", "pod-1").expect("back").labels["app"],
+            "again"
+        );
     }
 }
