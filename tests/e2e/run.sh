@@ -122,10 +122,18 @@ print_logs() {
   printf -- '----- end of logs -----\n' >&2
 }
 
+# kill_tree PID: PID and its descendants (a check in progress and its kubectl/curl)
+kill_tree() {
+  local c
+  for c in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$c"; done
+  kill "$1" 2>/dev/null
+}
+
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   set +e
+  [[ -z ${CHECK_PID:-} ]] || kill_tree "$CHECK_PID"
   if ((rc != 0 || FAIL > 0)); then
     ((rc != 0 && PASS + FAIL == 0)) && log "set-up failed (rc=$rc)"
     print_logs
@@ -143,6 +151,7 @@ EOF
     kd_cluster_down "$DIR" 2>/dev/null
     if [[ $OWN_DIR == true ]]; then rm -rf "$DIR"; fi
   fi
+  ((rc < 128)) || log "interrupted (rc=$rc): the checks below are incomplete"
   if ((PASS + FAIL > 0)); then
     log "wall time $((SECONDS - T0))s, server: $BUILD_REV"
     if ((FAIL > 0)); then
@@ -162,10 +171,20 @@ trap 'exit 143' TERM
 
 # check NAME CMD...: runs CMD (in a subshell; it must return non-zero on failure and
 # print why), counts it and prints PASS/FAIL with CMD's output indented on failure.
+# The check runs in the background and the shell `wait`s for it, so that Ctrl-C / SIGTERM
+# reach the traps (and the cleanup) at once instead of after the check.
+CHECK_PID=
 check() {
   local name=$1 out rc=0
   shift
-  out=$("$@" 2>&1) || rc=$?
+  (
+    set +e
+    "$@"
+  ) >"$DIR/check.out" 2>&1 &
+  CHECK_PID=$!
+  wait "$CHECK_PID" || rc=$?
+  CHECK_PID=
+  out=$(cat "$DIR/check.out")
   if ((rc == 0)); then
     PASS=$((PASS + 1))
     printf 'PASS  %s\n' "$name" >&2
@@ -716,7 +735,8 @@ check "forged X-Remote-User/Group without a front-proxy cert: 401/403, never dat
 if [[ $SIM == true ]]; then
   log "stopping kubelet-sim; waiting 25s (2 resolutions + slack)"
   _kd_stop "$DIR" kubelet-sim
-  sleep 25
+  sleep 25 &
+  wait $!
 fi
 check_discovery_without_kubelets() {
   local err rc=0 a
