@@ -149,7 +149,7 @@ async fn node_and_pod_usage_match_the_simulator() {
             let sim = pod
                 .containers
                 .iter()
-                .find(|s| c["name"] == &*s.name)
+                .find(|s| c["name"] == *s.name)
                 .expect("container exists in the fleet");
             let cpu = nanocores(c["usage"]["cpu"].as_str().unwrap());
             assert!(
@@ -177,7 +177,7 @@ async fn hpa_query_selects_by_namespace_and_labels() {
     let (ns, app) = (pod.namespace.to_string(), pod.app.to_string());
     let mut want: Vec<String> = f
         .pods()
-        .filter(|(_, p)| &*p.namespace == ns && &*p.app == app)
+        .filter(|(_, p)| *p.namespace == ns && *p.app == app)
         .map(|(_, p)| p.name.clone())
         .collect();
     want.sort();
@@ -200,7 +200,7 @@ async fn hpa_query_selects_by_namespace_and_labels() {
     let (_, all) = t
         .get_json(&format!("{M}/pods?labelSelector=app%3D{app}"), None)
         .await;
-    let n = f.pods().filter(|(_, p)| &*p.app == app).count();
+    let n = f.pods().filter(|(_, p)| *p.app == app).count();
     assert_eq!(all["items"].as_array().unwrap().len(), n);
 
     let (_, one) = t
