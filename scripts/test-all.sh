@@ -13,7 +13,8 @@ command -v go >/dev/null || { echo "go not found: install Go 1.26+ to build the 
 rustup show active-toolchain >/dev/null 2>&1 || true
 
 step "pinned Go test tools (built once, cached in ${KUBEDOJO_CACHE:-$HOME/.cache/kubedojo})"
-KUBECTL=$(bash tests/e2e/tools.sh kubectl | tail -n1)
+bash tests/e2e/tools.sh kubectl kube-apiserver etcd helm >/dev/null
+KUBECTL=$(bash tests/e2e/tools.sh path kubectl)
 export KUBECTL
 
 step "cargo fmt --check"
@@ -24,3 +25,6 @@ cargo clippy --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --all-targets --locked
+
+step "Helm chart and manifests (lint, template assertions, installs into a real kube-apiserver)"
+KUBEDOJO_BIN="$PWD/target/debug/kubedojo-data-api" bash tests/chart/run.sh --own-cluster

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::auth::options::{CertAuthArgs, DelegationArgs};
 use crate::server::tls::MinTlsVersion;
 
 /// A Kubernetes aggregated API server: metrics.k8s.io (a drop-in for
@@ -15,7 +16,7 @@ use crate::server::tls::MinTlsVersion;
 /// With no subcommand it serves in a cluster, like metrics-server.
 #[derive(Debug, Parser)]
 #[command(name = "kubedojo-data-api", version, about, long_about = None)]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(args_conflicts_with_subcommands = true, args_override_self = true)]
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]
@@ -30,7 +31,109 @@ pub struct Cli {
 pub enum Command {
     /// Run everything on this machine with no cluster: the same server, with a
     /// generated certificate, a demo token and a kubeconfig for kubectl.
-    Demo(DemoArgs),
+    Demo(Box<DemoArgs>),
+    /// Serve simulated kubelets (`/metrics/resource` over TLS) on loopback
+    /// addresses, for tests, benchmarks and the real-cluster harness.
+    KubeletSim(Box<KubeletSimArgs>),
+}
+
+/// Flags of the metrics pipeline (scraping kubelets).
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// How often kubelets are scraped (minimum 10s).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub metric_resolution: Duration,
+    /// The kubelet port used when --kubelet-use-node-status-port is off or the node reports none.
+    #[arg(long, default_value_t = 10250)]
+    pub kubelet_port: u16,
+    /// Use the port in the node's status.daemonEndpoints.kubeletEndpoint.
+    #[arg(long)]
+    pub kubelet_use_node_status_port: bool,
+    /// Node address types to use, in priority order.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "InternalIP,ExternalIP,Hostname"
+    )]
+    pub kubelet_preferred_address_types: Vec<String>,
+    /// Timeout of one kubelet request.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub kubelet_request_timeout: Duration,
+    /// Do not verify kubelet serving certificates.
+    #[arg(long, conflicts_with = "kubelet_certificate_authority")]
+    pub kubelet_insecure_tls: bool,
+    /// CA bundle (PEM) for kubelet serving certificates (default: the cluster CA).
+    #[arg(long, value_name = "FILE")]
+    pub kubelet_certificate_authority: Option<PathBuf>,
+    /// Client certificate (PEM) for kubelets.
+    #[arg(long, value_name = "FILE", requires = "kubelet_client_key")]
+    pub kubelet_client_certificate: Option<PathBuf>,
+    /// Client key (PEM) for kubelets.
+    #[arg(long, value_name = "FILE", requires = "kubelet_client_certificate")]
+    pub kubelet_client_key: Option<PathBuf>,
+    /// Scrape only nodes matching this label selector.
+    #[arg(short = 'l', long, default_value = "")]
+    pub node_selector: String,
+    /// Most kubelets scraped at once.
+    #[arg(long, default_value_t = 128)]
+    pub kubelet_max_concurrency: usize,
+    /// Largest kubelet response accepted, in bytes.
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    pub kubelet_max_response_bytes: usize,
+}
+
+impl MetricsArgs {
+    /// Cross-flag checks, as metrics-server does them.
+    pub fn validate(&self, minimum_resolution: Duration) -> Result<(), String> {
+        if self.metric_resolution < minimum_resolution {
+            return Err(format!(
+                "--metric-resolution must be at least {}",
+                humantime::format_duration(minimum_resolution)
+            ));
+        }
+        if self.metric_resolution.mul_f64(0.9) < self.kubelet_request_timeout {
+            return Err(format!(
+                "--kubelet-request-timeout ({}) must be at most 90% of --metric-resolution ({})",
+                humantime::format_duration(self.kubelet_request_timeout),
+                humantime::format_duration(self.metric_resolution)
+            ));
+        }
+        crate::api::label_selector::LabelSelector::parse(&self.node_selector)
+            .map_err(|e| format!("--node-selector: {e}"))?;
+        Ok(())
+    }
+}
+
+/// Flags of `kubelet-sim`.
+#[derive(Debug, Clone, Args)]
+pub struct KubeletSimArgs {
+    /// Number of simulated nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Pods per node.
+    #[arg(long, default_value_t = 10)]
+    pub pods_per_node: usize,
+    /// Containers per pod.
+    #[arg(long, default_value_t = 2)]
+    pub containers_per_pod: usize,
+    /// Address of the first node; the others follow.
+    #[arg(long, default_value = "127.1.0.1")]
+    pub first_address: std::net::Ipv4Addr,
+    /// Kubelet port on every node address.
+    #[arg(long, default_value_t = 10250)]
+    pub port: u16,
+    /// Write the Node and Pod objects (a v1 List, JSON) here.
+    #[arg(long, value_name = "FILE")]
+    pub objects_out: Option<PathBuf>,
+    /// Write the CA (PEM) of the kubelets' serving certificates here.
+    #[arg(long, value_name = "FILE")]
+    pub ca_out: Option<PathBuf>,
+    /// Require this bearer token, as kubelets do.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Log verbosity.
+    #[arg(short = 'v', long = "v", default_value_t = 0)]
+    pub verbosity: u8,
 }
 
 /// Log output format.
@@ -87,6 +190,19 @@ pub struct ServeArgs {
     /// Non-resource paths allowed without authorization.
     #[arg(long, value_delimiter = ',', default_value = "/healthz,/readyz,/livez")]
     pub authorization_always_allow_paths: Vec<String>,
+    /// Metrics pipeline flags.
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+    /// Extra DNS names or IPs for the self-signed serving certificate (the Service
+    /// names from SERVICE_NAME/POD_NAMESPACE are added automatically).
+    #[arg(long, value_delimiter = ',')]
+    pub tls_sans: Vec<String>,
+    /// Client-certificate and front-proxy trust.
+    #[command(flatten)]
+    pub cert_auth: CertAuthArgs,
+    /// TokenReview / SubjectAccessReview delegation.
+    #[command(flatten)]
+    pub delegation: DelegationArgs,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -107,6 +223,24 @@ pub struct DemoArgs {
     /// The demo admin's bearer token (default: random).
     #[arg(long, env = "KUBEDOJO_DEMO_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Number of simulated nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Simulated pods per node.
+    #[arg(long, default_value_t = 10)]
+    pub pods_per_node: usize,
+    /// How often the simulated kubelets are scraped (demo allows down to 1s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub metric_resolution: Duration,
+    /// Address of the first simulated kubelet (each node gets the next loopback address).
+    #[arg(long, default_value = "127.1.0.1")]
+    pub sim_first_address: std::net::Ipv4Addr,
+    /// Port of the simulated kubelets (0 = any free port per node).
+    #[arg(long, default_value_t = 0)]
+    pub sim_port: u16,
+    /// Client-certificate and front-proxy trust (try the aggregator's path locally).
+    #[command(flatten)]
+    pub cert_auth: CertAuthArgs,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,

@@ -7,9 +7,15 @@
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod groups;
+pub mod pipeline;
 pub mod records;
 pub mod runtime;
+pub mod scrape;
 pub mod server;
+pub mod sim;
+pub mod store;
+pub mod telemetry;

@@ -13,11 +13,16 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     }
     let cli = Cli::parse();
-    let common = match &cli.command {
-        Some(Command::Demo(d)) => d.common.clone(),
-        None => cli.serve.common.clone(),
-    };
-    runtime::init_logging(&common);
+    match &cli.command {
+        Some(Command::Demo(d)) => runtime::init_logging(&d.common),
+        Some(Command::KubeletSim(k)) => {
+            runtime::init_logging(&kubedojo_data_api::config::CommonArgs {
+                verbosity: k.verbosity,
+                ..cli.serve.common.clone()
+            })
+        }
+        None => runtime::init_logging(&cli.serve.common),
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -30,7 +35,8 @@ fn main() -> std::process::ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Some(Command::Demo(args)) => demo::run(args).await,
+            Some(Command::Demo(args)) => demo::run(*args).await,
+            Some(Command::KubeletSim(args)) => kubedojo_data_api::sim::command::run(*args).await,
             None => runtime::run_serve(cli.serve).await,
         }
     });

@@ -10,14 +10,14 @@ use tokio_util::sync::CancellationToken;
 use crate::api::discovery::GroupVersion;
 use crate::api::openapi::spec_for;
 use crate::api::resource::ResourceProvider;
-use crate::auth::{AlwaysAllowGroups, AlwaysAllowPaths, AuthChain, MASTERS_GROUP};
+use crate::auth::AuthChain;
 use crate::config::{CommonArgs, LogFormat, ServeArgs};
 use crate::groups::records as records_group;
 use crate::records::{FileSource, RecordSet, RecordSource};
 use crate::server::app::{App, ExtraRoutes};
 use crate::server::health::Health;
 use crate::server::tls::{
-    CertFiles, ReloadingCert, default_sans, ensure_self_signed, server_config,
+    CertFiles, ReloadingCert, default_sans, ensure_self_signed, server_config, service_sans,
 };
 
 /// Sets up tracing from `-v` and `--log-format`.
@@ -32,8 +32,11 @@ pub fn init_logging(common: &CommonArgs) {
             "{level},hyper=warn,rustls=warn,h2=warn,tower=warn,kube=info"
         ))
     });
+    // Colour only on a terminal: container logs stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match common.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -150,6 +153,9 @@ pub async fn shutdown_signal() {
 
 /// Runs the server for a real cluster until SIGTERM.
 pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    args.metrics
+        .validate(std::time::Duration::from_secs(10))
+        .map_err(anyhow::Error::msg)?;
     let records = load_records(&args.common).await?;
     let files = match (&args.tls_cert_file, &args.tls_private_key_file) {
         (Some(cert), Some(key)) => CertFiles {
@@ -157,7 +163,12 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             key: key.clone(),
         },
         _ => {
-            let (files, generated) = ensure_self_signed(&args.cert_dir, &default_sans(&[]))?;
+            let mut extra = args.tls_sans.clone();
+            extra.extend(service_sans(
+                std::env::var("SERVICE_NAME").ok().as_deref(),
+                std::env::var("POD_NAMESPACE").ok().as_deref(),
+            ));
+            let (files, generated) = ensure_self_signed(&args.cert_dir, &default_sans(&extra))?;
             if generated.is_some() {
                 tracing::info!(dir = %args.cert_dir.display(), "generated a self-signed serving certificate");
             }
@@ -165,18 +176,59 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let cert = ReloadingCert::new(files)?;
-    let tls = server_config(cert.clone(), None, args.common.tls_min_version)?;
-    let auth = AuthChain::new(
-        vec![],
-        vec![
-            Arc::new(AlwaysAllowGroups(vec![MASTERS_GROUP.into()])),
-            Arc::new(AlwaysAllowPaths(
-                args.authorization_always_allow_paths.clone(),
-            )),
-        ],
-        true,
+    let delegated = crate::auth::delegated::start(
+        &args.delegation,
+        &args.cert_auth,
+        args.kubeconfig.as_deref(),
+        args.authorization_always_allow_paths.clone(),
+    )
+    .await?;
+    let tls = server_config(
+        cert.clone(),
+        Some(delegated.trust.verifier()),
+        args.common.tls_min_version,
+    )?;
+    let mut parts = AppParts::new(records.clone(), delegated.chain);
+    let kube_config = crate::auth::delegated::kube_config(args.kubeconfig.as_deref()).await?;
+    let client =
+        kube::Client::try_from(kube_config.clone()).context("creating the Kubernetes client")?;
+    let view = crate::cluster::ClusterView::new();
+    let node_selector =
+        (!args.metrics.node_selector.is_empty()).then(|| args.metrics.node_selector.clone());
+    let watch_nodes = tokio::spawn(crate::cluster::watch::watch_nodes(
+        client.clone(),
+        view.clone(),
+        node_selector,
+    ));
+    let watch_pods = tokio::spawn(crate::cluster::watch::watch_pods(client, view.clone()));
+    let kubelet = crate::scrape::KubeletClient::new(crate::pipeline::kubelet_client_config(
+        &args.metrics,
+        &kube_config,
+    )?)
+    .map_err(anyhow::Error::msg)?;
+    let scraper_config = crate::scrape::ScraperConfig {
+        resolution: args.metrics.metric_resolution,
+        concurrency: args.metrics.kubelet_max_concurrency,
+        node_selector: crate::api::label_selector::LabelSelector::parse(
+            &args.metrics.node_selector,
+        )
+        .map_err(|e| anyhow::anyhow!("--node-selector: {e}"))?,
+        addressing: crate::cluster::address::KubeletAddressing {
+            preferred_types: args.metrics.kubelet_preferred_address_types.clone(),
+            port: args.metrics.kubelet_port,
+            use_node_status_port: args.metrics.kubelet_use_node_status_port,
+            scheme: "https",
+        },
+        publish_interval: std::time::Duration::from_secs(1),
+    };
+    let pipeline = crate::pipeline::Pipeline::new(
+        scraper_config,
+        kubelet,
+        view.clone(),
+        args.metrics.kubelet_request_timeout,
     );
-    let app = Arc::new(build_app(AppParts::new(records.clone(), auth)));
+    pipeline.add_to(&mut parts);
+    let app = Arc::new(build_app(parts));
     let listener = TcpListener::bind((args.bind_address, args.secure_port))
         .await
         .with_context(|| {
@@ -195,8 +247,31 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         stop.cancel();
     });
+    let scraper = tokio::spawn(wait_for_sync_then_scrape(
+        view,
+        pipeline.scraper,
+        shutdown.clone(),
+    ));
     crate::server::serve(listener, Arc::new(tls), app, shutdown).await;
     refresh.abort();
     watch.abort();
+    watch_nodes.abort();
+    watch_pods.abort();
+    scraper.abort();
+    delegated.refresh.abort();
     Ok(())
+}
+
+/// Starts scraping once the node and pod lists have synced (or after 30 s, so a
+/// slow kube-apiserver delays metrics but never stops them).
+async fn wait_for_sync_then_scrape(
+    view: Arc<crate::cluster::ClusterView>,
+    scraper: crate::scrape::Scraper,
+    shutdown: CancellationToken,
+) {
+    let started = std::time::Instant::now();
+    while !view.synced() && started.elapsed() < std::time::Duration::from_secs(30) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    scraper.run(shutdown).await;
 }

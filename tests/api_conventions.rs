@@ -29,9 +29,15 @@ async fn discovery_documents() {
     let (code, apis) = t.get_json("/apis", Some("application/json")).await;
     assert_eq!(code, 200);
     assert_eq!(apis["kind"], "APIGroupList");
-    assert_eq!(apis["groups"][0]["name"], "data.kubedojo.io");
+    let groups: Vec<&str> = apis["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, vec!["metrics.k8s.io", "data.kubedojo.io"]);
     assert_eq!(
-        apis["groups"][0]["preferredVersion"]["groupVersion"],
+        apis["groups"][1]["preferredVersion"]["groupVersion"],
         "data.kubedojo.io/v1alpha1"
     );
 
@@ -63,11 +69,35 @@ async fn discovery_documents() {
     assert!(etag.starts_with('"') && etag.len() == 130, "{etag}");
     let doc: Value = resp.json().await.unwrap();
     assert_eq!(doc["kind"], "APIGroupDiscoveryList");
-    let res = &doc["items"][0]["versions"][0]["resources"][0];
+    let data = &doc["items"][1];
+    assert_eq!(data["metadata"]["name"], "data.kubedojo.io");
+    let res = &data["versions"][0]["resources"][0];
     assert_eq!(res["resource"], "datarecords");
     assert_eq!(res["responseKind"]["kind"], "DataRecord");
     assert_eq!(res["scope"], "Namespaced");
-    assert_eq!(doc["items"][0]["versions"][0]["freshness"], "Current");
+    assert_eq!(res["shortNames"], serde_json::json!(["dr"]));
+    assert_eq!(data["versions"][0]["freshness"], "Current");
+    let metrics = &doc["items"][0];
+    assert_eq!(metrics["metadata"]["name"], "metrics.k8s.io");
+    let kinds: Vec<(&str, &str, &str)> = metrics["versions"][0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["resource"].as_str().unwrap(),
+                r["responseKind"]["kind"].as_str().unwrap(),
+                r["scope"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("nodes", "NodeMetrics", "Cluster"),
+            ("pods", "PodMetrics", "Namespaced")
+        ]
+    );
     let resp = t
         .client
         .get(format!("{}/apis", t.base))
@@ -513,6 +543,16 @@ async fn openapi_documents() {
 #[tokio::test]
 async fn health_endpoints() {
     let t = TestServer::start(None).await;
+    // Readiness follows the first scrapes (1s resolution here).
+    let mut ready = false;
+    for _ in 0..100 {
+        if t.get("/readyz", None).await.status() == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ready, "never became ready");
     for path in ["/healthz", "/livez", "/readyz"] {
         let resp = t.get(path, None).await;
         assert_eq!(resp.status(), 200, "{path}");
@@ -521,6 +561,10 @@ async fn health_endpoints() {
     let verbose = t.get("/readyz?verbose", None).await.text().await.unwrap();
     assert!(verbose.contains("[+]ping ok"), "{verbose}");
     assert!(verbose.contains("[+]records-loaded ok"), "{verbose}");
+    assert!(verbose.contains("[+]metric-storage-ready ok"), "{verbose}");
+    assert!(verbose.contains("[+]metric-informer-sync ok"), "{verbose}");
+    let live = t.get("/livez?verbose", None).await.text().await.unwrap();
+    assert!(live.contains("[+]metric-collection-timely ok"), "{live}");
     assert!(verbose.ends_with("readyz check passed\n"), "{verbose}");
     assert_eq!(t.get("/readyz/ping", None).await.status(), 200);
     assert_eq!(t.get("/readyz/nope", None).await.status(), 404);

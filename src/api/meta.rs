@@ -1,6 +1,7 @@
 //! The subset of `metav1.ObjectMeta` our objects carry, and `TypeMeta` helpers.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,12 +29,16 @@ pub struct ObjectMeta {
     /// When the object was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creation_timestamp: Option<Time>,
-    /// Labels used by label selectors.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
+    /// Labels used by label selectors (shared, so objects built per request copy no maps).
+    #[serde(default, skip_serializing_if = "is_empty_map")]
+    pub labels: Arc<BTreeMap<String, String>>,
     /// Non-identifying annotations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+}
+
+fn is_empty_map(m: &Arc<BTreeMap<String, String>>) -> bool {
+    m.is_empty()
 }
 
 impl ObjectMeta {

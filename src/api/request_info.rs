@@ -30,11 +30,32 @@ pub struct RequestInfo {
     pub name: String,
     /// The path segments after the group/version.
     pub parts: Vec<String>,
+    /// Raw `labelSelector` of a list, watch or deletecollection (for authorization).
+    pub label_selector: String,
+    /// Raw `fieldSelector` of a list, watch or deletecollection (for authorization).
+    pub field_selector: String,
 }
 
 /// True when a `watch` query value turns a list into a watch.
 pub fn is_watch_value(v: &str) -> bool {
     !matches!(v, "0" | "false" | "False")
+}
+
+/// The name a field selector pins with `metadata.name=<n>` (or `==`), when it is a
+/// valid path segment.
+fn pinned_name(selector: &str) -> Option<String> {
+    selector.split(',').find_map(|term| {
+        let value = term
+            .strip_prefix("metadata.name==")
+            .or_else(|| term.strip_prefix("metadata.name="))?;
+        let valid = !value.is_empty()
+            && value != "."
+            && value != ".."
+            && !value.contains('/')
+            && !value.contains('%')
+            && !value.contains('\\');
+        valid.then(|| value.to_string())
+    })
 }
 
 impl RequestInfo {
@@ -131,6 +152,26 @@ impl RequestInfo {
         if watch_path && self.parts.len() > 1 {
             self.verb = "watch".into();
         }
+        let collection = matches!(self.verb.as_str(), "list" | "watch" | "deletecollection");
+        if collection && !watch_path {
+            let raw = |key: &str| {
+                query
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            self.label_selector = raw("labelSelector");
+            self.field_selector = raw("fieldSelector");
+        }
+        // A list or watch pinned to one object by `metadata.name` names it (upstream
+        // does this so authorization can be per object).
+        if (self.verb == "list" || self.verb == "watch")
+            && self.name.is_empty()
+            && let Some(name) = pinned_name(&self.field_selector)
+        {
+            self.name = name;
+        }
         self
     }
 }
@@ -226,6 +267,38 @@ mod tests {
             ),
             ("", "v1", "list")
         );
+    }
+
+    #[test]
+    fn selectors_are_recorded_for_collections() {
+        let i = info(
+            Method::GET,
+            "/apis/metrics.k8s.io/v1beta1/namespaces/ns1/pods",
+            &[
+                ("labelSelector", "app=x"),
+                ("fieldSelector", "metadata.name=p1"),
+            ],
+        );
+        assert_eq!(
+            (i.verb.as_str(), i.label_selector.as_str()),
+            ("list", "app=x")
+        );
+        assert_eq!(
+            (i.field_selector.as_str(), i.name.as_str()),
+            ("metadata.name=p1", "p1")
+        );
+        let i = info(
+            Method::GET,
+            "/apis/metrics.k8s.io/v1beta1/nodes/n1",
+            &[("labelSelector", "app=x")],
+        );
+        assert_eq!(i.label_selector, "");
+        let i = info(
+            Method::GET,
+            "/apis/data.kubedojo.io/v1alpha1/watch/namespaces/ns1/datarecords",
+            &[("labelSelector", "app=x")],
+        );
+        assert_eq!((i.verb.as_str(), i.label_selector.as_str()), ("watch", ""));
     }
 
     #[test]

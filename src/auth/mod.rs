@@ -3,18 +3,35 @@
 //! anonymous), then authorizers in order (first Allow or Deny wins).
 
 mod authorizers;
+pub mod cache;
+pub mod client_cert;
+pub mod configmap;
+pub mod delegated;
 mod forbidden;
+pub mod front_proxy;
+pub mod options;
+pub mod review;
+pub mod sar;
 mod token;
+pub mod token_review;
+pub mod trust;
+pub mod verifier;
 
 pub use authorizers::{AlwaysAllowGroups, AlwaysAllowPaths, StaticUsers};
+pub use client_cert::ClientCertAuthenticator;
 pub use forbidden::forbidden;
+pub use front_proxy::FrontProxyAuthenticator;
+pub use sar::SubjectAccessReviewAuthorizer;
 pub use token::StaticTokenAuthenticator;
+pub use token_review::TokenReviewAuthenticator;
+pub use trust::{TrustConfig, TrustStore};
+pub use verifier::DynamicClientVerifier;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use rustls_pki_types::CertificateDer;
 
 use crate::api::request_info::RequestInfo;
@@ -51,10 +68,16 @@ impl UserInfo {
         }
     }
 
-    /// Adds `system:authenticated` unless already present (upstream does this for
-    /// every authenticated user).
+    /// Adds `system:authenticated` unless the user is anonymous or already has
+    /// `system:authenticated` or `system:unauthenticated` (upstream's
+    /// AuthenticatedGroupAdder).
     pub fn with_authenticated_group(mut self) -> Self {
-        if !self.groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
+        if self.name != ANONYMOUS_USER
+            && !self
+                .groups
+                .iter()
+                .any(|g| g == AUTHENTICATED_GROUP || g == UNAUTHENTICATED_GROUP)
+        {
             self.groups.push(AUTHENTICATED_GROUP.into());
         }
         self
@@ -80,10 +103,30 @@ pub enum AuthnOutcome {
     Failed(String),
 }
 
+/// Headers that carry identity and are removed once a request is authenticated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    /// Exact header names.
+    pub names: Vec<HeaderName>,
+    /// Lower-case name prefixes.
+    pub prefixes: Vec<String>,
+}
+
+/// The identity headers always stripped (the standard front-proxy names).
+pub const STANDARD_IDENTITY_HEADERS: [&str; 3] =
+    ["x-remote-user", "x-remote-uid", "x-remote-group"];
+/// The standard extra-header prefix, always stripped.
+pub const STANDARD_EXTRA_PREFIX: &str = "x-remote-extra-";
+
 /// One way of authenticating a request.
 pub trait Authenticator: Send + Sync {
     /// Authenticates the request.
     fn authenticate<'a>(&'a self, req: &'a AuthRequest<'a>) -> BoxFuture<'a, AuthnOutcome>;
+
+    /// Custom identity headers this authenticator reads (stripped after authentication).
+    fn identity_headers(&self) -> IdentityHeaders {
+        IdentityHeaders::default()
+    }
 }
 
 /// An authorizer's decision.
@@ -140,19 +183,50 @@ impl AuthChain {
         }
     }
 
-    /// Runs the authenticators in order.
+    /// Runs the authenticators in order (upstream's union): the first that
+    /// authenticates wins; when none does, any failed credential is a 401, and only a
+    /// request with no credentials at all is anonymous.
     pub async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<UserInfo, AuthError> {
+        let mut failures = Vec::new();
         for a in &self.authenticators {
             match a.authenticate(req).await {
                 AuthnOutcome::Authenticated(user) => return Ok(user.with_authenticated_group()),
-                AuthnOutcome::Failed(why) => return Err(AuthError::Unauthorized(why)),
+                AuthnOutcome::Failed(why) => failures.push(why),
                 AuthnOutcome::NoCredentials => {}
             }
+        }
+        if !failures.is_empty() {
+            return Err(AuthError::Unauthorized(failures.join("; ")));
         }
         if self.allow_anonymous {
             Ok(UserInfo::anonymous())
         } else {
             Err(AuthError::Unauthorized("no credentials".into()))
+        }
+    }
+
+    /// Removes `Authorization` and every identity header (standard and configured)
+    /// so that handlers never see credentials or unverified identities.
+    pub fn strip_credentials(&self, headers: &mut HeaderMap) {
+        headers.remove(http::header::AUTHORIZATION);
+        for name in STANDARD_IDENTITY_HEADERS {
+            headers.remove(name);
+        }
+        let mut prefixes = vec![STANDARD_EXTRA_PREFIX.to_string()];
+        for a in &self.authenticators {
+            let custom = a.identity_headers();
+            for name in &custom.names {
+                headers.remove(name);
+            }
+            prefixes.extend(custom.prefixes);
+        }
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| prefixes.iter().any(|p| k.as_str().starts_with(p.as_str())))
+            .cloned()
+            .collect();
+        for name in doomed {
+            headers.remove(&name);
         }
     }
 
@@ -171,5 +245,98 @@ impl AuthChain {
             Some(e) => Err(AuthError::Internal(e)),
             None => Err(AuthError::Forbidden(String::new())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    struct Fixed(AuthnOutcome);
+
+    impl Authenticator for Fixed {
+        fn authenticate<'a>(&'a self, _: &'a AuthRequest<'a>) -> BoxFuture<'a, AuthnOutcome> {
+            futures::future::ready(self.0.clone()).boxed()
+        }
+
+        fn identity_headers(&self) -> IdentityHeaders {
+            IdentityHeaders {
+                names: vec![HeaderName::from_static("x-custom-user")],
+                prefixes: vec!["x-custom-extra-".into()],
+            }
+        }
+    }
+
+    fn chain(outcomes: Vec<AuthnOutcome>) -> AuthChain {
+        AuthChain::new(
+            outcomes
+                .into_iter()
+                .map(|o| Arc::new(Fixed(o)) as Arc<dyn Authenticator>)
+                .collect(),
+            vec![],
+            true,
+        )
+    }
+
+    fn user(name: &str) -> UserInfo {
+        UserInfo {
+            name: name.into(),
+            ..UserInfo::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn union_semantics() {
+        let headers = HeaderMap::new();
+        let req = AuthRequest {
+            headers: &headers,
+            peer_certificates: None,
+        };
+        let failed = || AuthnOutcome::Failed("bad".into());
+        // A failure does not stop a later authenticator from succeeding.
+        let c = chain(vec![failed(), AuthnOutcome::Authenticated(user("a"))]);
+        assert_eq!(
+            c.authenticate(&req).await.unwrap().groups,
+            vec![AUTHENTICATED_GROUP]
+        );
+        // A failure with no success is 401, never anonymous.
+        let c = chain(vec![AuthnOutcome::NoCredentials, failed()]);
+        assert_eq!(
+            c.authenticate(&req).await,
+            Err(AuthError::Unauthorized("bad".into()))
+        );
+        // No credentials at all: anonymous, without system:authenticated.
+        let c = chain(vec![AuthnOutcome::NoCredentials]);
+        assert_eq!(c.authenticate(&req).await.unwrap(), UserInfo::anonymous());
+        // An authenticated anonymous name or an unauthenticated group gets nothing added.
+        let c = chain(vec![AuthnOutcome::Authenticated(user(ANONYMOUS_USER))]);
+        assert!(c.authenticate(&req).await.unwrap().groups.is_empty());
+    }
+
+    #[test]
+    fn credentials_and_identity_headers_are_stripped() {
+        let c = chain(vec![AuthnOutcome::NoCredentials]);
+        let mut h = HeaderMap::new();
+        for name in [
+            "authorization",
+            "x-remote-user",
+            "x-remote-uid",
+            "x-remote-group",
+            "x-remote-extra-scopes",
+            "x-custom-user",
+            "x-custom-extra-a",
+            "accept",
+            "x-remote-other",
+        ] {
+            h.append(
+                HeaderName::from_static(name),
+                http::HeaderValue::from_static("v"),
+            );
+        }
+        c.strip_credentials(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, vec!["accept", "x-remote-other"]);
     }
 }

@@ -2,7 +2,9 @@
 //! pipeline and API code; a generated CA and serving certificate, a demo admin
 //! token, and a kubeconfig for kubectl.
 
+pub mod core_api;
 pub mod kubeconfig;
+pub mod world;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,9 +15,11 @@ use rand::Rng;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::configmap::{REFRESH_INTERVAL, TrustSource};
 use crate::auth::{
-    AlwaysAllowGroups, AlwaysAllowPaths, AuthChain, MASTERS_GROUP, StaticTokenAuthenticator,
-    StaticUsers, UserInfo,
+    AlwaysAllowGroups, AlwaysAllowPaths, AuthChain, ClientCertAuthenticator,
+    FrontProxyAuthenticator, MASTERS_GROUP, StaticTokenAuthenticator, StaticUsers, TrustStore,
+    UserInfo,
 };
 use crate::config::DemoArgs;
 use crate::runtime::{AppParts, build_app, load_records};
@@ -35,15 +39,20 @@ pub struct DemoServer {
     pub token: String,
     /// Where the kubeconfig was written.
     pub kubeconfig: PathBuf,
+    /// The simulated kubelets.
+    pub sim: Option<crate::sim::SimHandle>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl DemoServer {
-    /// Stops the server and waits for it to drain.
-    pub async fn stop(self) {
+    /// Stops the server and the simulated kubelets.
+    pub async fn stop(mut self) {
         self.shutdown.cancel();
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
+        if let Some(sim) = self.sim.take() {
+            sim.shutdown().await;
+        }
     }
 
     /// A token that stops the server when cancelled.
@@ -51,13 +60,17 @@ impl DemoServer {
         self.shutdown.clone()
     }
 
-    /// Waits until the server stops.
-    pub async fn wait(self) {
-        let _ = self.task.await;
+    /// Waits until the server stops, then stops the simulated kubelets.
+    pub async fn wait(mut self) {
+        let _ = (&mut self.task).await;
+        if let Some(sim) = self.sim.take() {
+            sim.shutdown().await;
+        }
     }
 }
 
-fn random_token() -> String {
+/// A random 32-character token.
+pub fn random_token() -> String {
     let mut rng = rand::rng();
     (0..32)
         .map(|_| {
@@ -82,7 +95,19 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
     let certified = crate::server::tls::certified_key_from_pem(&serving.cert_pem, &serving.key_pem)
         .context("loading the demo serving certificate")?;
     let resolver = Arc::new(crate::server::tls::StaticCert(Arc::new(certified)));
-    let tls = server_config(resolver, None, args.common.tls_min_version)?;
+    // Client certificates and the front proxy from flags only (no cluster here).
+    let trust_source = TrustSource::flags_only(args.cert_auth.trust_flags());
+    let (trust_config, _) = trust_source
+        .initial(false)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("client certificate flags")?;
+    let trust = TrustStore::new(trust_config);
+    let tls = server_config(
+        resolver,
+        Some(trust.verifier()),
+        args.common.tls_min_version,
+    )?;
 
     let token = args.token.clone().unwrap_or_else(random_token);
     let admin = UserInfo {
@@ -92,10 +117,11 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
         ..UserInfo::default()
     };
     let auth = AuthChain::new(
-        vec![Arc::new(StaticTokenAuthenticator::new(vec![(
-            token.clone(),
-            admin,
-        )]))],
+        vec![
+            Arc::new(FrontProxyAuthenticator::new(trust.clone())),
+            Arc::new(ClientCertAuthenticator::new(trust.clone())),
+            Arc::new(StaticTokenAuthenticator::new(vec![(token.clone(), admin)])),
+        ],
         vec![
             Arc::new(AlwaysAllowGroups(vec![MASTERS_GROUP.into()])),
             Arc::new(AlwaysAllowPaths(vec![
@@ -107,7 +133,10 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
         ],
         true,
     );
-    let parts = AppParts::new(records.clone(), auth);
+    let mut parts = AppParts::new(records.clone(), auth);
+    let world = world::SimulatedWorld::start(args).await?;
+    world.pipeline.add_to(&mut parts);
+    parts.extra_routes.push(Arc::new(world.core_api()));
     let app = Arc::new(build_app(parts));
 
     let listener = TcpListener::bind((args.bind_address, args.secure_port))
@@ -133,16 +162,22 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
             .clone()
             .run_refresh(args.common.records_refresh_interval),
     );
+    let trust_refresh = tokio::spawn(trust_source.run(trust, None, REFRESH_INTERVAL));
     let server_shutdown = shutdown.clone();
+    let world::SimulatedWorld { pipeline, sim, .. } = world;
+    let scraper = tokio::spawn(pipeline.scraper.run(shutdown.clone()));
     let task = tokio::spawn(async move {
         crate::server::serve(listener, Arc::new(tls), app, server_shutdown).await;
         refresh.abort();
+        scraper.abort();
+        trust_refresh.abort();
     });
     Ok(DemoServer {
         addr,
         ca_pem: ca.cert_pem,
         token,
         kubeconfig: args.write_kubeconfig.clone(),
+        sim: Some(sim),
         shutdown,
         task,
     })
@@ -159,7 +194,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          kubectl --kubeconfig {kc} get dr -A\n  \
          kubectl --kubeconfig {kc} get dr user-config -n default -o yaml\n  \
          kubectl --kubeconfig {kc} describe dr user-config -n default\n  \
-         kubectl --kubeconfig {kc} explain dr.spec",
+         kubectl --kubeconfig {kc} explain dr.spec\n  \
+         kubectl --kubeconfig {kc} top node\n  \
+         kubectl --kubeconfig {kc} top pod -A",
         addr = server.addr
     );
     let stop = server.shutdown_token();

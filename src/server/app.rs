@@ -33,6 +33,19 @@ pub trait ExtraRoutes: Send + Sync {
         query: &[(String, String)],
         accept: Option<&str>,
     ) -> Option<Response<Body>>;
+
+    /// Like [`ExtraRoutes::handle`], also given the authenticated user and the request
+    /// headers as handlers see them (credentials and identity headers stripped).
+    fn handle_authenticated(
+        &self,
+        info: &RequestInfo,
+        query: &[(String, String)],
+        accept: Option<&str>,
+        _user: &UserInfo,
+        _headers: &http::HeaderMap,
+    ) -> Option<Response<Body>> {
+        self.handle(info, query, accept)
+    }
 }
 
 /// Everything a request may need, shared by all connections.
@@ -115,7 +128,8 @@ impl App {
         let path = req.uri().path().to_string();
         let query = parse_query(req.uri().query());
         let info = RequestInfo::new(&method, &path, &query);
-        let (user, mut resp) = self.pipeline(&req, conn, &info, &query).await;
+        let mut req = req;
+        let (user, mut resp) = self.pipeline(&mut req, conn, &info, &query).await;
         resp.headers_mut()
             .entry(header::CACHE_CONTROL)
             .or_insert(HeaderValue::from_static("no-cache, private"));
@@ -145,7 +159,7 @@ impl App {
 
     async fn pipeline<B>(
         &self,
-        req: &Request<B>,
+        req: &mut Request<B>,
         conn: &ConnInfo,
         info: &RequestInfo,
         query: &[(String, String)],
@@ -162,6 +176,10 @@ impl App {
             }
             Err(e) => return (None, response::error(&ApiError::internal(format!("{e:?}")))),
         };
+        // Handlers never see credentials or identity headers; the user travels as an
+        // extension.
+        self.auth.strip_credentials(req.headers_mut());
+        req.extensions_mut().insert(user.clone());
         match self.auth.authorize(&user, info).await {
             Ok(()) => {}
             Err(AuthError::Forbidden(reason)) => {
@@ -173,7 +191,13 @@ impl App {
                 return (Some(user), resp);
             }
             Err(AuthError::Internal(e)) | Err(AuthError::Unauthorized(e)) => {
-                let uri = req.uri().to_string();
+                // RequestURI as Go has it: path and query, also for HTTP/2's
+                // absolute-form URIs.
+                let uri = req
+                    .uri()
+                    .path_and_query()
+                    .map(|pq| pq.to_string())
+                    .unwrap_or_else(|| req.uri().path().to_string());
                 return (
                     Some(user),
                     response::text(
@@ -191,7 +215,14 @@ impl App {
             .headers()
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok());
-        let resp = self.route(req.method(), info, query, accept, if_none_match);
+        let resp = self.route(
+            req.method(),
+            info,
+            query,
+            accept,
+            if_none_match,
+            (&user, req.headers()),
+        );
         (Some(user), resp)
     }
 
@@ -202,13 +233,14 @@ impl App {
         query: &[(String, String)],
         accept: Option<&str>,
         if_none_match: Option<&str>,
+        (user, headers): (&UserInfo, &http::HeaderMap),
     ) -> Response<Body> {
         let is_read = *method == Method::GET || *method == Method::HEAD;
         if info.is_resource_request && info.api_prefix == "apis" {
             return self.resource(method, info, query, accept);
         }
         for extra in &self.extra {
-            if let Some(resp) = extra.handle(info, query, accept) {
+            if let Some(resp) = extra.handle_authenticated(info, query, accept, user, headers) {
                 return resp;
             }
         }

@@ -49,15 +49,9 @@ impl Health {
         let checks: Vec<&(String, Check)> = match endpoint {
             "livez" => self.live.iter().collect(),
             "readyz" => self.ready.iter().collect(),
-            "healthz" => {
-                let mut all: Vec<&(String, Check)> = self.live.iter().collect();
-                for c in &self.ready {
-                    if !all.iter().any(|(n, _)| n == &c.0) {
-                        all.push(c);
-                    }
-                }
-                all
-            }
+            // As in kube-apiserver, /healthz carries the liveness checks: a server that
+            // is alive but still warming up must not be restarted.
+            "healthz" => self.live.iter().collect(),
             _ => return None,
         };
         if let Some(name) = single {

@@ -62,7 +62,8 @@ impl CertificateAuthority {
         self.sign(params)
     }
 
-    /// A client certificate: CN = user, O = groups.
+    /// A client certificate: CN = user, O = groups. rcgen keeps one value per
+    /// attribute type, so only the LAST group ends up in the certificate.
     pub fn client_cert(&self, user: &str, groups: &[&str]) -> Result<PemPair, rcgen::Error> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name = name(user, groups);

@@ -122,6 +122,20 @@ pub fn default_sans(extra: &[String]) -> Vec<String> {
     sans
 }
 
+/// SANs for the Service named by `SERVICE_NAME` in `POD_NAMESPACE` (both set by the
+/// manifests through the downward API or plain env), empty when either is unset.
+pub fn service_sans(service: Option<&str>, namespace: Option<&str>) -> Vec<String> {
+    match (service, namespace) {
+        (Some(svc), Some(ns)) if !svc.is_empty() && !ns.is_empty() => vec![
+            svc.to_string(),
+            format!("{svc}.{ns}"),
+            format!("{svc}.{ns}.svc"),
+            format!("{svc}.{ns}.svc.cluster.local"),
+        ],
+        _ => Vec::new(),
+    }
+}
+
 /// Serves the current certificate and swaps in a new one when the files change.
 #[derive(Debug)]
 pub struct ReloadingCert {
@@ -255,5 +269,31 @@ pub struct StaticCert(pub Arc<CertifiedKey>);
 impl ResolvesServerCert for StaticCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.0.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_sans_need_both_names() {
+        assert_eq!(
+            service_sans(Some("kubedojo-apiserver"), Some("kube-system")),
+            vec![
+                "kubedojo-apiserver",
+                "kubedojo-apiserver.kube-system",
+                "kubedojo-apiserver.kube-system.svc",
+                "kubedojo-apiserver.kube-system.svc.cluster.local",
+            ]
+        );
+        assert!(service_sans(Some("svc"), None).is_empty());
+        assert!(service_sans(Some(""), Some("ns")).is_empty());
+        let sans = default_sans(&service_sans(
+            Some("kubedojo-apiserver"),
+            Some("kube-system"),
+        ));
+        assert!(sans.contains(&"kubedojo-data-api.kube-system.svc".to_string()));
+        assert!(sans.contains(&"kubedojo-apiserver.kube-system.svc".to_string()));
     }
 }

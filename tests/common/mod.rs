@@ -2,6 +2,9 @@
 //! talk HTTPS to it with a client that trusts its CA.
 #![allow(dead_code)]
 
+pub mod fake_apiserver;
+pub mod harness;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,6 +24,12 @@ pub fn demo_args(dir: &std::path::Path, records_file: Option<PathBuf>) -> DemoAr
         bind_address: "127.0.0.1".parse().unwrap(),
         write_kubeconfig: dir.join("kubeconfig"),
         token: Some("test-token".into()),
+        nodes: 3,
+        pods_per_node: 5,
+        metric_resolution: Duration::from_secs(1),
+        sim_first_address: "127.1.0.1".parse().unwrap(),
+        sim_port: 0,
+        cert_auth: Default::default(),
         common: CommonArgs {
             verbosity: 0,
             log_format: LogFormat::Text,

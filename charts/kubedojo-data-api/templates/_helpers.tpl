@@ -1,0 +1,222 @@
+{{/* Chart name, at most 63 characters. */}}
+{{- define "kubedojo-data-api.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: fullnameOverride, else the release name when it already contains the
+chart name, else <release>-<chart>. Release "kubedojo-data-api" gives
+"kubedojo-data-api", the name manifests/ uses.
+*/}}
+{{- define "kubedojo-data-api.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Namespace of the namespaced objects. */}}
+{{- define "kubedojo-data-api.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride }}
+{{- end }}
+
+{{- define "kubedojo-data-api.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: stable across upgrades, never add to them. */}}
+{{- define "kubedojo-data-api.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubedojo-data-api.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "kubedojo-data-api.labels" -}}
+helm.sh/chart: {{ include "kubedojo-data-api.chart" . }}
+{{ include "kubedojo-data-api.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: aggregated-apiserver
+app.kubernetes.io/part-of: kubedojo
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "kubedojo-data-api.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kubedojo-data-api.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "kubedojo-data-api.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+RBAC object names. With full name "kubedojo-data-api" they are exactly
+manifests/rbac.yaml's: system:kubedojo-data-api,
+kubedojo-data-api:system:auth-delegator, kubedojo-data-api-auth-reader and
+system:kubedojo-aggregated-reader.
+*/}}
+{{- define "kubedojo-data-api.clusterRoleName" -}}
+system:{{ include "kubedojo-data-api.fullname" . }}
+{{- end }}
+{{- define "kubedojo-data-api.authDelegatorName" -}}
+{{ include "kubedojo-data-api.fullname" . }}:system:auth-delegator
+{{- end }}
+{{- define "kubedojo-data-api.authReaderName" -}}
+{{ include "kubedojo-data-api.fullname" . }}-auth-reader
+{{- end }}
+{{- define "kubedojo-data-api.aggregatedReaderName" -}}
+system:{{ include "kubedojo-data-api.fullname" . | trimSuffix "-data-api" }}-aggregated-reader
+{{- end }}
+
+{{/* Name of the Secret holding the serving certificate (helm, cert-manager, existingSecret). */}}
+{{- define "kubedojo-data-api.tlsSecretName" -}}
+{{- if eq .Values.tls.type "existingSecret" }}
+{{- required "tls.existingSecret.name is required when tls.type is existingSecret" .Values.tls.existingSecret.name }}
+{{- else }}
+{{- include "kubedojo-data-api.fullname" . }}-tls
+{{- end }}
+{{- end }}
+
+{{/* DNS names of the serving certificate: the Service's names. */}}
+{{- define "kubedojo-data-api.dnsNames" -}}
+{{- $svc := include "kubedojo-data-api.fullname" . }}
+{{- $ns := include "kubedojo-data-api.namespace" . }}
+{{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.%s" $svc $ns .Values.tls.clusterDomain) | toJson }}
+{{- end }}
+
+{{/*
+insecureSkipTLSVerify as rendered on the APIServices: always true for tls.type
+self (the generated certificate has no CA to trust), else the value.
+*/}}
+{{- define "kubedojo-data-api.insecureSkipTLSVerify" -}}
+{{- if or (eq .Values.tls.type "self") .Values.apiService.insecureSkipTLSVerify }}true{{ else }}false{{ end }}
+{{- end }}
+
+{{/*
+The helm-mode CA and certificate, generated once per render and memoised in
+.Values (so the Secret and both APIServices get the same CA), or reused from the
+existing Secret found with lookup. Returns a dict with ca.crt, tls.crt, tls.key
+(PEM).
+*/}}
+{{- define "kubedojo-data-api.helmCert" -}}
+{{- if not (hasKey .Values "__kubedojoHelmCert") }}
+{{- $secretName := include "kubedojo-data-api.tlsSecretName" . }}
+{{- $ns := include "kubedojo-data-api.namespace" . }}
+{{- $found := dict }}
+{{- if .Values.tls.helm.lookup }}
+{{- $existing := lookup "v1" "Secret" $ns $secretName }}
+{{- if and $existing $existing.data }}
+{{- if and (index $existing.data "ca.crt") (index $existing.data "tls.crt") (index $existing.data "tls.key") }}
+{{- $found = dict "ca.crt" (index $existing.data "ca.crt" | b64dec) "tls.crt" (index $existing.data "tls.crt" | b64dec) "tls.key" (index $existing.data "tls.key" | b64dec) "reused" true }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if not $found }}
+{{- $days := int .Values.tls.helm.certDurationDays }}
+{{- $ca := genCA (printf "%s-ca" (include "kubedojo-data-api.fullname" .)) $days }}
+{{- $svc := include "kubedojo-data-api.fullname" . }}
+{{- $cert := genSignedCert (printf "%s.%s.svc" $svc $ns) nil (include "kubedojo-data-api.dnsNames" . | fromJsonArray) $days $ca }}
+{{- $found = dict "ca.crt" $ca.Cert "tls.crt" $cert.Cert "tls.key" $cert.Key "reused" false }}
+{{- end }}
+{{- $_ := set .Values "__kubedojoHelmCert" $found }}
+{{- end }}
+{{- toJson (get .Values "__kubedojoHelmCert") }}
+{{- end }}
+
+{{/*
+caBundle (base64 PEM) for the APIServices, or "" when none is known at render
+time (self, cert-manager via injection, insecureSkipTLSVerify).
+*/}}
+{{- define "kubedojo-data-api.caBundle" -}}
+{{- if eq (include "kubedojo-data-api.insecureSkipTLSVerify" .) "false" }}
+{{- if eq .Values.tls.type "helm" }}
+{{- index (include "kubedojo-data-api.helmCert" . | fromJson) "ca.crt" | b64enc }}
+{{- else if eq .Values.tls.type "existingSecret" }}
+{{- if .Values.tls.existingSecret.caBundle }}
+{{- .Values.tls.existingSecret.caBundle | b64enc }}
+{{- else if and (not .Values.tls.existingSecret.injectCAFrom) .Values.tls.existingSecret.lookup }}
+{{- $existing := lookup "v1" "Secret" (include "kubedojo-data-api.namespace" .) .Values.tls.existingSecret.name }}
+{{- if and $existing $existing.data (index $existing.data "ca.crt") }}
+{{- index $existing.data "ca.crt" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The cert-manager.io/inject-ca-from value for the APIServices, or "". */}}
+{{- define "kubedojo-data-api.injectCAFrom" -}}
+{{- if eq (include "kubedojo-data-api.insecureSkipTLSVerify" .) "false" }}
+{{- if and (eq .Values.tls.type "cert-manager") .Values.tls.certManager.addInjectorAnnotations }}
+{{- printf "%s/%s" (include "kubedojo-data-api.namespace" .) (include "kubedojo-data-api.fullname" .) }}
+{{- else if and (eq .Values.tls.type "existingSecret") (not .Values.tls.existingSecret.caBundle) .Values.tls.existingSecret.injectCAFrom }}
+{{- .Values.tls.existingSecret.injectCAFrom }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Where the serving certificate and records are mounted. */}}
+{{- define "kubedojo-data-api.tlsMountPath" -}}/etc/kubedojo-data-api/tls{{- end }}
+{{- define "kubedojo-data-api.recordsMountPath" -}}/etc/kubedojo-data-api/records{{- end }}
+
+{{/* The records ConfigMap name, or "" when the built-in records are served. */}}
+{{- define "kubedojo-data-api.recordsConfigMap" -}}
+{{- if .Values.records.existingConfigMap }}
+{{- .Values.records.existingConfigMap }}
+{{- else if .Values.records.inline }}
+{{- include "kubedojo-data-api.fullname" . }}-records
+{{- end }}
+{{- end }}
+
+{{/* Container args: derived flags first, then defaultArgs, then args. */}}
+{{- define "kubedojo-data-api.args" -}}
+{{- $args := list (printf "--secure-port=%d" (int .Values.containerPort)) }}
+{{- if eq .Values.tls.type "self" }}
+{{- $args = append $args "--cert-dir=/tmp" }}
+{{- else }}
+{{- $dir := include "kubedojo-data-api.tlsMountPath" . }}
+{{- $args = append $args (printf "--tls-cert-file=%s/tls.crt" $dir) }}
+{{- $args = append $args (printf "--tls-private-key-file=%s/tls.key" $dir) }}
+{{- end }}
+{{- if include "kubedojo-data-api.recordsConfigMap" . }}
+{{- $args = append $args (printf "--records-file=%s/%s" (include "kubedojo-data-api.recordsMountPath" .) .Values.records.key) }}
+{{- end }}
+{{- with .Values.records.refreshInterval }}
+{{- $args = append $args (printf "--records-refresh-interval=%s" .) }}
+{{- end }}
+{{- if .Values.metrics.enabled }}
+{{- $args = append $args "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics" }}
+{{- end }}
+{{- toYaml (concat $args .Values.defaultArgs .Values.args) }}
+{{- end }}
+
+{{/* Render-time checks that the schema cannot express. */}}
+{{- define "kubedojo-data-api.validate" -}}
+{{- if and .Values.records.existingConfigMap .Values.records.inline }}
+{{- fail "set either records.inline or records.existingConfigMap, not both" }}
+{{- end }}
+{{- if and .Values.serviceMonitor.enabled (not .Values.metrics.enabled) }}
+{{- fail "serviceMonitor.enabled needs metrics.enabled (the ServiceMonitor scrapes /metrics without credentials)" }}
+{{- end }}
+{{- if eq .Values.tls.type "existingSecret" }}
+{{- $_ := include "kubedojo-data-api.tlsSecretName" . }}
+{{- if and (eq (include "kubedojo-data-api.insecureSkipTLSVerify" .) "false") (not (or .Values.tls.existingSecret.caBundle .Values.tls.existingSecret.injectCAFrom .Values.tls.existingSecret.lookup)) }}
+{{- fail "tls.type existingSecret needs a CA for the APIServices: set tls.existingSecret.caBundle, tls.existingSecret.injectCAFrom or tls.existingSecret.lookup (or apiService.insecureSkipTLSVerify)" }}
+{{- end }}
+{{- end }}
+{{- if and .Values.hostNetwork.enabled (eq (int .Values.containerPort) 10250) }}
+{{- fail "hostNetwork.enabled with containerPort 10250 would collide with the kubelet's port: set containerPort (e.g. 4443)" }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,142 @@
+//! The cluster view: the nodes to scrape and the running pods' metadata, fed by
+//! kube watchers (a real cluster) or by the kubelet simulator (demo mode). The
+//! scraper reads nodes from it; the metrics API reads pod and node labels from it.
+
+pub mod address;
+pub mod watch;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use dashmap::DashMap;
+
+/// Labels shared between the view and the objects built from it.
+pub type Labels = Arc<BTreeMap<String, String>>;
+
+/// What the scraper needs to know about a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Node name.
+    pub name: String,
+    /// Node labels.
+    pub labels: Labels,
+    /// `status.addresses` as (type, address), in the node's order.
+    pub addresses: Vec<(String, String)>,
+    /// `status.daemonEndpoints.kubeletEndpoint.port` (0 when unknown).
+    pub kubelet_port: u16,
+    /// The `metrics.k8s.io/resource-metrics-path` annotation, if set.
+    pub metrics_path: Option<String>,
+    /// Whether the node reports Ready (only changes log levels).
+    pub ready: bool,
+}
+
+/// A running pod's metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodInfo {
+    /// Pod labels.
+    pub labels: Labels,
+    /// Creation time, ms since the epoch (0 when unknown).
+    pub created_ms: i64,
+}
+
+/// Nodes and running pods, updated by a watcher and read by everyone else.
+#[derive(Default)]
+pub struct ClusterView {
+    nodes: DashMap<String, Arc<NodeInfo>>,
+    pods: DashMap<(String, String), Arc<PodInfo>>,
+    nodes_synced: AtomicBool,
+    pods_synced: AtomicBool,
+}
+
+impl ClusterView {
+    /// An empty view.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Adds or replaces a node.
+    pub fn upsert_node(&self, node: NodeInfo) {
+        self.nodes.insert(node.name.clone(), Arc::new(node));
+    }
+
+    /// Removes a node.
+    pub fn remove_node(&self, name: &str) {
+        self.nodes.remove(name);
+    }
+
+    /// Replaces all nodes (after a relist).
+    pub fn replace_nodes(&self, nodes: Vec<NodeInfo>) {
+        let keep: std::collections::HashSet<String> =
+            nodes.iter().map(|n| n.name.clone()).collect();
+        self.nodes.retain(|k, _| keep.contains(k));
+        for n in nodes {
+            self.upsert_node(n);
+        }
+    }
+
+    /// Adds or replaces a running pod.
+    pub fn upsert_pod(&self, namespace: &str, name: &str, pod: PodInfo) {
+        self.pods
+            .insert((namespace.to_string(), name.to_string()), Arc::new(pod));
+    }
+
+    /// Removes a pod.
+    pub fn remove_pod(&self, namespace: &str, name: &str) {
+        self.pods.remove(&(namespace.to_string(), name.to_string()));
+    }
+
+    /// Replaces all pods (after a relist).
+    pub fn replace_pods(&self, pods: Vec<((String, String), PodInfo)>) {
+        let keep: std::collections::HashSet<(String, String)> =
+            pods.iter().map(|(k, _)| k.clone()).collect();
+        self.pods.retain(|k, _| keep.contains(k));
+        for (k, p) in pods {
+            self.pods.insert(k, Arc::new(p));
+        }
+    }
+
+    /// All nodes, sorted by name.
+    pub fn nodes(&self) -> Vec<Arc<NodeInfo>> {
+        let mut v: Vec<Arc<NodeInfo>> = self.nodes.iter().map(|e| e.value().clone()).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// One node.
+    pub fn node(&self, name: &str) -> Option<Arc<NodeInfo>> {
+        self.nodes.get(name).map(|e| e.value().clone())
+    }
+
+    /// True when the node exists.
+    pub fn has_node(&self, name: &str) -> bool {
+        self.nodes.contains_key(name)
+    }
+
+    /// One running pod.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<Arc<PodInfo>> {
+        self.pods
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|e| e.value().clone())
+    }
+
+    /// Number of running pods.
+    pub fn pod_count(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// Marks the node list as synced.
+    pub fn set_nodes_synced(&self) {
+        self.nodes_synced.store(true, Ordering::Release);
+    }
+
+    /// Marks the pod list as synced.
+    pub fn set_pods_synced(&self) {
+        self.pods_synced.store(true, Ordering::Release);
+    }
+
+    /// True once both initial lists have arrived.
+    pub fn synced(&self) -> bool {
+        self.nodes_synced.load(Ordering::Acquire) && self.pods_synced.load(Ordering::Acquire)
+    }
+}

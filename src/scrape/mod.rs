@@ -1,0 +1,9 @@
+//! Scraping: the tick loop, the kubelet client and the kubelet text decoder.
+//! The scraper only writes to the store; it never talks to the API layer.
+
+pub mod client;
+pub mod decode;
+pub mod scraper;
+
+pub use client::{KubeletClient, KubeletClientConfig, ScrapeError};
+pub use scraper::{ScrapeState, Scraper, ScraperConfig};

@@ -1,0 +1,77 @@
+//! `kubedojo-data-api kubelet-sim`: serves a simulated fleet until SIGTERM and
+//! writes its Node/Pod objects and CA for the real-cluster harness.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use super::{Fleet, FleetSpec, ServeOptions, SimClock, serve};
+use crate::config::KubeletSimArgs;
+
+/// The annotation carrying a node's or pod's expected CPU usage, in nanocores.
+pub const EXPECTED_CPU_ANNOTATION: &str = "kubedojo.io/sim-cpu-nanocores";
+/// The annotation carrying a node's or pod's expected memory, in bytes.
+pub const EXPECTED_MEMORY_ANNOTATION: &str = "kubedojo.io/sim-memory-bytes";
+
+fn annotate(obj: &mut Value, cpu: u64, memory: u64) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
+        annotations[EXPECTED_CPU_ANNOTATION] = json!(cpu.to_string());
+        annotations[EXPECTED_MEMORY_ANNOTATION] = json!(memory.to_string());
+    }
+}
+
+/// Runs the simulator until Ctrl-C / SIGTERM.
+pub async fn run(args: KubeletSimArgs) -> anyhow::Result<()> {
+    let spec = FleetSpec {
+        nodes: args.nodes,
+        pods_per_node: args.pods_per_node,
+        containers_per_pod: args.containers_per_pod,
+        first_address: args.first_address,
+        port: args.port,
+        ..FleetSpec::default()
+    };
+    let fleet =
+        Arc::new(Fleet::new(&spec, SimClock::system().now_ms()).context("simulated fleet")?);
+    let handle = serve(
+        fleet.clone(),
+        ServeOptions {
+            bearer_token: args.token.clone(),
+            ..ServeOptions::default()
+        },
+    )
+    .await
+    .context("starting the simulated kubelets")?;
+    if let Some(path) = &args.ca_out {
+        std::fs::write(path, handle.ca_pem())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.objects_out {
+        let mut items: Vec<Value> = Vec::new();
+        let mut namespaces: Vec<&str> = fleet.pods().map(|(_, p)| &*p.namespace).collect();
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        items.extend(namespaces.iter().map(|n| super::namespace_object(n)));
+        for (i, mut node) in handle.node_objects().into_iter().enumerate() {
+            if let Some(n) = fleet.nodes.get(i) {
+                annotate(&mut node, n.cpu_nanocores, n.memory_bytes);
+            }
+            items.push(node);
+        }
+        for (node, pod) in fleet.pods() {
+            let mut obj = super::pod_object(node, pod);
+            let cpu = pod.containers.iter().map(|c| c.cpu_nanocores).sum();
+            let memory = pod.containers.iter().map(|c| c.memory_bytes).sum();
+            annotate(&mut obj, cpu, memory);
+            items.push(obj);
+        }
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
+        std::fs::write(path, serde_json::to_vec_pretty(&list)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("kubelet-sim serving {} nodes", fleet.nodes.len());
+    crate::runtime::shutdown_signal().await;
+    handle.shutdown().await;
+    Ok(())
+}

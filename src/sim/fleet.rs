@@ -1,0 +1,946 @@
+//! The deterministic fleet model: nodes, pods and containers with fixed usage rates.
+//!
+//! Everything is derived from [`FleetSpec::seed`], the start time and the indices with a
+//! stateless hash (splitmix64), so the same spec always gives the same names, labels,
+//! addresses and rates, on any machine and any Rust version. Tests read the expected
+//! usage straight from [`SimContainer::cpu_nanocores`] and [`SimContainer::memory_bytes`].
+//!
+//! Pods belong to "deployments": one per (namespace, app) pair. Every pod of a deployment
+//! shares its `app` and `pod-template-hash` labels and its name prefix
+//! (`<app>-<hash>-<5 chars>`, like a ReplicaSet's pods), and the pods of each deployment
+//! are spread round-robin over the nodes, so `app=web` selects a known subset in every
+//! namespace.
+
+use std::{net::Ipv4Addr, sync::Arc};
+
+use super::{KubeletFormat, SimError};
+
+/// Milliseconds in one minute, hour and day.
+const MINUTE_MS: i64 = 60_000;
+const HOUR_MS: i64 = 60 * MINUTE_MS;
+const DAY_MS: i64 = 24 * HOUR_MS;
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+/// Nanocores in one millicore.
+const MILLICORE: u64 = 1_000_000;
+/// Rates are whole microcores, so cumulative nanoseconds are exact at ms timestamps.
+const MICROCORE: u64 = 1_000;
+/// Alphabet of Kubernetes generated names (`k8s.io/apimachinery/pkg/util/rand`).
+const NAME_ALPHABET: &[u8; 27] = b"bcdfghjklmnpqrstvwxz2456789";
+/// 27^5: the number of distinct 5-character pod name suffixes.
+const SUFFIX_SPACE: u64 = 27 * 27 * 27 * 27 * 27;
+/// Names of the second and later containers of a pod (the first is named after the app).
+const SIDECARS: [&str; 5] = [
+    "istio-proxy",
+    "log-shipper",
+    "config-reloader",
+    "metrics-exporter",
+    "oauth-proxy",
+];
+
+/// What to simulate. Every field has a sensible [`Default`]; override with struct update
+/// syntax: `FleetSpec { nodes: 500, ..FleetSpec::default() }`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetSpec {
+    /// Number of nodes (each gets its own address).
+    pub nodes: usize,
+    /// Pods on every node.
+    pub pods_per_node: usize,
+    /// Containers in every pod (at least 1).
+    pub containers_per_pod: usize,
+    /// Namespaces the deployments are spread over (at least 1).
+    pub namespaces: Vec<String>,
+    /// App names: one deployment per (namespace, app), labelled `app=<name>` (at least 1,
+    /// no duplicates).
+    pub apps: Vec<String>,
+    /// Address of the first node; the next nodes get consecutive addresses, skipping
+    /// `.0` and `.255` in the last octet and staying inside the first address's `/8`.
+    pub first_address: Ipv4Addr,
+    /// Kubelet port of every node (`0` lets each listener pick an ephemeral port; the
+    /// bound addresses are then in [`super::SimHandle::addr`]).
+    pub port: u16,
+    /// Seed of every derived value.
+    pub seed: u64,
+    /// Share of containers, in percent (0..=100), whose CPU rate is exactly 0.
+    pub idle_percent: u8,
+    /// Which kubelet generation's text format the nodes speak.
+    pub format: KubeletFormat,
+}
+
+impl Default for FleetSpec {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            pods_per_node: 30,
+            containers_per_pod: 2,
+            namespaces: ["default", "team-a", "team-b"].map(String::from).to_vec(),
+            apps: [
+                "web", "api", "worker", "cache", "auth", "search", "billing", "frontend",
+            ]
+            .map(String::from)
+            .to_vec(),
+            first_address: Ipv4Addr::new(127, 1, 0, 1),
+            port: 10250,
+            seed: 1,
+            idle_percent: 5,
+            format: KubeletFormat::Modern,
+        }
+    }
+}
+
+impl FleetSpec {
+    /// Checks the spec; [`Fleet::new`] calls this first.
+    pub fn validate(&self) -> Result<(), SimError> {
+        let invalid = |msg: &str| Err(SimError::InvalidSpec(msg.to_owned()));
+        if self.containers_per_pod == 0 {
+            return invalid("containers_per_pod must be at least 1");
+        }
+        if self.namespaces.is_empty() || self.namespaces.iter().any(String::is_empty) {
+            return invalid("namespaces must be a non-empty list of non-empty names");
+        }
+        if self.apps.is_empty() || self.apps.iter().any(String::is_empty) {
+            return invalid("apps must be a non-empty list of non-empty names");
+        }
+        if has_duplicates(&self.namespaces) || has_duplicates(&self.apps) {
+            return invalid("namespaces and apps must not repeat");
+        }
+        if self.idle_percent > 100 {
+            return invalid("idle_percent must be at most 100");
+        }
+        Ok(())
+    }
+}
+
+/// Kubernetes labels as `(key, value)` pairs sorted by key; strings are shared between
+/// the objects that carry the same label.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Labels(Vec<(Arc<str>, Arc<str>)>);
+
+impl Labels {
+    /// Builds labels from pairs; a repeated key keeps its last value.
+    pub fn new(pairs: impl IntoIterator<Item = (Arc<str>, Arc<str>)>) -> Self {
+        let mut pairs: Vec<_> = pairs.into_iter().collect();
+        pairs.reverse();
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        pairs.dedup_by(|a, b| a.0 == b.0);
+        Self(pairs)
+    }
+
+    /// The value of `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        let i = self.0.binary_search_by(|(k, _)| (**k).cmp(key)).ok()?;
+        Some(&self.0[i].1)
+    }
+
+    /// The pairs, sorted by key.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    /// Number of labels.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no labels.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether every `key=value` requirement holds (an equality label selector).
+    pub fn matches(&self, selector: &[(&str, &str)]) -> bool {
+        selector.iter().all(|(k, v)| self.get(k) == Some(v))
+    }
+}
+
+/// A simulated fleet: immutable once built, shared as `Arc<Fleet>` by the servers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fleet {
+    /// The spec it was built from.
+    pub spec: FleetSpec,
+    /// The `started_at_ms` it was built with: every container started before it.
+    pub started_at_ms: i64,
+    /// The nodes, in index order (`sim-node-0001` first).
+    pub nodes: Vec<SimNode>,
+}
+
+/// One simulated node and its kubelet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimNode {
+    /// Position in [`Fleet::nodes`].
+    pub index: usize,
+    /// Node name, `sim-node-0001`, `sim-node-0002`, …
+    pub name: String,
+    /// The kubelet's listen address (the node's InternalIP).
+    pub address: Ipv4Addr,
+    /// The kubelet's port.
+    pub port: u16,
+    /// Node labels: `kubernetes.io/hostname`, `kubernetes.io/os=linux`,
+    /// `kubernetes.io/arch=amd64`, `node-role.kubernetes.io/worker`,
+    /// `node.kubernetes.io/instance-type` and `topology.kubernetes.io/zone`
+    /// (`sim-zone-a|b|c`, round-robin by index).
+    pub labels: Labels,
+    /// CPU capacity in millicores (whole cores).
+    pub capacity_cpu_millicores: u64,
+    /// Memory capacity in bytes.
+    pub capacity_memory_bytes: u64,
+    /// Maximum pods (`status.capacity.pods`).
+    pub max_pods: u32,
+    /// Node CPU usage rate in nanocores: the sum of its containers plus
+    /// [`SimNode::system_cpu_nanocores`] (see [`SimNode::update_totals`]).
+    pub cpu_nanocores: u64,
+    /// Node working set in bytes: the sum of its containers plus
+    /// [`SimNode::system_memory_bytes`].
+    pub memory_bytes: u64,
+    /// CPU used outside pods (system daemons, kernel), in nanocores.
+    pub system_cpu_nanocores: u64,
+    /// Memory used outside pods, in bytes.
+    pub system_memory_bytes: u64,
+    /// Boot time in ms since the epoch; the system CPU counter starts here.
+    pub booted_at_ms: i64,
+    /// Per-node seed (timestamp jitter, object UIDs).
+    pub seed: u64,
+    /// The text format this kubelet speaks.
+    pub format: KubeletFormat,
+    /// Pods on this node, sorted by (namespace, name) as the kubelet emits them.
+    pub pods: Vec<SimPod>,
+}
+
+/// One simulated pod of a deployment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimPod {
+    /// Namespace.
+    pub namespace: Arc<str>,
+    /// Name: `<app>-<pod-template-hash>-<5 chars>`, unique within the namespace.
+    pub name: String,
+    /// The deployment's app name (also the `app` label and the first container's name).
+    pub app: Arc<str>,
+    /// The deployment's `pod-template-hash` (10 characters).
+    pub template_hash: Arc<str>,
+    /// Labels: `app` and `pod-template-hash`.
+    pub labels: Labels,
+    /// Creation time in ms since the epoch.
+    pub created_at_ms: i64,
+    /// Containers, the app's own first, then sidecars.
+    pub containers: Vec<SimContainer>,
+}
+
+/// One simulated container: constant CPU rate and working set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimContainer {
+    /// Container name, unique within the pod.
+    pub name: Arc<str>,
+    /// Image reference (never pulled; for the Pod object only).
+    pub image: Arc<str>,
+    /// CPU usage rate in nanocores: whole microcores between 1m and 500m, or exactly 0
+    /// for an idle container. The cumulative counter is
+    /// `cpu_nanocores × (t − started_at_ms) / 1000` nanoseconds at `t` ms.
+    pub cpu_nanocores: u64,
+    /// Working set in bytes (a multiple of 4 KiB, constant).
+    pub memory_bytes: u64,
+    /// CPU request in millicores (for the Pod object).
+    pub cpu_request_millicores: u64,
+    /// Memory request in bytes (for the Pod object).
+    pub memory_request_bytes: u64,
+    /// Start time of the current instance in ms since the epoch.
+    pub started_at_ms: i64,
+    /// Restarts before the current instance.
+    pub restart_count: u32,
+}
+
+impl Fleet {
+    /// Builds the fleet for `spec`; every container started before `started_at_ms`.
+    pub fn new(spec: &FleetSpec, started_at_ms: i64) -> Result<Self, SimError> {
+        spec.validate()?;
+        let addresses = node_addresses(spec.first_address, spec.nodes)?;
+        let catalogue = Catalogue::new(spec);
+        let nodes = addresses
+            .into_iter()
+            .enumerate()
+            .map(|(i, address)| catalogue.node(i, address, started_at_ms))
+            .collect();
+        Ok(Self {
+            spec: spec.clone(),
+            started_at_ms,
+            nodes,
+        })
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&SimNode> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// Every pod with its node.
+    pub fn pods(&self) -> impl Iterator<Item = (&SimNode, &SimPod)> {
+        self.nodes
+            .iter()
+            .flat_map(|n| n.pods.iter().map(move |p| (n, p)))
+    }
+
+    /// Total number of pods.
+    pub fn pod_count(&self) -> usize {
+        self.nodes.iter().map(|n| n.pods.len()).sum()
+    }
+
+    /// Total number of containers.
+    pub fn container_count(&self) -> usize {
+        self.pods().map(|(_, p)| p.containers.len()).sum()
+    }
+}
+
+impl SimNode {
+    /// Recomputes [`SimNode::cpu_nanocores`] and [`SimNode::memory_bytes`] from the
+    /// containers and the system overhead (call after editing containers by hand).
+    pub fn update_totals(&mut self) {
+        let pods = self.pods.iter();
+        let cpu = saturating_sum(pods.clone().map(SimPod::cpu_nanocores));
+        self.cpu_nanocores = cpu.saturating_add(self.system_cpu_nanocores);
+        let memory = saturating_sum(pods.map(SimPod::memory_bytes));
+        self.memory_bytes = memory.saturating_add(self.system_memory_bytes);
+    }
+}
+
+impl SimPod {
+    /// Pod CPU rate: the sum of its containers, in nanocores.
+    pub fn cpu_nanocores(&self) -> u64 {
+        saturating_sum(self.containers.iter().map(|c| c.cpu_nanocores))
+    }
+
+    /// Pod working set: the sum of its containers, in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        saturating_sum(self.containers.iter().map(|c| c.memory_bytes))
+    }
+}
+
+impl SimContainer {
+    /// Cumulative CPU time in nanoseconds at `at_ms` (0 before the container started).
+    pub fn cumulative_cpu_ns(&self, at_ms: i64) -> u64 {
+        cumulative_ns(self.cpu_nanocores, self.started_at_ms, at_ms)
+    }
+}
+
+/// Nanoseconds of CPU used at `rate` nanocores from `since_ms` to `at_ms` (saturating).
+pub(crate) fn cumulative_ns(rate: u64, since_ms: i64, at_ms: i64) -> u64 {
+    let elapsed = u128::try_from(at_ms.saturating_sub(since_ms)).unwrap_or(0);
+    u64::try_from(u128::from(rate) * elapsed / 1000).unwrap_or(u64::MAX)
+}
+
+/// Consecutive node addresses from `first`, skipping `.0` and `.255` last octets.
+fn node_addresses(first: Ipv4Addr, count: usize) -> Result<Vec<Ipv4Addr>, SimError> {
+    let network = u32::from(first) >> 24;
+    let mut out = Vec::with_capacity(count);
+    let mut next = u32::from(first);
+    while out.len() < count {
+        if next >> 24 != network {
+            return Err(SimError::InvalidSpec(format!(
+                "{count} nodes from {first} do not fit in {network}.0.0.0/8"
+            )));
+        }
+        if !matches!(next & 0xff, 0 | 255) {
+            out.push(Ipv4Addr::from(next));
+        }
+        next = next.wrapping_add(1);
+    }
+    Ok(out)
+}
+
+fn has_duplicates(names: &[String]) -> bool {
+    let mut sorted: Vec<&String> = names.iter().collect();
+    sorted.sort();
+    sorted.windows(2).any(|w| w[0] == w[1])
+}
+
+/// Purposes of derived values: each gets its own hash stream.
+#[derive(Clone, Copy)]
+enum Salt {
+    Node = 1,
+    Deployment,
+    Pod,
+    Container,
+}
+
+/// splitmix64's finaliser: a fast, well-mixed, stateless 64-bit hash step.
+pub(crate) const fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Hashes a sequence of words.
+pub(crate) fn mix(parts: &[u64]) -> u64 {
+    parts
+        .iter()
+        .fold(0x243F_6A88_85A3_08D3, |h, &p| splitmix(h ^ p))
+}
+
+/// A uniform value in `lo..hi` from the hash `h` (`lo` if the range is empty).
+fn pick(h: u64, lo: u64, hi: u64) -> u64 {
+    lo + h % hi.saturating_sub(lo).max(1)
+}
+
+/// Sum that saturates instead of overflowing (values can be edited by hand).
+pub(crate) fn saturating_sum(values: impl Iterator<Item = u64>) -> u64 {
+    values.fold(0, u64::saturating_add)
+}
+
+/// One deployment: a (namespace, app) pair with its template hash.
+#[derive(Debug)]
+struct Deployment {
+    namespace: Arc<str>,
+    app: Arc<str>,
+    hash: Arc<str>,
+    labels: Labels,
+    /// Affine bijection on the suffix space (`a` coprime to 27): replica → suffix.
+    suffix_mul: u64,
+    suffix_add: u64,
+    containers: Vec<(Arc<str>, Arc<str>)>,
+}
+
+/// Interned strings and deployments shared by every pod.
+struct Catalogue<'a> {
+    spec: &'a FleetSpec,
+    deployments: Vec<Deployment>,
+    node_keys: NodeLabelKeys,
+}
+
+struct NodeLabelKeys {
+    hostname: Arc<str>,
+    os: Arc<str>,
+    arch: Arc<str>,
+    role: Arc<str>,
+    instance_type: Arc<str>,
+    zone: Arc<str>,
+    linux: Arc<str>,
+    amd64: Arc<str>,
+    empty: Arc<str>,
+    zones: [Arc<str>; 3],
+}
+
+impl<'a> Catalogue<'a> {
+    fn new(spec: &'a FleetSpec) -> Self {
+        let app_key: Arc<str> = "app".into();
+        let hash_key: Arc<str> = "pod-template-hash".into();
+        let namespaces: Vec<Arc<str>> = spec.namespaces.iter().map(|n| n.as_str().into()).collect();
+        let count = spec.namespaces.len() * spec.apps.len();
+        let deployments = (0..count)
+            .map(|d| {
+                let namespace = namespaces[d % namespaces.len()].clone();
+                let app = spec.apps[(d / namespaces.len()) % spec.apps.len()].as_str();
+                let h = mix(&[spec.seed, Salt::Deployment as u64, d as u64]);
+                let hash: Arc<str> = generated_name(h, 10).into();
+                let app: Arc<str> = app.into();
+                let labels = Labels::new([
+                    (app_key.clone(), app.clone()),
+                    (hash_key.clone(), hash.clone()),
+                ]);
+                Deployment {
+                    containers: container_names(&app, spec.containers_per_pod),
+                    namespace,
+                    hash,
+                    labels,
+                    suffix_mul: 3 * (splitmix(h) % (SUFFIX_SPACE / 3)) + 1,
+                    suffix_add: splitmix(h ^ 1) % SUFFIX_SPACE,
+                    app,
+                }
+            })
+            .collect();
+        Self {
+            spec,
+            deployments,
+            node_keys: NodeLabelKeys::new(),
+        }
+    }
+
+    fn node(&self, index: usize, address: Ipv4Addr, started_at_ms: i64) -> SimNode {
+        let spec = self.spec;
+        let seed = mix(&[spec.seed, Salt::Node as u64, index as u64]);
+        let mut pods: Vec<SimPod> = (0..spec.pods_per_node)
+            .map(|slot| self.pod(index * spec.pods_per_node + slot, started_at_ms))
+            .collect();
+        pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let mut node = SimNode {
+            index,
+            name: format!("sim-node-{:04}", index + 1),
+            address,
+            port: spec.port,
+            labels: Labels::default(),
+            capacity_cpu_millicores: 0,
+            capacity_memory_bytes: 0,
+            max_pods: u32::try_from(spec.pods_per_node.max(110)).unwrap_or(u32::MAX),
+            cpu_nanocores: 0,
+            memory_bytes: 0,
+            system_cpu_nanocores: pick(splitmix(seed ^ 1), 50_000, 300_000) * MICROCORE,
+            system_memory_bytes: pick(splitmix(seed ^ 2), 300, 1024) * MIB,
+            booted_at_ms: started_at_ms
+                .saturating_sub(2 * DAY_MS + HOUR_MS)
+                .saturating_sub_unsigned(pick(splitmix(seed ^ 3), 0, DAY_MS as u64)),
+            seed,
+            format: spec.format,
+            pods,
+        };
+        node.update_totals();
+        size_node(&mut node);
+        node.labels = self.node_keys.labels(&node);
+        node
+    }
+
+    fn pod(&self, global: usize, started_at_ms: i64) -> SimPod {
+        let deployment = &self.deployments[global % self.deployments.len()];
+        let replica = (global / self.deployments.len()) as u64;
+        let seed = mix(&[self.spec.seed, Salt::Pod as u64, global as u64]);
+        let suffix = (deployment.suffix_mul * (replica % SUFFIX_SPACE) + deployment.suffix_add)
+            % SUFFIX_SPACE;
+        let age = pick(seed, 10 * MINUTE_MS as u64, 2 * DAY_MS as u64);
+        let created_at_ms = started_at_ms.saturating_sub_unsigned(age);
+        let containers = deployment
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(k, (name, image))| {
+                let h = mix(&[seed, Salt::Container as u64, k as u64]);
+                container(
+                    h,
+                    name,
+                    image,
+                    self.spec.idle_percent,
+                    created_at_ms,
+                    started_at_ms,
+                )
+            })
+            .collect();
+        SimPod {
+            namespace: deployment.namespace.clone(),
+            name: format!(
+                "{}-{}-{}",
+                deployment.app,
+                deployment.hash,
+                suffix_name(suffix)
+            ),
+            app: deployment.app.clone(),
+            template_hash: deployment.hash.clone(),
+            labels: deployment.labels.clone(),
+            created_at_ms,
+            containers,
+        }
+    }
+}
+
+impl NodeLabelKeys {
+    fn new() -> Self {
+        Self {
+            hostname: "kubernetes.io/hostname".into(),
+            os: "kubernetes.io/os".into(),
+            arch: "kubernetes.io/arch".into(),
+            role: "node-role.kubernetes.io/worker".into(),
+            instance_type: "node.kubernetes.io/instance-type".into(),
+            zone: "topology.kubernetes.io/zone".into(),
+            linux: "linux".into(),
+            amd64: "amd64".into(),
+            empty: "".into(),
+            zones: [
+                "sim-zone-a".into(),
+                "sim-zone-b".into(),
+                "sim-zone-c".into(),
+            ],
+        }
+    }
+
+    fn labels(&self, node: &SimNode) -> Labels {
+        let cores = node.capacity_cpu_millicores / 1000;
+        Labels::new([
+            (self.hostname.clone(), node.name.as_str().into()),
+            (self.os.clone(), self.linux.clone()),
+            (self.arch.clone(), self.amd64.clone()),
+            (self.role.clone(), self.empty.clone()),
+            (self.instance_type.clone(), format!("sim.{cores}c").into()),
+            (self.zone.clone(), self.zones[node.index % 3].clone()),
+        ])
+    }
+}
+
+/// Container names and images of a deployment: the app itself, then sidecars.
+fn container_names(app: &Arc<str>, count: usize) -> Vec<(Arc<str>, Arc<str>)> {
+    (0..count)
+        .map(|k| {
+            let name: Arc<str> = match k {
+                0 => app.clone(),
+                k if k <= SIDECARS.len() => SIDECARS[k - 1].into(),
+                k => format!("sidecar-{k}").into(),
+            };
+            let image = format!("registry.example/kubedojo-sim/{name}:1.0").into();
+            (name, image)
+        })
+        .collect()
+}
+
+/// One container from its hash: rate, working set, requests and start time.
+fn container(
+    h: u64,
+    name: &Arc<str>,
+    image: &Arc<str>,
+    idle: u8,
+    created: i64,
+    fleet_start: i64,
+) -> SimContainer {
+    let cpu_nanocores = cpu_rate(h, idle);
+    let memory_bytes = working_set(splitmix(h ^ 1));
+    let restarted = splitmix(h ^ 2).is_multiple_of(10);
+    let first_start = created.saturating_add_unsigned(pick(splitmix(h ^ 3), 1_000, 30_000));
+    let started_at_ms = if restarted {
+        // Restarted some time between its first start and a minute before the fleet's.
+        let span = fleet_start
+            .saturating_sub(MINUTE_MS)
+            .saturating_sub(first_start);
+        first_start.saturating_add_unsigned(pick(splitmix(h ^ 4), 0, span.max(0).unsigned_abs()))
+    } else {
+        first_start
+    };
+    SimContainer {
+        name: name.clone(),
+        image: image.clone(),
+        cpu_nanocores,
+        memory_bytes,
+        cpu_request_millicores: (cpu_nanocores * 3 / 2 / MILLICORE)
+            .next_multiple_of(10)
+            .max(10),
+        memory_request_bytes: (memory_bytes + memory_bytes / 4).next_multiple_of(MIB),
+        started_at_ms,
+        restart_count: if restarted {
+            1 + (splitmix(h ^ 5) % 5) as u32
+        } else {
+            0
+        },
+    }
+}
+
+/// CPU rate in nanocores: `idle` percent exactly 0, else 1m–500m in whole microcores
+/// (half under 20m, a third 20m–100m, the rest up to 500m).
+fn cpu_rate(h: u64, idle: u8) -> u64 {
+    if h % 100 < u64::from(idle) {
+        return 0;
+    }
+    let r = splitmix(h);
+    let micro = match (r >> 40) % 100 {
+        0..=49 => pick(r, 1_000, 20_000),
+        50..=84 => pick(r, 20_000, 100_000),
+        _ => pick(r, 100_000, 500_001),
+    };
+    micro * MICROCORE
+}
+
+/// Working set in bytes, page-aligned: 4–64 MiB mostly, some up to 1 GiB.
+fn working_set(h: u64) -> u64 {
+    let pages = match (h >> 40) % 10 {
+        0..=5 => pick(h, 1024, 16 * 1024),
+        6..=8 => pick(h, 16 * 1024, 64 * 1024),
+        _ => pick(h, 64 * 1024, 256 * 1024),
+    };
+    pages * 4096
+}
+
+/// Capacity: a power of two of cores and GiB, at least twice usage and requests.
+fn size_node(node: &mut SimNode) {
+    let containers = || node.pods.iter().flat_map(|p| &p.containers);
+    let cpu_requests = saturating_sum(containers().map(|c| c.cpu_request_millicores));
+    let mem_requests = saturating_sum(containers().map(|c| c.memory_request_bytes));
+    let cpu_m = (node.cpu_nanocores / MILLICORE).max(cpu_requests) * 2;
+    let mem = node.memory_bytes.max(mem_requests) * 2;
+    node.capacity_cpu_millicores = cpu_m.div_ceil(1000).next_power_of_two().max(4) * 1000;
+    node.capacity_memory_bytes = mem.div_ceil(GIB).next_power_of_two().max(8) * GIB;
+}
+
+/// `len` characters of the Kubernetes name alphabet from `h`.
+fn generated_name(mut h: u64, len: usize) -> String {
+    (0..len)
+        .map(|_| {
+            let c = NAME_ALPHABET[(h % 27) as usize];
+            h = splitmix(h);
+            char::from(c)
+        })
+        .collect()
+}
+
+/// The 5-character pod suffix for `n` in `0..27^5` (a bijection).
+fn suffix_name(mut n: u64) -> String {
+    let mut out = [0u8; 5];
+    for c in out.iter_mut().rev() {
+        *c = NAME_ALPHABET[(n % 27) as usize];
+        n /= 27;
+    }
+    out.iter().map(|&c| char::from(c)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+    use super::*;
+
+    const T0: i64 = 1_750_000_000_000;
+
+    fn fleet(spec: &FleetSpec) -> Fleet {
+        Fleet::new(spec, T0).expect("valid spec")
+    }
+
+    #[test]
+    fn same_spec_gives_the_same_fleet() {
+        let spec = FleetSpec {
+            nodes: 20,
+            ..FleetSpec::default()
+        };
+        assert_eq!(fleet(&spec), fleet(&spec));
+        let other = fleet(&FleetSpec {
+            seed: 2,
+            ..spec.clone()
+        });
+        assert_ne!(fleet(&spec).nodes[0].pods, other.nodes[0].pods);
+    }
+
+    #[test]
+    fn counts_and_names_follow_the_spec() {
+        let spec = FleetSpec {
+            nodes: 12,
+            pods_per_node: 7,
+            containers_per_pod: 3,
+            ..FleetSpec::default()
+        };
+        let f = fleet(&spec);
+        assert_eq!(f.nodes.len(), 12);
+        assert_eq!(f.pod_count(), 84);
+        assert_eq!(f.container_count(), 252);
+        assert_eq!(f.nodes[0].name, "sim-node-0001");
+        assert_eq!(f.nodes[11].name, "sim-node-0012");
+        for (_, pod) in f.pods() {
+            let [suffix, hash, app] = pod.name.rsplitn(3, '-').collect::<Vec<_>>()[..] else {
+                panic!("bad pod name {}", pod.name);
+            };
+            assert_eq!((app, hash), (&*pod.app, &*pod.template_hash));
+            assert_eq!(hash.len(), 10);
+            assert_eq!(suffix.len(), 5);
+            assert!(
+                suffix
+                    .bytes()
+                    .chain(hash.bytes())
+                    .all(|b| NAME_ALPHABET.contains(&b))
+            );
+            let names: Vec<&str> = pod.containers.iter().map(|c| &*c.name).collect();
+            assert_eq!(names, [&*pod.app, "istio-proxy", "log-shipper"]);
+        }
+    }
+
+    #[test]
+    fn pod_names_are_unique_per_namespace_at_scale() {
+        let spec = FleetSpec {
+            nodes: 400,
+            pods_per_node: 110,
+            containers_per_pod: 1,
+            ..FleetSpec::default()
+        };
+        let f = fleet(&spec);
+        let mut seen = HashSet::new();
+        for (_, pod) in f.pods() {
+            assert!(
+                seen.insert((pod.namespace.clone(), pod.name.clone())),
+                "duplicate {}",
+                pod.name
+            );
+        }
+        assert_eq!(seen.len(), 44_000);
+    }
+
+    #[test]
+    fn deployments_share_labels_and_spread_over_nodes_and_namespaces() {
+        let f = fleet(&FleetSpec {
+            nodes: 10,
+            ..FleetSpec::default()
+        });
+        /// Template hashes and node names seen per deployment.
+        type Seen<'a> = (BTreeSet<&'a str>, BTreeSet<&'a str>);
+        let mut by_deployment: BTreeMap<(&str, &str), Seen<'_>> = BTreeMap::new();
+        for (node, pod) in f.pods() {
+            assert_eq!(pod.labels.get("app"), Some(&*pod.app));
+            assert_eq!(
+                pod.labels.get("pod-template-hash"),
+                Some(&*pod.template_hash)
+            );
+            let entry = by_deployment.entry((&pod.namespace, &pod.app)).or_default();
+            entry.0.insert(&pod.template_hash);
+            entry.1.insert(&node.name);
+        }
+        assert_eq!(
+            by_deployment.len(),
+            3 * 8,
+            "one deployment per (namespace, app)"
+        );
+        for (key, (hashes, nodes)) in &by_deployment {
+            assert_eq!(hashes.len(), 1, "{key:?} has one template hash");
+            assert!(nodes.len() >= 5, "{key:?} spreads over nodes: {nodes:?}");
+        }
+        let web: Vec<_> = f
+            .pods()
+            .filter(|(_, p)| p.labels.matches(&[("app", "web")]))
+            .collect();
+        let namespaces: BTreeSet<&str> = web.iter().map(|(_, p)| &*p.namespace).collect();
+        assert_eq!(namespaces.len(), 3);
+        let expected = (0..300).filter(|g| g % 24 < 3).count();
+        assert_eq!(
+            web.len(),
+            expected,
+            "round-robin over 24 deployments, the first 3 are web"
+        );
+    }
+
+    #[test]
+    fn rates_are_whole_microcores_with_some_idle() {
+        let f = fleet(&FleetSpec {
+            nodes: 50,
+            idle_percent: 10,
+            ..FleetSpec::default()
+        });
+        let containers: Vec<&SimContainer> = f.pods().flat_map(|(_, p)| &p.containers).collect();
+        let idle = containers.iter().filter(|c| c.cpu_nanocores == 0).count();
+        assert!(
+            (240..=360).contains(&idle),
+            "about 10% of 3000 idle, got {idle}"
+        );
+        for c in &containers {
+            assert_eq!(c.cpu_nanocores % MICROCORE, 0);
+            assert!(
+                c.cpu_nanocores == 0 || (MILLICORE..=500 * MILLICORE).contains(&c.cpu_nanocores)
+            );
+            assert_eq!(c.memory_bytes % 4096, 0);
+            assert!(c.memory_bytes >= 4 * MIB && c.memory_bytes <= GIB);
+            assert!(c.started_at_ms < T0);
+        }
+        let busy = fleet(&FleetSpec {
+            idle_percent: 0,
+            ..FleetSpec::default()
+        });
+        assert!(
+            busy.pods()
+                .flat_map(|(_, p)| &p.containers)
+                .all(|c| c.cpu_nanocores > 0)
+        );
+    }
+
+    #[test]
+    fn node_usage_is_containers_plus_system() {
+        let f = fleet(&FleetSpec::default());
+        for node in &f.nodes {
+            let pods_cpu: u64 = node.pods.iter().map(SimPod::cpu_nanocores).sum();
+            let pods_mem: u64 = node.pods.iter().map(SimPod::memory_bytes).sum();
+            assert_eq!(node.cpu_nanocores, pods_cpu + node.system_cpu_nanocores);
+            assert_eq!(node.memory_bytes, pods_mem + node.system_memory_bytes);
+            assert!(node.capacity_cpu_millicores * MILLICORE >= 2 * node.cpu_nanocores);
+            assert!(node.capacity_memory_bytes >= 2 * node.memory_bytes);
+            assert!(node.booted_at_ms < node.pods.iter().map(|p| p.created_at_ms).min().unwrap());
+            assert!(
+                node.pods
+                    .is_sorted_by(|a, b| (&a.namespace, &a.name) <= (&b.namespace, &b.name))
+            );
+            assert_eq!(
+                node.labels.get("kubernetes.io/hostname"),
+                Some(node.name.as_str())
+            );
+            assert_eq!(node.labels.get("kubernetes.io/os"), Some("linux"));
+        }
+    }
+
+    #[test]
+    fn addresses_are_consecutive_and_skip_network_and_broadcast_octets() {
+        let spec = FleetSpec {
+            nodes: 4,
+            first_address: Ipv4Addr::new(127, 1, 0, 253),
+            ..FleetSpec::default()
+        };
+        let addrs: Vec<String> = fleet(&spec)
+            .nodes
+            .iter()
+            .map(|n| n.address.to_string())
+            .collect();
+        assert_eq!(
+            addrs,
+            ["127.1.0.253", "127.1.0.254", "127.1.1.1", "127.1.1.2"]
+        );
+        let from_zero = FleetSpec {
+            nodes: 1,
+            first_address: Ipv4Addr::new(127, 9, 9, 0),
+            ..spec.clone()
+        };
+        assert_eq!(
+            fleet(&from_zero).nodes[0].address,
+            Ipv4Addr::new(127, 9, 9, 1)
+        );
+        let too_many = FleetSpec {
+            nodes: 3,
+            first_address: Ipv4Addr::new(127, 255, 255, 253),
+            ..spec
+        };
+        assert!(matches!(
+            Fleet::new(&too_many, T0),
+            Err(SimError::InvalidSpec(_))
+        ));
+    }
+
+    #[test]
+    fn invalid_specs_are_rejected() {
+        let bad = [
+            FleetSpec {
+                containers_per_pod: 0,
+                ..FleetSpec::default()
+            },
+            FleetSpec {
+                namespaces: vec![],
+                ..FleetSpec::default()
+            },
+            FleetSpec {
+                apps: vec!["web".into(), "web".into()],
+                ..FleetSpec::default()
+            },
+            FleetSpec {
+                idle_percent: 101,
+                ..FleetSpec::default()
+            },
+        ];
+        for spec in bad {
+            assert!(
+                matches!(Fleet::new(&spec, T0), Err(SimError::InvalidSpec(_))),
+                "{spec:?}"
+            );
+        }
+        let empty = fleet(&FleetSpec {
+            nodes: 0,
+            ..FleetSpec::default()
+        });
+        assert!(empty.nodes.is_empty());
+    }
+
+    #[test]
+    fn labels_sort_dedup_and_match() {
+        let l = Labels::new([
+            ("b".into(), "1".into()),
+            ("a".into(), "2".into()),
+            ("b".into(), "3".into()),
+        ]);
+        assert_eq!(l.iter().collect::<Vec<_>>(), [("a", "2"), ("b", "3")]);
+        assert!(l.matches(&[("a", "2")]));
+        assert!(!l.matches(&[("a", "2"), ("c", "x")]));
+        assert_eq!(l.get("zz"), None);
+    }
+
+    #[test]
+    fn cumulative_cpu_is_rate_times_elapsed() {
+        let c = &fleet(&FleetSpec {
+            idle_percent: 0,
+            ..FleetSpec::default()
+        })
+        .nodes[0]
+            .pods[0]
+            .containers[0];
+        let (a, b) = (c.cumulative_cpu_ns(T0), c.cumulative_cpu_ns(T0 + 15_000));
+        assert_eq!(b - a, c.cpu_nanocores * 15);
+        assert_eq!(c.cumulative_cpu_ns(c.started_at_ms - 5), 0);
+    }
+}
