@@ -251,14 +251,10 @@ ADMIN_USER=$(openssl x509 -in "$KD_ADMIN_CRT" -noout -subject -nameopt multiline
 [[ -n $ADMIN_USER ]] || die "cannot read the admin certificate's CN"
 log "admin.kubeconfig user: $ADMIN_USER"
 
-# Picks the manifest from manifests/ (landed) or the temporary fixture.
+# Our manifests (the same files `kubectl apply -k manifests/` installs)
 manifest() {
-  if [[ -f $ROOT/manifests/$1 ]]; then
-    echo "$ROOT/manifests/$1"
-  else
-    log "manifests/$1 not in the tree yet: using tests/e2e/fixtures/$1 (TODO: remove once merged)"
-    echo "$E2E_DIR/fixtures/$1"
-  fi
+  [[ -f $ROOT/manifests/$1 ]] || die "manifests/$1 is missing"
+  echo "$ROOT/manifests/$1"
 }
 RBAC_YAML=$(manifest rbac.yaml)
 SERVICE_YAML=$(manifest service.yaml)
@@ -347,8 +343,13 @@ SIM_PORT=10250
 OBJECTS=$DIR/sim-objects.json
 if [[ $SIM == true ]]; then
   log "starting kubelet-sim: $NODES nodes x $PODS_PER_NODE pods from $SIM_FIRST:$SIM_PORT"
-  _kd_start "$DIR" kubelet-sim "$BIN" kubelet-sim --nodes "$NODES" --pods-per-node "$PODS_PER_NODE" \
-    --first-address "$SIM_FIRST" --port "$SIM_PORT" --objects-out "$OBJECTS" --ca-out "$DIR/sim-ca.crt"
+  SIM_ARGS=(--nodes "$NODES" --pods-per-node "$PODS_PER_NODE" --first-address "$SIM_FIRST"
+    --port "$SIM_PORT" --objects-out "$OBJECTS" --ca-out "$DIR/sim-ca.crt")
+  # like a real kubelet, accept only our server's ServiceAccount token
+  if "$BIN" kubelet-sim --help 2>&1 | grep -q -- --token; then
+    SIM_ARGS+=(--token "$TOKEN")
+  fi
+  _kd_start "$DIR" kubelet-sim "$BIN" kubelet-sim "${SIM_ARGS[@]}"
   for ((i = 0; i < 120; i++)); do
     grep -q "kubelet-sim serving $NODES nodes" "$DIR/kubelet-sim.log" 2>/dev/null && break
     _kd_alive "$DIR/kubelet-sim.pid" || die "kubelet-sim exited (log: $DIR/kubelet-sim.log)"
@@ -389,6 +390,7 @@ add_flag() {
   if server_supports "${1%%=*}"; then SERVER_ARGS+=("$1"); else MISSING_FLAGS+=("${1%%=*}"); fi
 }
 add_flag --metric-resolution=10s
+add_flag --kubelet-request-timeout=5s # must be <= 90% of the resolution
 if [[ $SIM == true && -s $DIR/sim-ca.crt ]]; then
   add_flag --kubelet-certificate-authority="$DIR/sim-ca.crt"
 else
@@ -458,6 +460,35 @@ check_sim() {
 check "kubelet-sim subcommand exists and served $NODES nodes" check_sim
 
 apiservice_available() { [[ $(k get apiservice "$1" -o 'jsonpath={.status.conditions[?(@.type=="Available")].status}' 2>/dev/null) == True ]]; }
+check_server_identity() {
+  local who can
+  who=$("$KUBECTL" --kubeconfig "$DIR/server.kubeconfig" auth whoami -o 'jsonpath={.status.userInfo.username}') || return 1
+  [[ $who == "system:serviceaccount:$SVC_NS:$SA" ]] || {
+    echo "server kubeconfig authenticates as '$who'"
+    return 1
+  }
+  for can in "list nodes" "watch pods" "create tokenreviews.authentication.k8s.io" \
+    "create subjectaccessreviews.authorization.k8s.io" "get nodes/metrics"; do
+    # shellcheck disable=SC2086 # word splitting of verb/resource intended
+    "$KUBECTL" --kubeconfig "$DIR/server.kubeconfig" auth can-i $can -q || {
+      echo "rbac.yaml does not let the server: $can"
+      return 1
+    }
+  done
+  "$KUBECTL" --kubeconfig "$DIR/server.kubeconfig" -n "$SVC_NS" auth can-i get configmap/extension-apiserver-authentication -q || {
+    echo "rbac.yaml does not let the server read the extension-apiserver-authentication ConfigMap"
+    return 1
+  }
+  for can in "list secrets -A" "create pods" "get configmaps -n default" "list datarecords.data.kubedojo.io"; do
+    # shellcheck disable=SC2086
+    if "$KUBECTL" --kubeconfig "$DIR/server.kubeconfig" auth can-i $can -q 2>/dev/null; then
+      echo "the server's identity is allowed more than it needs: $can"
+      return 1
+    fi
+  done
+}
+check "server runs as its ServiceAccount, bound only by manifests/rbac.yaml" check_server_identity
+
 check_available() {
   local a rc=0 end=$((SECONDS + 60)) pending
   while true; do
@@ -674,6 +705,9 @@ expect_forbidden() {
     return 1
   }
 }
+# Through the aggregator these 403s come from kube-apiserver's own RBAC, which authorizes
+# every request before proxying it (alice's denied requests never reach our server);
+# our server's delegated SAR answers with the same text, checked straight below.
 check "alice gets 403 for datarecords in monitoring" expect_forbidden \
   'datarecords.data.kubedojo.io is forbidden: User "alice" cannot list resource "datarecords" in API group "data.kubedojo.io" in the namespace "monitoring"' \
   ka get dr -n monitoring
@@ -707,8 +741,13 @@ check_front_proxy_sar() {
     echo "monitoring as alice via front-proxy: HTTP $code: $(head -c 400 "$DIR/fp-mon.json")"
     return 1
   }
+  code=$(curl_server "$DIR/fp-nodes.json" "${fp[@]}" "$SERVER_URL/apis/metrics.k8s.io/v1beta1/nodes") || return 1
+  [[ $code == 403 ]] && grep -q 'nodes.metrics.k8s.io is forbidden: User \\"alice\\" cannot list resource \\"nodes\\" in API group \\"metrics.k8s.io\\" at the cluster scope' "$DIR/fp-nodes.json" || {
+    echo "metrics nodes as alice via front-proxy: HTTP $code: $(head -c 400 "$DIR/fp-nodes.json")"
+    return 1
+  }
 }
-check "our server's delegated SAR: alice via front-proxy cert -> 200 default, 403 monitoring" check_front_proxy_sar
+check "our server's delegated SAR: alice via front-proxy cert -> 200 default, exact 403 for monitoring and metrics nodes" check_front_proxy_sar
 
 check_forged() {
   local code rc=0 path
