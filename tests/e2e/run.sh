@@ -22,7 +22,8 @@
 # tools with tests/e2e/tools.sh if they are missing.
 #
 # Environment: KUBEDOJO_BIN (skip cargo build), KUBEDOJO_E2E_NODES (3),
-# KUBEDOJO_E2E_PODS_PER_NODE (4), KUBEDOJO_E2E_V (our server's -v, default 1).
+# KUBEDOJO_E2E_PODS_PER_NODE (4), KUBEDOJO_E2E_V (our server's -v, default 1),
+# KUBEDOJO_E2E_LOG_FORMAT (text or json; the log checks read either).
 set -euo pipefail
 
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -383,6 +384,7 @@ SERVER_ARGS=(
   --tls-private-key-file="$DIR/serving/tls.key"
   --kubeconfig="$DIR/server.kubeconfig"
   -v "${KUBEDOJO_E2E_V:-1}"
+  --log-format="${KUBEDOJO_E2E_LOG_FORMAT:-text}"
 )
 MISSING_FLAGS=()
 # add_flag FLAG[=VALUE]: passed only if --help lists it (so an older build still starts)
