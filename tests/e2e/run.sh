@@ -144,7 +144,11 @@ cleanup() {
   set +e
   [[ -z ${CHECK_PID:-} ]] || kill_tree "$CHECK_PID"
   if ((rc != 0 || FAIL > 0)); then
-    ((rc != 0 && PASS + FAIL == 0)) && log "set-up failed (rc=$rc)"
+    if ((rc != 0 && PASS + FAIL == 0)); then
+      log "set-up failed (rc=$rc)"
+      FAIL=1
+      FAILED=("set-up (rc=$rc, see above)")
+    fi
     print_logs
   fi
   if [[ $KEEP == true ]]; then
