@@ -13,6 +13,7 @@ Subcommands (FILE is the v1 List of Node and Pod objects that
   pods-list FILE         the Pod objects, status removed, as a v1 List on stdout
   pod-status FILE        lines "NAMESPACE NAME PATCH_JSON": the /status merge patch
                          that makes each Pod Running (phase, conditions, podIP...)
+  containers FILE        "NAMESPACE POD CONTAINER...": the Pod with the most containers
   pick-selector FILE     "NAMESPACE APP": a namespace/app label pair for the -l check
                          (prefers one that selects some but not all Pods of the namespace)
   check-top-nodes FILE TOP_OUTPUT   compare `kubectl top node --no-headers`
@@ -214,6 +215,11 @@ def main(argv):
             print("no pod has an app label", file=sys.stderr)
             return 1
         print(best[1], best[2])
+    elif cmd == "containers":
+        # "NAMESPACE NAME CONTAINER..." of the first Pod with the most containers
+        p = max(pods, key=lambda p: len(p["spec"]["containers"]))
+        m = p["metadata"]
+        print(m.get("namespace", "default"), m["name"], *[c["name"] for c in p["spec"]["containers"]])
     elif cmd == "check-top-nodes":
         with open(args[1]) as f:
             lines = [l.split() for l in f if l.strip()]

@@ -687,6 +687,19 @@ check "kubectl top node shows every simulated node with its usage" retry "$METRI
 check "kubectl top pod -A shows every simulated pod with its usage" retry 20 check_top_pods
 check "kubectl top pod -n $SEL_NS -l app=$SEL_APP filters by label" retry 20 check_top_selector
 
+read -r -a CONTAINERS_OF < <($OBJ containers "$OBJECTS")
+check_top_containers() {
+  local ns=${CONTAINERS_OF[0]} pod=${CONTAINERS_OF[1]} got want c
+  got=$(k top pod -n "$ns" "$pod" --containers --no-headers) || return 1
+  got=$(awk '{print $1, $2}' <<<"$got" | sort)
+  want=$(for c in "${CONTAINERS_OF[@]:2}"; do echo "$pod $c"; done | sort)
+  [[ $got == "$want" ]] || {
+    printf 'expected pod/container rows:\n%s\ngot:\n%s\n' "$want" "$got"
+    return 1
+  }
+}
+check "kubectl top pod ${CONTAINERS_OF[1]} --containers shows each of its containers" check_top_containers
+
 # --- identity
 # request lines of our server's log by USER (ANSI colours stripped; text or JSON format)
 server_requests_of() {
