@@ -814,6 +814,41 @@ check_forged() {
 }
 check "forged X-Remote-User/Group without a front-proxy cert: 401/403, never data" check_forged
 
+# --- drop-in for metrics-server: metrics-server's own manifest/chart args start our server
+check_dropin_args() {
+  local port code i
+  port=$(_kd_free_port)
+  mkdir -p "$DIR/dropin-certs"
+  # metrics-server's manifests/base and chart defaults, verbatim; only --kubeconfig and the
+  # bind address replace the in-cluster service account and the pod network.
+  NO_COLOR=1 _kd_start "$DIR" dropin "$BIN" \
+    --cert-dir="$DIR/dropin-certs" \
+    --secure-port="$port" \
+    --kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname \
+    --kubelet-use-node-status-port \
+    --metric-resolution=15s \
+    --kubelet-insecure-tls \
+    --kubeconfig="$DIR/server.kubeconfig" \
+    --bind-address=127.0.0.1
+  for ((i = 0; i < 160; i++)); do
+    code=$(curl -sk -o "$DIR/dropin-nodes.json" -w '%{http_code}' --max-time 2 \
+      --cert "$KD_PKI/admin.crt" --key "$KD_PKI/admin.key" \
+      "https://127.0.0.1:$port/apis/metrics.k8s.io/v1beta1/nodes") || code=000
+    if [[ $code == 200 ]] && [[ $(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["items"]))' "$DIR/dropin-nodes.json") == "$NODES" ]]; then
+      curl -sk --max-time 2 "https://127.0.0.1:$port/readyz" | grep -qx ok || { echo "not ready"; return 1; }
+      kill_tree "$(cat "$DIR/dropin.pid")" 2>/dev/null || true
+      return 0
+    fi
+    _kd_alive "$DIR/dropin.pid" || { echo "exited:"; tail -n 20 "$DIR/dropin.log"; return 1; }
+    sleep 0.25
+  done
+  echo "no NodeMetrics for all $NODES nodes within 40s (last HTTP $code)"
+  tail -n 20 "$DIR/dropin.log"
+  kill_tree "$(cat "$DIR/dropin.pid")" 2>/dev/null || true
+  return 1
+}
+check "metrics-server's own args (--cert-dir, --secure-port, --kubelet-preferred-address-types, --kubelet-use-node-status-port, --metric-resolution=15s, --kubelet-insecure-tls) start our server and it serves NodeMetrics" check_dropin_args
+
 # --- kubelets gone: discovery must keep working
 if [[ $SIM == true ]]; then
   log "stopping kubelet-sim; waiting 25s (2 resolutions + slack)"
