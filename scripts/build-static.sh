@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 target=x86_64-unknown-linux-gnu
-bin=target/$target/release/kubedojo-data-api
+bin=${CARGO_TARGET_DIR:-target}/$target/release/kubedojo-data-api
 
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target x86_64-unknown-linux-gnu --bin kubedojo-data-api
 

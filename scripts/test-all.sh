@@ -7,13 +7,18 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n=== %s\n' "$*" >&2; }
 
+# Compiled dependencies are kept outside the checkout, like the Go tools, so a second
+# run on the same machine rebuilds only this crate.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kubedojo/cargo-target}"
+
 step "toolchain"
 command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
 command -v go >/dev/null || { echo "go not found: install Go 1.26+ to build the pinned test tools" >&2; exit 1; }
 rustup show active-toolchain >/dev/null 2>&1 || true
 
 step "pinned Go test tools (built once, cached in ${KUBEDOJO_CACHE:-$HOME/.cache/kubedojo})"
-KUBECTL=$(bash tests/e2e/tools.sh kubectl | tail -n1)
+bash tests/e2e/tools.sh kubectl kube-apiserver etcd helm metrics-server >/dev/null
+KUBECTL=$(bash tests/e2e/tools.sh path kubectl)
 export KUBECTL
 
 step "cargo fmt --check"
@@ -24,3 +29,13 @@ cargo clippy --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --all-targets --locked
+
+step "Helm chart and manifests (lint, template assertions, installs into a real kube-apiserver)"
+KUBEDOJO_BIN="$CARGO_TARGET_DIR/debug/kubedojo-data-api" bash tests/chart/run.sh --own-cluster
+
+step "static release binary, as the Dockerfile's build stage makes it"
+bash scripts/build-static.sh
+STATIC_BIN="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/kubedojo-data-api"
+
+step "real cluster: kube-apiserver + etcd, our server behind kube-aggregator, kubectl checks"
+KUBEDOJO_BIN="$STATIC_BIN" bash tests/e2e/run.sh

@@ -56,9 +56,9 @@ pub struct MetricsArgs {
         default_value = "InternalIP,ExternalIP,Hostname"
     )]
     pub kubelet_preferred_address_types: Vec<String>,
-    /// Timeout of one kubelet request.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub kubelet_request_timeout: Duration,
+    /// Timeout of one kubelet request (default 10s, or 90% of a shorter --metric-resolution).
+    #[arg(long, value_parser = parse_duration)]
+    pub kubelet_request_timeout: Option<Duration>,
     /// Do not verify kubelet serving certificates.
     #[arg(long, conflicts_with = "kubelet_certificate_authority")]
     pub kubelet_insecure_tls: bool,
@@ -83,6 +83,12 @@ pub struct MetricsArgs {
 }
 
 impl MetricsArgs {
+    /// The kubelet request timeout: the flag, else 10s capped at 90% of the resolution.
+    pub fn request_timeout(&self) -> Duration {
+        self.kubelet_request_timeout
+            .unwrap_or_else(|| Duration::from_secs(10).min(self.metric_resolution.mul_f64(0.9)))
+    }
+
     /// Cross-flag checks, as metrics-server does them.
     pub fn validate(&self, minimum_resolution: Duration) -> Result<(), String> {
         if self.metric_resolution < minimum_resolution {
@@ -91,10 +97,10 @@ impl MetricsArgs {
                 humantime::format_duration(minimum_resolution)
             ));
         }
-        if self.metric_resolution.mul_f64(0.9) < self.kubelet_request_timeout {
+        if self.metric_resolution.mul_f64(0.9) < self.request_timeout() {
             return Err(format!(
                 "--kubelet-request-timeout ({}) must be at most 90% of --metric-resolution ({})",
-                humantime::format_duration(self.kubelet_request_timeout),
+                humantime::format_duration(self.request_timeout()),
                 humantime::format_duration(self.metric_resolution)
             ));
         }
@@ -277,6 +283,36 @@ mod tests {
         assert_eq!(cli.serve.secure_port, 4443);
         assert_eq!(cli.serve.cert_dir, PathBuf::from("/tmp"));
         assert_eq!(cli.serve.common.verbosity, 2);
+    }
+
+    #[test]
+    fn request_timeout_follows_a_short_resolution() {
+        let cli = Cli::try_parse_from(["kubedojo-data-api", "--metric-resolution=10s"]).unwrap();
+        assert_eq!(cli.serve.metrics.request_timeout(), Duration::from_secs(9));
+        assert!(cli.serve.metrics.validate(Duration::from_secs(10)).is_ok());
+        let cli = Cli::try_parse_from(["kubedojo-data-api"]).unwrap();
+        assert_eq!(cli.serve.metrics.request_timeout(), Duration::from_secs(10));
+        let cli = Cli::try_parse_from([
+            "kubedojo-data-api",
+            "--metric-resolution=10s",
+            "--kubelet-request-timeout=10s",
+        ])
+        .unwrap();
+        assert!(
+            cli.serve
+                .metrics
+                .validate(Duration::from_secs(10))
+                .unwrap_err()
+                .contains("90%")
+        );
+        let cli = Cli::try_parse_from(["kubedojo-data-api", "--metric-resolution=5s"]).unwrap();
+        assert!(
+            cli.serve
+                .metrics
+                .validate(Duration::from_secs(10))
+                .unwrap_err()
+                .contains("at least 10s")
+        );
     }
 
     #[test]

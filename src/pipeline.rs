@@ -207,7 +207,7 @@ fn base_config(
             .token
             .as_ref()
             .map(|t| t.expose_secret().to_string()),
-        timeout: args.kubelet_request_timeout,
+        timeout: args.request_timeout(),
         max_body_bytes: args.kubelet_max_response_bytes,
         ..crate::scrape::KubeletClientConfig::default()
     }

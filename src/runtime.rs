@@ -225,7 +225,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         scraper_config,
         kubelet,
         view.clone(),
-        args.metrics.kubelet_request_timeout,
+        args.metrics.request_timeout(),
     );
     pipeline.add_to(&mut parts);
     let app = Arc::new(build_app(parts));

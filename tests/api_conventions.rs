@@ -54,7 +54,7 @@ async fn discovery_documents() {
     assert_eq!(r["kind"], "DataRecord");
     assert_eq!(r["shortNames"], serde_json::json!(["dr"]));
     assert_eq!(r["categories"], serde_json::json!(["all", "kubedojo"]));
-    assert_eq!(r["verbs"], serde_json::json!(["get", "list"]));
+    assert_eq!(r["verbs"], serde_json::json!(["get", "list", "watch"]));
 
     // Aggregated discovery with ETag and 304.
     let accept =
@@ -252,7 +252,7 @@ async fn error_statuses() {
         .await;
     assert_eq!(code, 400);
     let (code, s) = t
-        .get_json(&format!("{DR}/datarecords?watch=true"), None)
+        .get_json("/apis/metrics.k8s.io/v1beta1/pods?watch=true", None)
         .await;
     assert_eq!(
         (code, s["reason"].as_str()),
@@ -589,5 +589,178 @@ async fn bad_records_file_fails_start_up_with_a_clear_message() {
     assert!(
         err.contains("record 0 (\"a\")") && err.contains("spec.data.k"),
         "{err}"
+    );
+}
+
+/// Reads watch events (one JSON object per line) until `count` arrived or the stream ends.
+async fn read_events(resp: &mut reqwest::Response, count: usize) -> Vec<Value> {
+    let mut buf = Vec::new();
+    let mut events = Vec::new();
+    while events.len() < count {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), resp.chunk())
+            .await
+            .expect("watch event within 10s")
+            .unwrap();
+        let Some(chunk) = chunk else { break };
+        buf.extend_from_slice(&chunk);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            events.push(serde_json::from_slice(&line).unwrap());
+        }
+    }
+    events
+}
+
+fn event_summary(events: &[Value]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn watch_streams_changes_to_records() {
+    let records =
+        "- metadata: {name: a}\n  spec: {source: s}\n- metadata: {name: b}\n  spec: {source: s}\n";
+    let t = TestServer::start(Some(records)).await;
+    let mut resp = t
+        .get(
+            &format!("{DR}/namespaces/default/datarecords?watch=true&timeoutSeconds=20"),
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let initial = read_events(&mut resp, 2).await;
+    assert_eq!(
+        event_summary(&initial),
+        vec![("ADDED".into(), "a".into()), ("ADDED".into(), "b".into())]
+    );
+    assert_eq!(initial[0]["object"]["kind"], "DataRecord");
+    let rv = initial[0]["object"]["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Change a, delete b, add c: the file source is re-read every 100ms in tests.
+    std::fs::write(
+        t.dir.path().join("records.yaml"),
+        "- metadata: {name: a}\n  spec: {source: changed}\n- metadata: {name: c}\n  spec: {source: s}\n",
+    )
+    .unwrap();
+    let mut changes = read_events(&mut resp, 3).await;
+    changes.sort_by_key(|e| {
+        e["object"]["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    });
+    assert_eq!(
+        event_summary(&changes),
+        vec![
+            ("MODIFIED".into(), "a".into()),
+            ("DELETED".into(), "b".into()),
+            ("ADDED".into(), "c".into())
+        ]
+    );
+    assert_eq!(changes[0]["object"]["spec"]["source"], "changed");
+    let new_rv = changes[0]["object"]["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap();
+    assert!(new_rv.parse::<u64>().unwrap() > rv.parse::<u64>().unwrap());
+
+    // Resuming from the first resourceVersion replays only what came after it.
+    let mut resumed = t
+        .get(
+            &format!(
+                "{DR}/namespaces/default/datarecords?watch=1&resourceVersion={rv}&timeoutSeconds=1"
+            ),
+            None,
+        )
+        .await;
+    let mut replay = read_events(&mut resumed, 10).await;
+    replay.sort_by_key(|e| {
+        e["object"]["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    });
+    assert_eq!(
+        event_summary(&replay),
+        vec![
+            ("MODIFIED".into(), "a".into()),
+            ("DELETED".into(), "b".into()),
+            ("ADDED".into(), "c".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn watch_list_and_validation() {
+    let t = TestServer::start(None).await;
+    let path = format!(
+        "{DR}/datarecords?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1"
+    );
+    let mut resp = t.get(&path, None).await;
+    assert_eq!(resp.status(), 200);
+    let events = read_events(&mut resp, 10).await;
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, vec!["ADDED", "ADDED", "ADDED", "BOOKMARK"]);
+    assert_eq!(
+        events[3]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+    assert_eq!(events[3]["object"]["kind"], "DataRecord");
+
+    let (code, s) = t
+        .get_json(
+            &format!("{DR}/datarecords?watch=true&sendInitialEvents=true"),
+            None,
+        )
+        .await;
+    assert_eq!((code, s["reason"].as_str()), (422, Some("Invalid")));
+    let (code, s) = t
+        .get_json(&format!("{DR}/datarecords?sendInitialEvents=true"), None)
+        .await;
+    assert_eq!((code, s["reason"].as_str()), (422, Some("Invalid")));
+    let (code, _) = t
+        .get_json(
+            &format!("{DR}/datarecords?watch=true&resourceVersion=abc"),
+            None,
+        )
+        .await;
+    assert_eq!(code, 400);
+
+    // kubectl get -w asks for Tables: each event's object is a Table with one row.
+    let mut table = t
+        .get(
+            &format!("{DR}/namespaces/monitoring/datarecords?watch=true&timeoutSeconds=1"),
+            Some(TABLE),
+        )
+        .await;
+    let events = read_events(&mut table, 10).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["object"]["kind"], "Table");
+    assert_eq!(events[0]["object"]["rows"][0]["cells"][0], "metrics-config");
+
+    // A field selector and the deprecated /watch/ path.
+    let mut one = t
+        .get(
+            &format!("{DR}/watch/namespaces/default/datarecords/user-config?timeoutSeconds=1"),
+            None,
+        )
+        .await;
+    let events = read_events(&mut one, 10).await;
+    assert_eq!(
+        event_summary(&events),
+        vec![("ADDED".into(), "user-config".into())]
     );
 }

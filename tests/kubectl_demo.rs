@@ -49,7 +49,18 @@ impl Demo {
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("demo.kubeconfig");
         let mut child = Command::new(env!("CARGO_BIN_EXE_kubedojo-data-api"))
-            .args(["demo", "--secure-port", "0", "--write-kubeconfig"])
+            .args([
+                "demo",
+                "--secure-port",
+                "0",
+                "--metric-resolution",
+                "1s",
+                "--nodes",
+                "3",
+                "--pods-per-node",
+                "4",
+            ])
+            .arg("--write-kubeconfig")
             .arg(&kubeconfig)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -276,4 +287,101 @@ fn kubectl_without_the_token_is_refused() {
         stderr.contains("Unauthorized") || stderr.contains("must be logged in"),
         "{stderr}"
     );
+}
+
+/// Runs kubectl until it succeeds (metrics need two scrapes), then returns stdout.
+fn eventually(demo: &Demo, args: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = demo.kubectl(args);
+        if out.status.success() {
+            return String::from_utf8(out.stdout).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kubectl {args:?} kept failing: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn kubectl_top_against_demo() {
+    let demo = Demo::start();
+    let out = eventually(&demo, &["top", "node"]);
+    let r = rows(&out);
+    assert_eq!(
+        r[0],
+        vec!["NAME", "CPU(cores)", "CPU(%)", "MEMORY(bytes)", "MEMORY(%)"],
+        "{out}"
+    );
+    let nodes: Vec<&str> = r[1..].iter().map(|row| row[0].as_str()).collect();
+    assert_eq!(
+        nodes,
+        vec!["sim-node-0001", "sim-node-0002", "sim-node-0003"],
+        "{out}"
+    );
+    for row in &r[1..] {
+        assert!(row[1].ends_with('m'), "cpu in millicores: {out}");
+        assert!(
+            row[2].ends_with('%') && row[4].ends_with('%'),
+            "percentages from allocatable: {out}"
+        );
+        assert!(!out.contains("<unknown>"), "{out}");
+    }
+
+    let out = eventually(&demo, &["top", "pod", "-A"]);
+    let r = rows(&out);
+    assert_eq!(
+        r[0],
+        vec!["NAMESPACE", "NAME", "CPU(cores)", "MEMORY(bytes)"],
+        "{out}"
+    );
+    assert_eq!(r.len() - 1, 12, "every simulated pod: {out}");
+    let (ns, pod) = (r[1][0].clone(), r[1][1].clone());
+    let app = pod.split('-').next().unwrap().to_string();
+
+    let raw = demo.ok(&[
+        "get",
+        "--raw",
+        &format!("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods?labelSelector=app%3D{app}"),
+    ]);
+    let list: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let want: Vec<String> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(want.contains(&pod), "{raw}");
+    let out = eventually(
+        &demo,
+        &["top", "pod", "-n", &ns, "-l", &format!("app={app}")],
+    );
+    let got: Vec<String> = rows(&out)[1..].iter().map(|row| row[0].clone()).collect();
+    assert_eq!(got, want, "{out}");
+
+    let out = eventually(&demo, &["top", "pod", &pod, "-n", &ns, "--containers"]);
+    let r = rows(&out);
+    assert_eq!(
+        r[0],
+        vec!["POD", "NAME", "CPU(cores)", "MEMORY(bytes)"],
+        "{out}"
+    );
+    assert!(r.len() >= 3, "two containers per pod: {out}");
+    assert!(r[1..].iter().all(|row| row[0] == pod), "{out}");
+
+    for path in [
+        "/apis/metrics.k8s.io/v1beta1",
+        "/apis/metrics.k8s.io/v1beta1/nodes",
+        "/apis/metrics.k8s.io/v1beta1/pods",
+    ] {
+        let out = demo.ok(&["get", "--raw", path]);
+        let doc: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(doc["kind"].is_string(), "{path}: {out}");
+    }
+    let out = demo.kubectl(&["top", "pod", "nope", "-n", "default"]);
+    assert!(!out.status.success());
 }

@@ -45,9 +45,8 @@ fn rbac_is_minimal() {
     assert_eq!(
         find(&docs, "ClusterRole", "system:kubedojo-data-api")["rules"],
         json!([
-            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]},
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+            {"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]}
         ])
     );
     let agg = find(&docs, "ClusterRole", "system:kubedojo-aggregated-reader");

@@ -274,3 +274,29 @@ fn write_table(
     }
     out.extend_from_slice(b"]}");
 }
+
+/// Writes one object in the negotiated representation of a watch event's `object`.
+pub fn write_event_object(
+    out: &mut Vec<u8>,
+    d: &ResourceDescriptor,
+    output: Output,
+    obj: &dyn ApiObject,
+    include: IncludeObject,
+    now_ms: i64,
+) {
+    match output {
+        Output::Json | Output::PartialObjectMetadataList { .. } => obj.write_json(out),
+        Output::PartialObjectMetadata { version } => {
+            write_partial_object_metadata(out, version, obj.meta())
+        }
+        Output::Table { version } => write_table(
+            out,
+            d,
+            version,
+            &TableMeta::default(),
+            &[obj],
+            include,
+            now_ms,
+        ),
+    }
+}

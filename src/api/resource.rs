@@ -4,7 +4,9 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use super::list_options::ListOptions;
 use super::meta::ObjectMeta;
+use super::response::Body;
 use super::status::ApiError;
 use super::table::Column;
 
@@ -94,4 +96,14 @@ pub trait ResourceProvider: Send + Sync {
     fn descriptor(&self) -> &'static ResourceDescriptor;
     /// The current snapshot (cheap: an `Arc` clone).
     fn snapshot(&self) -> Arc<dyn ResourceSnapshot>;
+    /// Serves a watch; resources without `watch` in their verbs keep the default 405.
+    fn watch(
+        &self,
+        _namespace: Option<&str>,
+        _opts: &ListOptions,
+        _accept: Option<&str>,
+    ) -> Result<http::Response<Body>, ApiError> {
+        let d = self.descriptor();
+        Err(ApiError::watch_not_supported(d.group, d.plural))
+    }
 }

@@ -6,12 +6,19 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::api::discovery::GroupVersion;
+use crate::api::endpoint::write_event_object;
+use crate::api::list_options::ListOptions;
 use crate::api::meta::ObjectMeta;
+use crate::api::negotiate::{Output, Target, negotiate};
 use crate::api::openapi::{ResourceSchema, Schemas};
 use crate::api::resource::{ApiObject, ResourceDescriptor, ResourceProvider, ResourceSnapshot};
+use crate::api::response::Body;
+use crate::api::status::ApiError;
 use crate::api::table::{AGE_COLUMN, Column, NAME_COLUMN};
 use crate::api::time::age;
-use crate::records::{RecordSet, RecordsSnapshot, set::StoredRecord};
+use crate::api::time::now_millis;
+use crate::records::set::{EventType, RecordEvent, StoredRecord};
+use crate::records::{RecordSet, RecordsSnapshot};
 
 /// API group of DataRecords.
 pub const GROUP: &str = "data.kubedojo.io";
@@ -53,7 +60,7 @@ pub static DATARECORDS: ResourceDescriptor = ResourceDescriptor {
     kind: "DataRecord",
     list_kind: "DataRecordList",
     namespaced: true,
-    verbs: &["get", "list"],
+    verbs: &["get", "list", "watch"],
     short_names: &["dr"],
     categories: &["all", "kubedojo"],
     columns: COLUMNS,
@@ -90,6 +97,195 @@ impl ResourceProvider for DataRecordsProvider {
 
     fn snapshot(&self) -> Arc<dyn ResourceSnapshot> {
         Arc::new(RecordsView(self.set.snapshot()))
+    }
+
+    fn watch(
+        &self,
+        namespace: Option<&str>,
+        opts: &ListOptions,
+        accept: Option<&str>,
+    ) -> Result<http::Response<Body>, ApiError> {
+        let output = negotiate(accept, Target::Object, true)?;
+        let initial_events = opts.send_initial_events == Some(true);
+        if initial_events && opts.resource_version_match.as_deref() != Some("NotOlderThan") {
+            return Err(ApiError::invalid_list_options(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        let requested_rv = match opts.resource_version.as_deref() {
+            None | Some("0") => None,
+            Some(rv) => Some(rv.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "invalid resource version {rv:?}: must be an integer"
+                ))
+            })?),
+        };
+        // Start: every current object as ADDED (no resourceVersion, "0", or WatchList),
+        // else the events after the requested resourceVersion.
+        let (rx, start, start_rv, too_old) = match requested_rv {
+            Some(rv) if !initial_events => {
+                let (rx, replay) = self.set.watch_from(rv);
+                match replay {
+                    Some(events) => (
+                        rx,
+                        events.into_iter().map(|e| (e.kind, e.record)).collect(),
+                        rv,
+                        false,
+                    ),
+                    None => (rx, Vec::new(), rv, true),
+                }
+            }
+            _ => {
+                let (rx, snapshot) = self.set.subscribe();
+                let rv = snapshot.resource_version.parse().unwrap_or(0);
+                let added: Vec<(EventType, Arc<StoredRecord>)> = snapshot
+                    .records
+                    .iter()
+                    .map(|r| (EventType::Added, r.clone()))
+                    .collect();
+                (rx, added, rv, false)
+            }
+        };
+        let (tx, resp) = crate::api::watch::stream();
+        let filter = WatchFilter {
+            namespace: namespace.map(str::to_string),
+            opts: opts.clone(),
+            output,
+        };
+        let timeout = crate::api::watch::timeout(opts.timeout_seconds);
+        let bookmarks = opts.allow_watch_bookmarks;
+        let current_rv = self.set.snapshot().resource_version.clone();
+        tokio::spawn(async move {
+            if too_old {
+                let e = ApiError::resource_version_expired(format!(
+                    "too old resource version: {start_rv} ({current_rv})"
+                ));
+                let _ = tx.send(crate::api::watch::error(&e)).await;
+                return;
+            }
+            let mut last_rv = start_rv;
+            for (kind, record) in start {
+                last_rv = last_rv.max(record_rv(&record));
+                if !filter.send(&tx, kind, &record).await {
+                    return;
+                }
+            }
+            if initial_events {
+                let b = crate::api::watch::bookmark(
+                    API_VERSION,
+                    "DataRecord",
+                    &start_rv.to_string(),
+                    true,
+                );
+                if tx.send(b).await.is_err() {
+                    return;
+                }
+            }
+            run_live(rx, tx, filter, start_rv, last_rv, timeout, bookmarks).await;
+        });
+        Ok(resp)
+    }
+}
+
+const API_VERSION: &str = "data.kubedojo.io/v1alpha1";
+
+fn record_rv(r: &StoredRecord) -> u64 {
+    r.record
+        .metadata
+        .resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What a watcher asked to see.
+struct WatchFilter {
+    namespace: Option<String>,
+    opts: ListOptions,
+    output: Output,
+}
+
+impl WatchFilter {
+    fn matches(&self, r: &StoredRecord) -> bool {
+        let meta = &r.record.metadata;
+        self.namespace
+            .as_deref()
+            .is_none_or(|ns| r.record.namespace() == ns)
+            && self.opts.label_selector.matches(&meta.labels)
+            && self.opts.field_selector.matches(meta)
+    }
+
+    /// Sends the event if it matches; false when the client has gone.
+    async fn send(
+        &self,
+        tx: &crate::api::watch::EventSender,
+        kind: EventType,
+        r: &StoredRecord,
+    ) -> bool {
+        if !self.matches(r) {
+            return true;
+        }
+        let mut object = Vec::with_capacity(r.json.len() + 256);
+        write_event_object(
+            &mut object,
+            &DATARECORDS,
+            self.output,
+            r,
+            self.opts.include_object,
+            now_millis(),
+        );
+        tx.send(crate::api::watch::event(kind.as_str(), &object))
+            .await
+            .is_ok()
+    }
+}
+
+/// Streams live changes newer than `skip_up_to` (those are already in what was sent).
+async fn run_live(
+    mut rx: tokio::sync::broadcast::Receiver<RecordEvent>,
+    tx: crate::api::watch::EventSender,
+    filter: WatchFilter,
+    skip_up_to: u64,
+    mut last_rv: u64,
+    timeout: std::time::Duration,
+    bookmarks: bool,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut bookmark_every = tokio::time::interval(std::time::Duration::from_secs(60));
+    bookmark_every.tick().await;
+    loop {
+        tokio::select! {
+            _ = &mut deadline => return,
+            _ = tx.closed() => return,
+            _ = bookmark_every.tick(), if bookmarks => {
+                let b = crate::api::watch::bookmark(API_VERSION, "DataRecord", &last_rv.to_string(), false);
+                if tx.send(b).await.is_err() {
+                    return;
+                }
+            }
+            event = rx.recv() => match event {
+                Ok(e) => {
+                    if e.resource_version <= skip_up_to {
+                        continue;
+                    }
+                    last_rv = last_rv.max(e.resource_version);
+                    if !filter.send(&tx, e.kind, &e.record).await {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    let e = ApiError::resource_version_expired(format!(
+                        "too old resource version: {last_rv} (the watcher fell behind)"
+                    ));
+                    let _ = tx.send(crate::api::watch::error(&e)).await;
+                    return;
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
     }
 }
 

@@ -1,12 +1,12 @@
 //! The served set of DataRecords: merges every source, keeps the last good result of
 //! a failing source, and publishes immutable sorted snapshots with resourceVersions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, broadcast};
 
 use super::types::DataRecord;
 use super::{RecordSource, RecordsError};
@@ -19,6 +19,50 @@ pub struct StoredRecord {
     /// Its JSON form.
     pub json: Vec<u8>,
 }
+
+impl StoredRecord {
+    /// Renders the record's JSON once.
+    pub fn new(record: DataRecord) -> Self {
+        let json = serde_json::to_vec(&record).expect("DataRecord serialises");
+        StoredRecord { record, json }
+    }
+}
+
+/// How a record changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    /// A new record.
+    Added,
+    /// A record whose content changed.
+    Modified,
+    /// A record that is gone (the event carries its last state).
+    Deleted,
+}
+
+impl EventType {
+    /// The watch event type string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change to the record set.
+#[derive(Clone, Debug)]
+pub struct RecordEvent {
+    /// What happened.
+    pub kind: EventType,
+    /// The list resourceVersion the change produced.
+    pub resource_version: u64,
+    /// The record (its last state for a deletion).
+    pub record: Arc<StoredRecord>,
+}
+
+/// How many past events a watch can resume from.
+const HISTORY: usize = 1024;
 
 /// An immutable, sorted (namespace, name) view of all records.
 #[derive(Debug, Default)]
@@ -51,6 +95,8 @@ pub struct RecordSet {
     sources: Vec<Box<dyn RecordSource>>,
     snapshot: ArcSwap<RecordsSnapshot>,
     state: Mutex<State>,
+    events: broadcast::Sender<RecordEvent>,
+    history: std::sync::Mutex<VecDeque<RecordEvent>>,
 }
 
 impl RecordSet {
@@ -68,6 +114,8 @@ impl RecordSet {
                 last_good: vec![None; n],
                 current: HashMap::new(),
             }),
+            events: broadcast::channel(HISTORY).0,
+            history: std::sync::Mutex::new(VecDeque::new()),
         }
     }
 
@@ -99,7 +147,7 @@ impl RecordSet {
 
     fn publish(&self, state: &mut State, merged: Vec<DataRecord>) {
         let next_version = state.version + 1;
-        let mut changed = false;
+        let mut events: Vec<RecordEvent> = Vec::new();
         let mut next: HashMap<(String, String), (DataRecord, u64)> = HashMap::new();
         for mut record in merged {
             let key = (record.namespace().to_string(), record.metadata.name.clone());
@@ -107,38 +155,41 @@ impl RecordSet {
                 tracing::warn!(namespace = %key.0, name = %key.1, "two record sources produced the same record; keeping the first");
                 continue;
             }
-            let version = match state.current.get(&key) {
-                Some((old, v)) if same_content(old, &record) => *v,
-                _ => {
-                    changed = true;
-                    next_version
+            let kind = match state.current.get(&key) {
+                Some((old, v)) if same_content(old, &record) => {
+                    // Unchanged: keep the old timestamps and resourceVersion.
+                    next.insert(key, (old.clone(), *v));
+                    continue;
                 }
+                Some(_) => EventType::Modified,
+                None => EventType::Added,
             };
-            if let Some((old, v)) = state.current.get(&key)
-                && *v == version
-            {
-                // Unchanged: keep the old timestamps too.
-                record = old.clone();
+            record.metadata.resource_version = Some(next_version.to_string());
+            events.push(RecordEvent {
+                kind,
+                resource_version: next_version,
+                record: Arc::new(StoredRecord::new(record.clone())),
+            });
+            next.insert(key, (record, next_version));
+        }
+        for (key, (old, _)) in &state.current {
+            if !next.contains_key(key) {
+                let mut gone = old.clone();
+                gone.metadata.resource_version = Some(next_version.to_string());
+                events.push(RecordEvent {
+                    kind: EventType::Deleted,
+                    resource_version: next_version,
+                    record: Arc::new(StoredRecord::new(gone)),
+                });
             }
-            record.metadata.resource_version = Some(version.to_string());
-            next.insert(key, (record, version));
         }
-        if next.len() != state.current.len() {
-            changed = true;
-        }
-        if !changed {
+        if events.is_empty() {
             return;
         }
         state.version = next_version;
         let mut records: Vec<Arc<StoredRecord>> = next
             .values()
-            .map(|(record, _)| {
-                let json = serde_json::to_vec(record).expect("DataRecord serialises");
-                Arc::new(StoredRecord {
-                    record: record.clone(),
-                    json,
-                })
-            })
+            .map(|(record, _)| Arc::new(StoredRecord::new(record.clone())))
             .collect();
         records.sort_by(|a, b| {
             (a.record.namespace(), a.record.metadata.name.as_str())
@@ -149,6 +200,44 @@ impl RecordSet {
             resource_version: state.version.to_string(),
             records,
         }));
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        for e in events {
+            if history.len() == HISTORY {
+                history.pop_front();
+            }
+            history.push_back(e.clone());
+            // No receivers is fine: nobody is watching.
+            let _ = self.events.send(e);
+        }
+    }
+
+    /// Subscribes to changes, and returns the events after `resource_version` that
+    /// are still in the history (`None` when it is too old to replay).
+    pub fn watch_from(
+        &self,
+        resource_version: u64,
+    ) -> (broadcast::Receiver<RecordEvent>, Option<Vec<RecordEvent>>) {
+        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let rx = self.events.subscribe();
+        let oldest_known = history
+            .front()
+            .map(|e| e.resource_version.saturating_sub(1))
+            .unwrap_or_else(|| self.snapshot().resource_version.parse().unwrap_or(0));
+        if resource_version < oldest_known {
+            return (rx, None);
+        }
+        let replay = history
+            .iter()
+            .filter(|e| e.resource_version > resource_version)
+            .cloned()
+            .collect();
+        (rx, Some(replay))
+    }
+
+    /// Subscribes to changes after the current snapshot.
+    pub fn subscribe(&self) -> (broadcast::Receiver<RecordEvent>, Arc<RecordsSnapshot>) {
+        let _history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        (self.events.subscribe(), self.snapshot())
     }
 
     /// Re-reads every source every `interval` until the task is dropped.

@@ -387,7 +387,27 @@ impl App {
                     let opts = ListOptions::from_query(query, false)?;
                     endpoint::list(provider.as_ref(), namespace, &opts, accept, now)
                 }
-                "watch" => Err(ApiError::watch_not_supported(d.group, d.plural)),
+                "watch" => {
+                    let opts = ListOptions::from_query(query, true)?;
+                    if !info.name.is_empty() {
+                        // `/watch/.../<name>`: a watch of one object is a field selector on its name.
+                        if opts
+                            .field_selector
+                            .required_name()
+                            .is_some_and(|n| n != info.name)
+                        {
+                            return Err(ApiError::bad_request(
+                                "fieldSelector metadata.name doesn't match requested name",
+                            ));
+                        }
+                        let mut opts = opts;
+                        opts.field_selector = crate::api::field_selector::FieldSelector::parse(
+                            &format!("metadata.name={}", info.name),
+                        )?;
+                        return provider.watch(namespace, &opts, accept);
+                    }
+                    provider.watch(namespace, &opts, accept)
+                }
                 _ => Err(ApiError::method_not_allowed()),
             }
         })();

@@ -1,0 +1,83 @@
+//! Watch streams: newline-delimited JSON `WatchEvent`s written as they happen,
+//! with bookmarks, the WatchList initial-events marker, `timeoutSeconds` and the
+//! 410 ERROR event for a resourceVersion that is too old.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, header};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use tokio::sync::mpsc;
+
+use super::response::Body;
+use super::status::ApiError;
+
+/// A sender of encoded events; dropping it ends the stream.
+pub type EventSender = mpsc::Sender<Bytes>;
+
+/// A 200 streaming response fed by the returned sender.
+pub fn stream() -> (EventSender, Response<Body>) {
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let frames = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    let mut resp = Response::new(StreamBody::new(frames).boxed());
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
+    (tx, resp)
+}
+
+/// Encodes `{"type":<type>,"object":<object>}\n`.
+pub fn event(kind: &str, object: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(object.len() + 32);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"object\":");
+    out.extend_from_slice(object);
+    out.extend_from_slice(b"}\n");
+    Bytes::from(out)
+}
+
+/// A BOOKMARK event carrying only the resourceVersion (and the WatchList marker
+/// `k8s.io/initial-events-end` when `initial_events_end`).
+pub fn bookmark(
+    api_version: &str,
+    kind: &str,
+    resource_version: &str,
+    initial_events_end: bool,
+) -> Bytes {
+    let mut meta = serde_json::json!({"resourceVersion": resource_version});
+    if initial_events_end {
+        meta["annotations"] = serde_json::json!({"k8s.io/initial-events-end": "true"});
+    }
+    let object = serde_json::json!({"kind": kind, "apiVersion": api_version, "metadata": meta});
+    event(
+        "BOOKMARK",
+        &serde_json::to_vec(&object).expect("bookmark serialises"),
+    )
+}
+
+/// An ERROR event carrying a Status (e.g. 410 Expired).
+pub fn error(e: &ApiError) -> Bytes {
+    event("ERROR", &e.to_json())
+}
+
+/// How long a watch lasts: `timeoutSeconds`, else a random 30–60 minutes as
+/// kube-apiserver does with its default `--min-request-timeout`.
+pub fn timeout(timeout_seconds: Option<u64>) -> Duration {
+    match timeout_seconds {
+        Some(s) => Duration::from_secs(s),
+        None => Duration::from_secs(1800 + rand::random_range(0..1800)),
+    }
+}
