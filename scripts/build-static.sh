@@ -12,7 +12,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 target=x86_64-unknown-linux-gnu
 bin=${CARGO_TARGET_DIR:-target}/$target/release/kubedojo-data-api
 
-RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target x86_64-unknown-linux-gnu --bin kubedojo-data-api
+RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target x86_64-unknown-linux-gnu --bin kubedojo-data-api --bin kd-load
 
 info=$(file -L "$bin")
 echo "$info"

@@ -39,3 +39,6 @@ STATIC_BIN="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/kubedojo-data-api
 
 step "real cluster: kube-apiserver + etcd, our server behind kube-aggregator, kubectl checks"
 KUBEDOJO_BIN="$STATIC_BIN" bash tests/e2e/run.sh
+
+step "side by side with metrics-server at 100 nodes x 30 pods (fails if we stop being ahead)"
+KD_BIN="$STATIC_BIN" KD_LOAD="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/kd-load" bash bench/scale/ci.sh
