@@ -115,8 +115,11 @@ pub fn build_app(parts: AppParts) -> App {
     health.add_ready(
         "records-loaded",
         Arc::new(move || {
-            let _ = records.snapshot();
-            Ok(())
+            if records.loaded() {
+                Ok(())
+            } else {
+                Err("a record source has not loaded yet".into())
+            }
         }),
     );
     App::new(

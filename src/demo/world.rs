@@ -2,7 +2,6 @@
 //! and the metrics pipeline scraping it exactly as it scrapes real kubelets.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,7 +64,7 @@ impl SimulatedWorld {
                 name: node.name.clone(),
                 labels: labels(&node.labels),
                 addresses: vec![
-                    ("InternalIP".into(), ip_string(addr.ip())),
+                    ("InternalIP".into(), addr.ip().to_string()),
                     ("Hostname".into(), node.name.clone()),
                 ],
                 kubelet_port: addr.port(),
@@ -120,8 +119,4 @@ impl SimulatedWorld {
     pub fn core_api(&self) -> DemoCoreApi {
         DemoCoreApi::new(self.nodes.clone(), self.pods.clone())
     }
-}
-
-fn ip_string(ip: IpAddr) -> String {
-    ip.to_string()
 }

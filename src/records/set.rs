@@ -97,6 +97,8 @@ pub struct RecordSet {
     state: Mutex<State>,
     events: broadcast::Sender<RecordEvent>,
     history: std::sync::Mutex<VecDeque<RecordEvent>>,
+    /// True once every source has loaded successfully at least once.
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 impl RecordSet {
@@ -116,6 +118,7 @@ impl RecordSet {
             }),
             events: broadcast::channel(HISTORY).0,
             history: std::sync::Mutex::new(VecDeque::new()),
+            loaded: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -142,7 +145,16 @@ impl RecordSet {
             .flat_map(|records| records.iter().cloned())
             .collect();
         self.publish(&mut state, merged);
+        if state.last_good.iter().all(Option::is_some) {
+            self.loaded
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         errors
+    }
+
+    /// True once every source has produced its records at least once.
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn publish(&self, state: &mut State, merged: Vec<DataRecord>) {
@@ -273,7 +285,9 @@ mod tests {
         let path = dir.path().join("r.yaml");
         std::fs::write(&path, "- metadata: {name: b}\n  spec: {source: s}\n- metadata: {name: a, namespace: x}\n  spec: {source: s}\n").unwrap();
         let set = RecordSet::new(vec![Box::new(FileSource::new(path.clone()))]);
+        assert!(!set.loaded());
         assert!(set.refresh().await.is_empty());
+        assert!(set.loaded());
         let s1 = set.snapshot();
         let names: Vec<&str> = s1
             .records
