@@ -286,9 +286,16 @@ async fn a_bad_kubelet_affects_only_its_node() {
         sim.set_behaviour(0, behaviour.clone()).await.unwrap();
         let (_, before) = t.get_json(&format!("{M}/nodes"), None).await;
         let healthy_before = node_ts(&before, &f.nodes[1].name).unwrap();
-        tokio::time::sleep(Duration::from_millis(2_500)).await;
-        let (_, after) = t.get_json(&format!("{M}/nodes"), None).await;
-        let healthy_after = node_ts(&after, &f.nodes[1].name).expect("healthy node still served");
+        // Poll (timestamps have one-second precision and ticks slow down on a busy machine).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (after, healthy_after) = loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let (_, after) = t.get_json(&format!("{M}/nodes"), None).await;
+            let ts = node_ts(&after, &f.nodes[1].name).expect("healthy node still served");
+            if ts != healthy_before || Instant::now() > deadline {
+                break (after, ts);
+            }
+        };
         assert_ne!(
             healthy_before, healthy_after,
             "{behaviour:?}: healthy nodes keep updating"
