@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Build the pinned Go test tools (kubectl, kube-apiserver, etcd, helm,
-# metrics-server) from their Go modules and cache them outside the repo.
+# Build the pinned Go test tools (kubectl, kube-apiserver, kube-controller-manager,
+# etcd, helm, metrics-server) from their Go modules and cache them outside the repo.
 #
 # Usage:
 #   tests/e2e/tools.sh [TOOL...|all]   build what is missing, print the binary path(s) on stdout
 #   tests/e2e/tools.sh path TOOL       print the cached binary path (exit 1 if not built yet)
 #   tests/e2e/tools.sh version TOOL    print the pinned version of TOOL
-#   TOOL is one of: kubectl kube-apiserver etcd helm metrics-server
-#   (no argument = all but metrics-server)
+#   TOOL is one of: kubectl kube-apiserver kube-controller-manager etcd helm
+#   metrics-server metrics-server-legacy (no argument = kubectl kube-apiserver etcd helm)
 #
 # Binaries land in ${KUBEDOJO_CACHE:-$HOME/.cache/kubedojo}/bin/<tool>-<version>,
 # with a stable symlink bin/<tool> -> <tool>-<version>. A binary that exists and
@@ -38,7 +38,7 @@ CACHE_DIR=${KUBEDOJO_CACHE:-$HOME/.cache/kubedojo}
 BIN_DIR=$CACHE_DIR/bin
 BUILD_DIR=$CACHE_DIR/build
 BUILD_NICE=${KUBEDOJO_BUILD_NICE:-10}
-ALL_TOOLS=(kubectl kube-apiserver etcd helm metrics-server)
+ALL_TOOLS=(kubectl kube-apiserver kube-controller-manager etcd helm metrics-server metrics-server-legacy)
 DEFAULT_TOOLS=(kubectl kube-apiserver etcd helm)
 
 log() { printf '[tools.sh] %s\n' "$*" >&2; }
@@ -50,10 +50,11 @@ usage() {
 
 tool_version() {
   case "$1" in
-    kubectl | kube-apiserver) echo "$KUBE_VERSION" ;;
+    kubectl | kube-apiserver | kube-controller-manager) echo "$KUBE_VERSION" ;;
     etcd) echo "$ETCD_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
     metrics-server) echo "$METRICS_SERVER_VERSION" ;;
+    metrics-server-legacy) echo "$METRICS_SERVER_LEGACY_VERSION" ;;
     *) die "unknown tool '$1' (known: ${ALL_TOOLS[*]})" ;;
   esac
 }
@@ -61,19 +62,20 @@ tool_version() {
 # module path, main package path
 tool_module() {
   case "$1" in
-    kubectl | kube-apiserver) echo k8s.io/kubernetes ;;
+    kubectl | kube-apiserver | kube-controller-manager) echo k8s.io/kubernetes ;;
     etcd) echo go.etcd.io/etcd/server/v3 ;;
     helm) echo helm.sh/helm/v3 ;;
-    metrics-server) echo sigs.k8s.io/metrics-server ;;
+    metrics-server | metrics-server-legacy) echo sigs.k8s.io/metrics-server ;;
   esac
 }
 tool_package() {
   case "$1" in
     kubectl) echo k8s.io/kubernetes/cmd/kubectl ;;
     kube-apiserver) echo k8s.io/kubernetes/cmd/kube-apiserver ;;
+    kube-controller-manager) echo k8s.io/kubernetes/cmd/kube-controller-manager ;;
     etcd) echo go.etcd.io/etcd/server/v3 ;;
     helm) echo helm.sh/helm/v3/cmd/helm ;;
-    metrics-server) echo sigs.k8s.io/metrics-server/cmd/metrics-server ;;
+    metrics-server | metrics-server-legacy) echo sigs.k8s.io/metrics-server/cmd/metrics-server ;;
   esac
 }
 
@@ -84,10 +86,10 @@ run_version() {
   local tool=$1 bin=$2
   case "$tool" in
     kubectl) timeout 30 "$bin" version --client 2>&1 ;;
-    kube-apiserver) timeout 30 "$bin" --version 2>&1 ;;
+    kube-apiserver | kube-controller-manager) timeout 30 "$bin" --version 2>&1 ;;
     etcd) timeout 30 "$bin" --version 2>&1 ;;
     helm) timeout 30 "$bin" version 2>&1 ;;
-    metrics-server) timeout 30 "$bin" --version 2>&1 ;;
+    metrics-server | metrics-server-legacy) timeout 30 "$bin" --version 2>&1 ;;
   esac
 }
 
@@ -99,10 +101,10 @@ check_binary() {
   out=$(run_version "$tool" "$bin") || return 1
   case "$tool" in
     kubectl) want="Client Version: $ver" ;;
-    kube-apiserver) want="Kubernetes $ver" ;;
+    kube-apiserver | kube-controller-manager) want="Kubernetes $ver" ;;
     etcd) want="etcd Version: ${ver#v}" ;;
     helm) want="Version:\"$ver\"" ;;
-    metrics-server) want="$ver" ;;
+    metrics-server | metrics-server-legacy) want="$ver" ;;
   esac
   [[ $out == *"$want"* ]] || {
     log "$bin does not report '$want': $out"
@@ -196,7 +198,7 @@ tool_ldflags() {
   bdate=$(release_date)
   local f=(-s -w)
   case "$tool" in
-    kubectl | kube-apiserver)
+    kubectl | kube-apiserver | kube-controller-manager)
       # mirrors hack/lib/version.sh kube::version::ldflags
       local major minor p
       major=${ver#v}
@@ -226,7 +228,7 @@ tool_ldflags() {
         -X "helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=$cmaj"
         -X "helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$cmin")
       ;;
-    metrics-server)
+    metrics-server | metrics-server-legacy)
       # mirrors metrics-server's Makefile
       f+=(-X "k8s.io/client-go/pkg/version.gitVersion=$ver"
         -X "k8s.io/client-go/pkg/version.gitCommit="
