@@ -144,8 +144,8 @@ pub struct KubeletSimArgs {
     /// Require this bearer token, as kubelets do.
     #[arg(long)]
     pub token: Option<String>,
-    /// Share of containers, in percent (0..=100), whose CPU counter never moves (metrics-server
-    /// drops a pod when one of its containers reports 0 CPU, so comparisons use 0).
+    /// Share of containers, in percent (0..=100), whose CPU counter never moves (it stays at a
+    /// small non-zero value, as a real idle container's does).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub idle_percent: u8,
     /// Log verbosity.

@@ -198,7 +198,10 @@ impl Scraper {
     }
 
     /// The tick's deadline passed: every node whose scrape was cut off or never started counts
-    /// as a failed scrape (metrics-server's context deadline does the same).
+    /// as a failed scrape (metrics-server's context deadline does the same) and its data drops
+    /// out (unless `--metric-stale-tolerance` keeps it). Only a node whose request was cut off
+    /// counts as a failed request and goes to the back of the next tick; one the tick never
+    /// reached keeps its place.
     fn fail_unfinished(
         &self,
         nodes: &[Arc<NodeInfo>],
@@ -209,19 +212,22 @@ impl Scraper {
         let now = now_millis();
         let mut cut = 0usize;
         for (node, state) in nodes.iter().zip(progress) {
-            if state.load(Ordering::Acquire) == DONE {
+            let state = state.load(Ordering::Acquire);
+            if state == DONE {
                 continue;
             }
             cut += 1;
-            me.telemetry.kubelet_request(
-                &node.name,
-                started.elapsed().as_secs_f64(),
-                false,
-                now as f64 / 1000.0,
-            );
+            if state == STARTED {
+                me.telemetry.kubelet_request(
+                    &node.name,
+                    started.elapsed().as_secs_f64(),
+                    false,
+                    now as f64 / 1000.0,
+                );
+                self.set_failing(&node.name, true);
+            }
             me.telemetry.kubelet_failure(&node.name, "deadline");
             me.store.mark_failed(&node.name, now);
-            self.set_failing(&node.name, true);
         }
         tracing::warn!(
             nodes = cut,
