@@ -40,5 +40,8 @@ STATIC_BIN="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/kubedojo-data-api
 step "real cluster: kube-apiserver + etcd, our server behind kube-aggregator, kubectl checks"
 KUBEDOJO_BIN="$STATIC_BIN" bash tests/e2e/run.sh
 
+step "the lab's steps word for word with manifests/ (real kube-apiserver, tests/e2e/lab.sh)"
+KUBEDOJO_BIN="$STATIC_BIN" bash tests/e2e/lab.sh
+
 step "side by side with metrics-server at 100 nodes x 30 pods (fails if we stop being ahead)"
 KD_BIN="$STATIC_BIN" KD_LOAD="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/kd-load" bash bench/scale/ci.sh
