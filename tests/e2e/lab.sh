@@ -165,6 +165,20 @@ expect() {
   return "$miss"
 }
 
+# expect_lines TEXT ERE...: every extended regex matches a line of TEXT
+expect_lines() {
+  local text=$1 re miss=0
+  shift
+  for re in "$@"; do
+    grep -Eq -- "$re" <<<"$text" || {
+      echo "no line matches: $re"
+      miss=1
+    }
+  done
+  ((miss == 0)) || printf -- '--- got:\n%s\n' "$text"
+  return "$miss"
+}
+
 # retry SECONDS CMD...
 retry() {
   local secs=$1 end out
@@ -378,8 +392,8 @@ check_describe() {
   local out src
   out=$(k describe dr user-config -n default) || return 1
   src=$(seed 'next(r for r in d if r["metadata"]["name"] == "user-config")["spec"]["source"]')
-  expect "$out" "Name:         user-config" "Namespace:    default" "API Version:  data.kubedojo.io/v1alpha1" \
-    "Kind:         DataRecord" "Source:  $src"
+  expect_lines "$out" '^Name: +user-config$' '^Namespace: +default$' '^API Version: +data\.kubedojo\.io/v1alpha1$' \
+    '^Kind: +DataRecord$' '^Spec:$' "^ +Source: +$src\$"
 }
 check "k describe dr user-config -n default" check_describe
 
@@ -445,9 +459,14 @@ check "k logs -n kubedojo-system -l app=kubedojo-data-api -f: a new request show
 check_describe_apiservice() {
   local out
   out=$(k describe apiservice v1alpha1.data.kubedojo.io) || return 1
-  expect "$out" "Group Priority Minimum:  1000" "Version Priority:  15" "Insecure Skip TLS Verify:  false" \
-    "Name:       kubedojo-data-api" "Namespace:  kubedojo-system" "Port:       443" \
-    "cert-manager.io/inject-ca-from: kubedojo-system/kubedojo-data-api-cert" || return 1
+  expect_lines "$out" '^ +Group Priority Minimum: +1000$' '^ +Version Priority: +15$' '^ +Ca Bundle: +[A-Za-z0-9+/=]{100,}$' \
+    '^ +Name: +kubedojo-data-api$' '^ +Namespace: +kubedojo-system$' '^ +Port: +443$' \
+    'cert-manager\.io/inject-ca-from: kubedojo-system/kubedojo-data-api-cert' || return 1
+  # insecureSkipTLSVerify: false is the default, so the stored object leaves it out
+  ! grep -Eq 'Insecure Skip TLS Verify: +true' <<<"$out" || {
+    echo "insecureSkipTLSVerify is true"
+    return 1
+  }
   grep -A4 'Type:.*Available' <<<"$out" | grep -q 'Status:.*True' || {
     echo "no Available True condition in:"
     echo "$out"

@@ -50,6 +50,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -292,7 +293,7 @@ def reconcile_deployments():
         tpl = d["spec"]["template"]
         h = template_hash(tpl)
         sel = ",".join(f"{k}={v}" for k, v in sorted(d["spec"]["selector"]["matchLabels"].items()))
-        pods = [p for p in items(f"/api/v1/namespaces/{ns}/pods?labelSelector={sel}")
+        pods = [p for p in items(f"/api/v1/namespaces/{ns}/pods?labelSelector={urllib.parse.quote(sel)}")
                 if not p["metadata"].get("deletionTimestamp")]
         want = d["spec"].get("replicas", 1)
         for _ in range(want - len(pods)):
@@ -705,6 +706,8 @@ def main():
     ap.add_argument("--node-ip", required=True)
     ap.add_argument("--kubelet-port", type=int, required=True)
     ap.add_argument("--pod-ips", required=True)
+    ap.add_argument("--no-cert-manager", action="store_true",
+                    help="leave issuing and CA injection to a real cert-manager controller and cainjector")
     o = ap.parse_args()
     DIR, BIN, NODE, NODE_IP, KUBELET_PORT = o.dir.resolve(), o.bin, o.node, o.node_ip, o.kubelet_port
     POD_IPS = o.pod_ips.split(",")
@@ -721,10 +724,13 @@ def main():
     signal.signal(signal.SIGINT, on_term)
     start_kubelet_server()
     register_node()
-    log("running: cert-manager + cainjector, ReplicaSet controller + scheduler, kubelet, endpoints controllers")
+    log("running: " + ("" if o.no_cert_manager else "cert-manager + cainjector, ") +
+        "ReplicaSet controller + scheduler, kubelet, endpoints controllers")
     steps = [reconcile_deployments, reconcile_kubelet, reconcile_endpoints]
+    if not o.no_cert_manager:
+        steps.insert(0, lambda: reconcile_cainjector(reconcile_certificates(reconcile_issuers())))
     while not STOP.is_set():
-        for fn in [lambda: reconcile_cainjector(reconcile_certificates(reconcile_issuers())), *steps]:
+        for fn in steps:
             try:
                 fn()
             except Exception as e:  # keep going: one failed call must not stop the cluster
