@@ -683,7 +683,8 @@ def register_node():
         api("POST", "/api/v1/nodes", node)
     t = now_rfc3339()
     merge_patch(f"/api/v1/nodes/{NODE}/status", {"status": {
-        "addresses": [{"type": "InternalIP", "address": NODE_IP}, {"type": "Hostname", "address": NODE}],
+        # no Hostname address: kube-apiserver prefers it for /containerLogs and it does not resolve
+        "addresses": [{"type": "InternalIP", "address": NODE_IP}],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
         "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "lab_sim.py",
                         "lastHeartbeatTime": t, "lastTransitionTime": t}],
