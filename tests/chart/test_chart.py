@@ -1113,7 +1113,7 @@ def c_priorities():
     print(f"    built-in groupPriorityMinimum: {min(local)}..{max(local)}; chart allows at most {cap}")
 
 
-@test("cluster: manifests/ server-side dry-run without cert-manager, then with cert-manager's real CRDs, then real apply -k", cluster=True)
+@test("cluster: manifests/ with cert-manager's real CRDs: server-side dry-run, apply --server-side -k (strict validation), delete", cluster=True)
 def c_manifests():
     dst, standin = manifests_copy()
     docs = kustomize(dst / "manifests")
@@ -1124,8 +1124,8 @@ def c_manifests():
     # kube-system RoleBinding can be checked before the real apply
     kubectl("apply", "--dry-run=server", "-f", "-", input_text=yaml.safe_dump_all(
         [d for d in plain if d["metadata"].get("namespace") in (None, "kube-system")]))
-    kubectl("apply", "--server-side", "--field-validation=Strict", "-k", dst / "manifests")
-    kubectl("apply", "--dry-run=server", "--field-validation=Strict", "-k", dst / "manifests")
+    kubectl("apply", "--server-side", "--validate=strict", "-k", dst / "manifests")
+    kubectl("apply", "--dry-run=server", "--validate=strict", "-k", dst / "manifests")
     a = kget("apiservice", "v1alpha1.data.kubedojo.io")
     eq(a["metadata"]["annotations"].get("cert-manager.io/inject-ca-from"), "kubedojo-system/kubedojo-data-api-cert",
        "inject annotation")
@@ -1152,7 +1152,7 @@ def c_cert_manager_schema():
     objs = [d for d in docs if d["apiVersion"].startswith("cert-manager.io/")]
     eq(sorted(d["kind"] for d in objs), ["Certificate", "Issuer"], "cert-manager objects of the chart")
     kubectl("create", "namespace", MANIFESTS_NS, check_rc=False)
-    kubectl("apply", "--dry-run=server", "--field-validation=Strict", "-f", "-", input_text=yaml.safe_dump_all(objs))
+    kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-", input_text=yaml.safe_dump_all(objs))
     bad = copy.deepcopy(one(objs, "Certificate"))
     bad["spec"]["usages"] = ["server auth", "not-a-usage"]
     bad["spec"]["privateKey"]["algorithm"] = "DSA"
