@@ -543,7 +543,7 @@ def reconcile_endpoints():
                         and (condition(p, "Ready") or {}).get("status") == "True"),
                        key=lambda p: p["status"]["podIP"])
         ports = []
-        for sp in svc["spec"]["ports"]:
+        for sp in svc["spec"]["ports"] if ready else []:  # named target ports resolve through a pod
             tp = sp.get("targetPort", sp["port"])
             num = tp
             if isinstance(tp, str) and ready:
