@@ -11,24 +11,25 @@
 # certificate renewal that the running pods pick up without a restart. Prints
 # `N passed, M failed` last; exits non-zero on any failure.
 #
-# The control plane is etcd + kube-apiserver (tests/e2e/cluster.sh) and nothing else. What
-# a kind cluster with cert-manager would add is played by tests/e2e/lab_sim.py against the
-# real API (its header says exactly what): cert-manager (selfSigned issuing with openssl)
-# and cainjector, the ReplicaSet controller and scheduler, the kubelet (secret volumes
-# with the kubelet's ..data symlink layout, our binary run with the container's args from
-# the Deployment, the readinessProbe as written, pod status, /containerLogs so that
-# `kubectl logs` works through kube-apiserver), and the endpoints controllers. Pod IPs are
-# extra addresses on the host side of cluster.sh's veth. cert-manager's CRDs are the real
-# ones, rendered from its chart in the Go module (tests/e2e/tools.sh cert-manager-crds);
-# its controller and cainjector are not run: their mains are not on the Go module proxy
-# (see tools.sh).
+# The control plane is etcd + kube-apiserver (tests/e2e/cluster.sh) plus cert-manager
+# v1.17.4's real controller and cainjector (tests/e2e/tools.sh cert-manager-controller,
+# cert-manager-cainjector; tests/e2e/cert-manager/README.md) with its real CRDs (rendered
+# from its chart in the Go module, tools.sh cert-manager-crds). They run as processes
+# with the admin kubeconfig (not cert-manager's RBAC), without cert-manager's webhook
+# (the CRD schemas still validate). What else a kind cluster has is played by
+# tests/e2e/lab_sim.py against the real API (its header says exactly what): the
+# ReplicaSet controller and scheduler, the kubelet (secret volumes with the kubelet's
+# ..data symlink layout, our binary run with the container's args from the Deployment,
+# the readinessProbe as written, pod status, /containerLogs so that `kubectl logs` works
+# through kube-apiserver), and the endpoints controllers. Pod IPs are extra addresses on
+# the host side of cluster.sh's veth.
 #
 # From inside a cluster, `curl -vk https://kubedojo-data-api.kubedojo-system.svc:443/healthz`
 # goes through cluster DNS and kube-proxy; here curl's --connect-to maps that host:port to
 # an address of the Service's Endpoints, which is what kube-proxy does.
 #
 # Needs root (network namespace), openssl, curl, python3, iproute2. Environment:
-# KUBEDOJO_BIN (else cargo build --release). Warm run: about 45 s.
+# KUBEDOJO_BIN (else cargo build --release). Warm run: about 50 s.
 set -euo pipefail
 
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -69,6 +70,8 @@ KUBECTL_BIN=$("$E2E_DIR/tools.sh" kubectl | tail -n1)
 KUBE_APISERVER_BIN=$("$E2E_DIR/tools.sh" kube-apiserver | tail -n1)
 ETCD_BIN=$("$E2E_DIR/tools.sh" etcd | tail -n1)
 CRDS=$("$E2E_DIR/tools.sh" cert-manager-crds | tail -n1)
+CM_CONTROLLER=$("$E2E_DIR/tools.sh" cert-manager-controller | tail -n1)
+CM_CAINJECTOR=$("$E2E_DIR/tools.sh" cert-manager-cainjector | tail -n1)
 export KUBE_APISERVER_BIN ETCD_BIN KUBECTL_BIN
 
 if [[ -n ${KUBEDOJO_BIN:-} ]]; then
@@ -96,7 +99,8 @@ FAILED=()
 
 print_logs() {
   local f
-  for f in "$DIR/lab_sim.log" "$DIR"/kubelet/logs/*.log "$DIR/kube-apiserver.log"; do
+  for f in "$DIR/lab_sim.log" "$DIR"/kubelet/logs/*.log "$DIR/cert-manager-controller.log" \
+    "$DIR/cert-manager-cainjector.log" "$DIR/kube-apiserver.log"; do
     [[ -s $f ]] || continue
     printf '\n----- %s (last 60 lines) -----\n' "$f" >&2
     tail -n 60 "$f" >&2
@@ -214,10 +218,19 @@ ADMIN_USER=$(openssl x509 -in "$KD_ADMIN_CRT" -noout -subject -nameopt multiline
 NS=kubedojo-system
 M=$ROOT/manifests
 
-# 1. cert-manager: its real CRDs, issuing and CA injection played by lab_sim.py
-log "1. cert-manager: its CRDs ($CRDS), issuing and injection by lab_sim.py"
+# 1. cert-manager: its real CRDs, controller and cainjector (no webhook: the CRD schemas
+# validate); they run as processes with the admin kubeconfig instead of their RBAC
+log "1. cert-manager $(basename "$CM_CONTROLLER") + $(basename "$CM_CAINJECTOR"), CRDs $CRDS"
 kubectl apply --server-side -f "$CRDS" >/dev/null
-kubectl wait --for=condition=Established --timeout=60s crd/certificates.cert-manager.io crd/issuers.cert-manager.io >/dev/null
+kubectl wait --for=condition=Established --timeout=60s crd/certificates.cert-manager.io crd/issuers.cert-manager.io \
+  crd/certificaterequests.cert-manager.io crd/clusterissuers.cert-manager.io crd/orders.acme.cert-manager.io \
+  crd/challenges.acme.cert-manager.io >/dev/null
+kubectl create namespace cert-manager >/dev/null
+_kd_start "$DIR" cert-manager-controller "$CM_CONTROLLER" --kubeconfig="$DIR/admin.kubeconfig" --leader-elect=false \
+  --cluster-resource-namespace=cert-manager --metrics-listen-address="127.0.0.1:$(_kd_free_port)" \
+  --internal-healthz-listen-address="127.0.0.1:$(_kd_free_port)" --max-concurrent-challenges=1
+_kd_start "$DIR" cert-manager-cainjector "$CM_CAINJECTOR" --kubeconfig="$DIR/admin.kubeconfig" --leader-elect=false \
+  --metrics-listen-address=0
 KUBELET_PORT=$(_kd_free_port)
 _kd_start "$DIR" lab_sim python3 "$E2E_DIR/lab_sim.py" --dir "$DIR" --bin "$BIN" \
   --node-ip "$KD_EXT_HOST_IP" --kubelet-port "$KUBELET_PORT" --pod-ips "$(
@@ -225,6 +238,9 @@ _kd_start "$DIR" lab_sim python3 "$E2E_DIR/lab_sim.py" --dir "$DIR" --bin "$BIN"
     echo "${POD_IPS[*]}"
   )"
 _kd_wait "$DIR" lab_sim 30 kubectl get node lab-worker
+for c in cert-manager-controller cert-manager-cainjector; do
+  _kd_alive "$DIR/$c.pid" || die "$c exited: $(tail -n 20 "$DIR/$c.log")"
+done
 
 # 2.-5. the lab's steps as written
 log "2. kubectl create namespace kubedojo-system"
@@ -238,6 +254,22 @@ kubectl apply -f manifests/service.yaml >&2
 log "4. kubectl wait (certificate, pods)"
 check "kubectl wait --for=condition=Ready certificate -n kubedojo-system kubedojo-data-api-cert" \
   kubectl wait --for=condition=Ready certificate -n kubedojo-system kubedojo-data-api-cert
+check_issued() {
+  local out
+  # cert-manager's own chain: an approved CertificateRequest signed by the selfSigned Issuer
+  out=$(kubectl get certificaterequest -n kubedojo-system kubedojo-data-api-cert-1 -o \
+    'jsonpath={.status.conditions[?(@.type=="Approved")].status} {.status.conditions[?(@.type=="Ready")].status} {.spec.issuerRef.name}') || return 1
+  [[ $out == "True True kubedojo-data-api-selfsigned" ]] || {
+    echo "CertificateRequest kubedojo-data-api-cert-1: $out"
+    return 1
+  }
+  out=$(kubectl get secret -n kubedojo-system kubedojo-data-api-tls -o 'jsonpath={.type} {.metadata.annotations.cert-manager\.io/certificate-name}') || return 1
+  [[ $out == "kubernetes.io/tls kubedojo-data-api-cert" ]] || {
+    echo "Secret kubedojo-data-api-tls: $out"
+    return 1
+  }
+}
+check "cert-manager issued it: CertificateRequest kubedojo-data-api-cert-1 Approved + Ready, Secret kubedojo-data-api-tls" check_issued
 # as on kind, the pods exist a moment after the Deployment (kubectl wait -l needs them to)
 _kd_wait "$DIR" lab_sim 20 bash -c "[[ -n \$(\"$KUBECTL_BIN\" get pod -n $NS -l app=kubedojo-data-api -o name) ]]"
 check "kubectl wait --for=condition=Ready pod -n kubedojo-system -l app=kubedojo-data-api (both replicas)" bash -c '

@@ -1,19 +1,11 @@
 #!/usr/bin/env python3
-"""What a kind cluster with cert-manager has and tests/e2e/lab.sh's control plane (etcd +
-kube-apiserver, nothing else) lacks, played by the harness against the real API:
+"""What a kind cluster has and tests/e2e/lab.sh's control plane (etcd + kube-apiserver, plus
+cert-manager's real controller and cainjector) lacks, played by the harness against the real
+API:
 
-  cert-manager   issues Certificates of selfSigned Issuers with openssl: key per
-                 spec.privateKey, SANs = spec.dnsNames, usages, duration/renewBefore
-                 (defaults 2160h, 1/3); Secret kubernetes.io/tls with tls.crt, tls.key and
-                 ca.crt (= the certificate itself, as cert-manager's selfSigned issuer does);
-                 status Ready/notBefore/notAfter/renewalTime/revision. Re-issues when the
-                 Secret is missing or its SANs differ, at renewalTime, or when the
-                 Certificate has condition Issuing=True (what `cmctl renew` sets).
-  cainjector     copies ca.crt of the Certificate named by `cert-manager.io/inject-ca-from`
-                 into an APIService's spec.caBundle.
   ReplicaSet controller + scheduler
                  creates spec.replicas Pods from each Deployment's template (labels +
-                 pod-template-hash) bound to the one Node.
+                 pod-template-hash) bound to the one Node; Deployment status.
   kubelet        Node NODE (InternalIP, daemonEndpoints port); mounts secret/configMap
                  volumes the way kubelet's atomic writer does (..data symlink swapped on
                  change, so renewals reach the pod); runs the container's args with the
@@ -26,9 +18,9 @@ kube-apiserver, nothing else) lacks, played by the harness against the real API:
   endpoints controllers
                  Endpoints and EndpointSlice of every selector Service from its Ready pods.
 
-Usage: lab_sim.py --dir DIR --bin SERVER_BINARY --node-ip IP --pod-ips IP,IP [--node NAME]
+Usage: lab_sim.py --dir DIR --bin SERVER_BINARY --node-ip IP --kubelet-port PORT --pod-ips IP,IP
 Runs until SIGTERM; stops the server processes it started. Logs to stdout.
-Standard library only (openssl CLI for the certificates).
+Standard library only (openssl CLI for the kubelet's certificate).
 """
 
 from __future__ import annotations
@@ -41,7 +33,6 @@ import http.server
 import json
 import os
 import random
-import re
 import signal
 import ssl
 import string
@@ -98,7 +89,7 @@ def merge_patch(path, body):
     return api("PATCH", path, body, "application/merge-patch+json")
 
 
-# ---------------------------------------------------------------- openssl
+# ---------------------------------------------------------------- helpers
 
 def openssl(*args, input_bytes=None) -> bytes:
     p = subprocess.run(["openssl", *args], input=input_bytes, capture_output=True)
@@ -107,177 +98,11 @@ def openssl(*args, input_bytes=None) -> bytes:
     return p.stdout
 
 
-def parse_duration(s: str) -> float:
-    """Go duration (e.g. 2160h, 1h30m, 90s) -> seconds."""
-    total = 0.0
-    for num, unit in re.findall(r"([0-9.]+)(ns|us|µs|ms|s|m|h)", s or ""):
-        total += float(num) * {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}[unit]
-    return total
-
-
-def cert_dates(pem: bytes):
-    out = openssl("x509", "-noout", "-startdate", "-enddate", "-dateopt", "iso_8601", input_bytes=pem).decode()
-    nb = re.search(r"notBefore=(\S+ \S+)", out).group(1)
-    na = re.search(r"notAfter=(\S+ \S+)", out).group(1)
-    f = "%Y-%m-%d %H:%M:%SZ"
-    return (dt.datetime.strptime(nb, f).replace(tzinfo=dt.timezone.utc),
-            dt.datetime.strptime(na, f).replace(tzinfo=dt.timezone.utc))
-
-
-def cert_sans(pem: bytes) -> list[str]:
-    try:
-        out = openssl("x509", "-noout", "-ext", "subjectAltName", input_bytes=pem).decode()
-    except RuntimeError:
-        return []
-    return sorted(re.findall(r"DNS:([^,\s]+)", out))
-
-
-def issue_self_signed(cert: dict) -> tuple[bytes, bytes]:
-    """Key and self-signed certificate for a cert-manager Certificate spec."""
-    spec = cert["spec"]
-    work = DIR / "cert-manager" / f"{cert['metadata']['namespace']}_{cert['metadata']['name']}"
-    work.mkdir(parents=True, exist_ok=True)
-    pk = spec.get("privateKey") or {}
-    alg = pk.get("algorithm", "RSA")
-    if alg == "ECDSA":
-        curve = {256: "prime256v1", 384: "secp384r1", 521: "secp521r1"}[int(pk.get("size", 256))]
-        key = openssl("genpkey", "-algorithm", "EC", "-pkeyopt", f"ec_paramgen_curve:{curve}")
-    elif alg == "Ed25519":
-        key = openssl("genpkey", "-algorithm", "ED25519")
-    else:
-        key = openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", f"rsa_keygen_bits:{int(pk.get('size', 2048))}")
-    (work / "tls.key").write_bytes(key)
-    usage_map = {"digital signature": "digitalSignature", "key encipherment": "keyEncipherment",
-                 "cert sign": "keyCertSign", "crl sign": "cRLSign"}
-    eku_map = {"server auth": "serverAuth", "client auth": "clientAuth"}
-    usages = spec.get("usages") or ["digital signature", "key encipherment"]
-    ku = [usage_map[u] for u in usages if u in usage_map]
-    eku = [eku_map[u] for u in usages if u in eku_map]
-    ext = [f"basicConstraints=critical,CA:{'TRUE' if spec.get('isCA') else 'FALSE'}"]
-    if ku:
-        ext.append("keyUsage=critical," + ",".join(ku))
-    if eku:
-        ext.append("extendedKeyUsage=" + ",".join(eku))
-    sans = [f"DNS:{n}" for n in spec.get("dnsNames") or []] + [f"IP:{i}" for i in spec.get("ipAddresses") or []]
-    if sans:  # critical when the subject is empty (RFC 5280 4.2.1.6), as cert-manager does
-        ext.append("subjectAltName=" + ("" if spec.get("commonName") else "critical,") + ",".join(sans))
-    (work / "ext.cnf").write_text("\n".join(ext) + "\n")
-    days = max(1, int(-(-parse_duration(spec.get("duration") or "2160h") // 86400)))
-    subj = f"/CN={spec['commonName']}" if spec.get("commonName") else "/"
-    crt = openssl("req", "-x509", "-new", "-key", str(work / "tls.key"), "-subj", subj, "-days", str(days),
-                  "-set_serial", str(random.getrandbits(63)), "-extensions", "v3", "-config", "/dev/stdin",
-                  input_bytes=("[req]\ndistinguished_name=dn\n[dn]\n[v3]\n" + "\n".join(ext) + "\n").encode())
-    return key, crt
-
-
-# ---------------------------------------------------------------- cert-manager + cainjector
-
 def condition(obj, ctype):
     for c in (obj.get("status") or {}).get("conditions") or []:
         if c.get("type") == ctype:
             return c
     return None
-
-
-def reconcile_issuers():
-    issuers = {}
-    for iss in items("/apis/cert-manager.io/v1/issuers"):
-        m = iss["metadata"]
-        issuers[(m["namespace"], m["name"])] = iss
-        if "selfSigned" in iss["spec"] and not condition(iss, "Ready"):
-            merge_patch(f"/apis/cert-manager.io/v1/namespaces/{m['namespace']}/issuers/{m['name']}/status",
-                        {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "IsReady",
-                                                    "message": "", "lastTransitionTime": now_rfc3339(),
-                                                    "observedGeneration": m.get("generation", 1)}]}})
-            log(f"issuer {m['namespace']}/{m['name']} Ready (selfSigned)")
-    return issuers
-
-
-def reconcile_certificates(issuers):
-    certs = {}
-    for cert in items("/apis/cert-manager.io/v1/certificates"):
-        m, spec = cert["metadata"], cert["spec"]
-        ns, name = m["namespace"], m["name"]
-        certs[(ns, name)] = cert
-        ref = spec.get("issuerRef") or {}
-        iss = issuers.get((ns, ref.get("name"))) if ref.get("kind", "Issuer") == "Issuer" else None
-        if not iss or "selfSigned" not in iss["spec"]:
-            continue  # only selfSigned Issuers are played here
-        secret_path = f"/api/v1/namespaces/{ns}/secrets/{spec['secretName']}"
-        secret = get(secret_path)
-        why = None
-        st = cert.get("status") or {}
-        issuing = condition(cert, "Issuing")
-        if secret is None:
-            why = "the Secret does not exist"
-        elif (secret["metadata"].get("annotations") or {}).get("cert-manager.io/certificate-name") != name:
-            why = "the Secret was not issued for this Certificate"
-        elif cert_sans(base64.b64decode(secret["data"].get("tls.crt", ""))) != sorted(spec.get("dnsNames") or []):
-            why = "the Secret's DNS names differ from spec.dnsNames"
-        elif issuing and issuing.get("status") == "True":
-            why = f"Issuing=True ({issuing.get('reason')})"
-        elif st.get("renewalTime") and now_rfc3339() >= st["renewalTime"]:
-            why = "renewalTime reached"
-        if why is None:
-            ready = condition(cert, "Ready")
-            if not ready or ready.get("observedGeneration") != m.get("generation"):
-                write_cert_status(cert, base64.b64decode(secret["data"]["tls.crt"]), int(st.get("revision", 1)))
-            continue
-        key, crt = issue_self_signed(cert)
-        body = {
-            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-            "metadata": {"name": spec["secretName"], "namespace": ns,
-                         "labels": {"controller.cert-manager.io/fao": "true"},
-                         "annotations": {"cert-manager.io/certificate-name": name,
-                                         "cert-manager.io/issuer-name": ref["name"],
-                                         "cert-manager.io/issuer-kind": ref.get("kind", "Issuer"),
-                                         "cert-manager.io/issuer-group": ref.get("group", "cert-manager.io"),
-                                         "cert-manager.io/alt-names": ",".join(spec.get("dnsNames") or []),
-                                         "cert-manager.io/common-name": spec.get("commonName", "")}},
-            "data": {"tls.crt": base64.b64encode(crt).decode(), "tls.key": base64.b64encode(key).decode(),
-                     "ca.crt": base64.b64encode(crt).decode()},
-        }
-        if secret is None:
-            api("POST", f"/api/v1/namespaces/{ns}/secrets", body)
-        else:
-            body["metadata"]["resourceVersion"] = secret["metadata"]["resourceVersion"]
-            api("PUT", secret_path, body)
-        revision = int(st.get("revision", 0)) + 1
-        write_cert_status(cert, crt, revision)
-        log(f"certificate {ns}/{name}: issued revision {revision} into Secret {spec['secretName']} ({why})")
-    return certs
-
-
-def write_cert_status(cert, crt: bytes, revision: int):
-    m, spec = cert["metadata"], cert["spec"]
-    nb, na = cert_dates(crt)
-    duration = na - nb
-    renew_before = parse_duration(spec.get("renewBefore") or "") or duration.total_seconds() / 3
-    renewal = na - dt.timedelta(seconds=renew_before)
-    fmt = "%Y-%m-%dT%H:%M:%SZ"
-    merge_patch(f"/apis/cert-manager.io/v1/namespaces/{m['namespace']}/certificates/{m['name']}/status", {"status": {
-        "conditions": [{"type": "Ready", "status": "True", "reason": "Ready",
-                        "message": "Certificate is up to date and has not expired",
-                        "lastTransitionTime": now_rfc3339(), "observedGeneration": m.get("generation", 1)}],
-        "notBefore": nb.strftime(fmt), "notAfter": na.strftime(fmt), "renewalTime": renewal.strftime(fmt),
-        "revision": revision}})
-
-
-def reconcile_cainjector(certs):
-    for a in items("/apis/apiregistration.k8s.io/v1/apiservices"):
-        src = (a["metadata"].get("annotations") or {}).get("cert-manager.io/inject-ca-from")
-        if not src or "/" not in src:
-            continue
-        cert = certs.get(tuple(src.split("/", 1)))
-        if not cert:
-            continue
-        secret = get(f"/api/v1/namespaces/{cert['metadata']['namespace']}/secrets/{cert['spec']['secretName']}")
-        if not secret or (secret["metadata"].get("annotations") or {}).get("cert-manager.io/certificate-name") != cert["metadata"]["name"]:
-            continue
-        ca = secret["data"].get("ca.crt")
-        if ca and a["spec"].get("caBundle") != ca:
-            merge_patch(f"/apis/apiregistration.k8s.io/v1/apiservices/{a['metadata']['name']}", {"spec": {"caBundle": ca}})
-            log(f"cainjector: APIService {a['metadata']['name']} caBundle from Certificate {src}")
 
 
 # ---------------------------------------------------------------- ReplicaSet controller + scheduler
@@ -707,8 +532,6 @@ def main():
     ap.add_argument("--node-ip", required=True)
     ap.add_argument("--kubelet-port", type=int, required=True)
     ap.add_argument("--pod-ips", required=True)
-    ap.add_argument("--no-cert-manager", action="store_true",
-                    help="leave issuing and CA injection to a real cert-manager controller and cainjector")
     o = ap.parse_args()
     DIR, BIN, NODE, NODE_IP, KUBELET_PORT = o.dir.resolve(), o.bin, o.node, o.node_ip, o.kubelet_port
     POD_IPS = o.pod_ips.split(",")
@@ -725,11 +548,8 @@ def main():
     signal.signal(signal.SIGINT, on_term)
     start_kubelet_server()
     register_node()
-    log("running: " + ("" if o.no_cert_manager else "cert-manager + cainjector, ") +
-        "ReplicaSet controller + scheduler, kubelet, endpoints controllers")
+    log("running: ReplicaSet controller + scheduler, kubelet, endpoints controllers")
     steps = [reconcile_deployments, reconcile_kubelet, reconcile_endpoints]
-    if not o.no_cert_manager:
-        steps.insert(0, lambda: reconcile_cainjector(reconcile_certificates(reconcile_issuers())))
     while not STOP.is_set():
         for fn in steps:
             try:

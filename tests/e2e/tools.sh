@@ -335,11 +335,7 @@ build_tool() {
 # chart (deploy/charts/cert-manager: values.yaml, templates/_helpers.tpl,
 # Chart.template.yaml) and the CRD templates (deploy/crds/crd-*.yaml, which the
 # release tooling copies into the chart's templates/). We assemble that chart and
-# `helm template` only the CRDs. Its controller and cainjector are NOT built: their
-# mains live in sub-modules (cmd/controller = module .../controller-binary,
-# cmd/cainjector = .../cainjector-binary) that `replace` the main module with ../../
-# and are not published on the Go module proxy (404 for every path and version), and
-# the main module's zip leaves cmd/ out. Cached as $CACHE_DIR/cert-manager/crds-<ver>.yaml.
+# `helm template` only the CRDs. Cached as $CACHE_DIR/cert-manager/crds-<ver>.yaml.
 cert_manager_crds() {
   local ver=$CERT_MANAGER_VERSION mod=github.com/cert-manager/cert-manager out dl src helm tmp n
   out=$CACHE_DIR/cert-manager/crds-$ver.yaml
