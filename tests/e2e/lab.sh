@@ -593,3 +593,17 @@ check_renewal() {
   retry 30 k get dr user-config -n default >/dev/null
 }
 check "renewal (cmctl renew's Issuing=True): new Secret, both pods serve it without a restart, caBundle updated, still Available" check_renewal
+
+# the lab's ServiceNotFound lesson: without the Service, describe says why; back with it
+check_service_not_found() {
+  kubectl delete -f manifests/service.yaml >/dev/null || return 1
+  retry 30 bash -c '"$0" describe apiservice v1alpha1.data.kubedojo.io | grep -B4 -E "^ +Type: +Available$" |
+    grep -Eq "^ +Reason: +ServiceNotFound$"' "$KUBECTL_BIN" || {
+    k describe apiservice v1alpha1.data.kubedojo.io | sed -n '/^Status:/,$p'
+    kubectl apply -f manifests/service.yaml >/dev/null
+    return 1
+  }
+  kubectl apply -f manifests/service.yaml >/dev/null || return 1
+  retry 60 check_available >/dev/null
+}
+check "k describe apiservice without the Service: Available False, ServiceNotFound; Available again after re-applying service.yaml" check_service_not_found
