@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod paging;
 pub mod protobuf;
 pub mod quantity;
+pub mod query;
 pub mod request_info;
 pub mod resource;
 pub mod response;
