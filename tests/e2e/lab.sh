@@ -31,7 +31,7 @@
 # an address of the Service's Endpoints, which is what kube-proxy does.
 #
 # Needs root (network namespace), openssl, curl, python3, iproute2. Environment:
-# KUBEDOJO_BIN (else cargo build --release). Warm run: about 60 s (a third of it is the pods'
+# KUBEDOJO_BIN (else cargo build --release). Warm run: about 70 s (a third of it is the pods'
 # readinessProbe: /readyz waits for the first metrics, two scrapes at --metric-resolution=15s).
 set -euo pipefail
 
