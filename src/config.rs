@@ -331,6 +331,33 @@ mod tests {
     }
 
     #[test]
+    fn kubelet_flags_default_to_metrics_server() {
+        let cli = Cli::try_parse_from(["kubedojo-data-api"]).unwrap();
+        let m = &cli.serve.metrics;
+        assert_eq!(
+            m.kubelet_preferred_address_types,
+            ["Hostname", "InternalDNS", "InternalIP", "ExternalDNS", "ExternalIP"]
+        );
+        assert_eq!(m.metric_stale_tolerance, Duration::ZERO);
+        assert!(!m.kubelet_gzip);
+        let cli = Cli::try_parse_from([
+            "kubedojo-data-api",
+            "--metric-stale-tolerance=45s",
+            "--kubelet-gzip",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.metrics.metric_stale_tolerance, Duration::from_secs(45));
+        assert!(cli.serve.metrics.kubelet_gzip);
+        for (arg, want) in [("--kubelet-gzip=true", true), ("--kubelet-gzip=false", false)] {
+            let cli = Cli::try_parse_from(["kubedojo-data-api", arg]).unwrap();
+            assert_eq!(cli.serve.metrics.kubelet_gzip, want, "{arg}");
+        }
+        let cli = Cli::try_parse_from(["kubedojo-data-api", "--metric-stale-tolerance=0"]).unwrap();
+        assert_eq!(cli.serve.metrics.metric_stale_tolerance, Duration::ZERO);
+        assert!(Cli::try_parse_from(["kubedojo-data-api", "--metric-stale-tolerance=x"]).is_err());
+    }
+
+    #[test]
     fn demo_defaults() {
         let cli = Cli::try_parse_from(["kubedojo-data-api", "demo"]).unwrap();
         let Some(Command::Demo(d)) = cli.command else {

@@ -9,17 +9,20 @@
 //! | one global `RWMutex`; every `Store` rebuilds all maps | sharded `DashMap<node, Arc<NodeEntry>>`, each node merged in place as its scrape lands |
 //! | rates recomputed on every read | rates computed once at ingest (`rate.rs`) |
 //! | reads take the lock | readers load an `Arc<Snapshot>` lock-free (`ArcSwap`); publish is O(pods) |
-//! | one failed scrape hides a node's pods for 2–3 resolutions | last good values kept for [`StoreConfig::keep_stale_for`] (default 3 resolutions after the last success), with their real timestamp |
+//! | one failed scrape drops a node and its pods | the same by default; [`StoreConfig::keep_stale_for`] (`--metric-stale-tolerance`) keeps the last good values, with their real timestamp |
 //! | a container with a CPU counter decrease is skipped, the pod served partial | a pod is served only when **all** its containers have a usage |
 //! | container order random | containers sorted by name, pods by (namespace, name) |
 //!
 //! Rules per series (the node, each container), see [`Store::ingest`]:
 //! - usage = Δcpu / Δt between the two CPU sample timestamps, window = Δt;
-//! - a counter decrease or a changed start time (restart) never gives usage; the series needs two
-//!   good readings again, except a container 10 s ≤ age < resolution after its start, rated
-//!   against its start (metrics-server's fresh-container rule);
+//! - a counter decrease or a restart (start time at or after the stored sample) never gives
+//!   usage; the series needs two good readings again. A container in its first run seen
+//!   10 s ≤ age < resolution after its start is rated against its start (metrics-server's
+//!   fresh-container rule); [`Store::ingest`] says when a younger one will qualify;
+//! - a cumulative CPU of 0 (the kubelet's placeholder) is never a rate's base, and a 0 working
+//!   set is never served (metrics-server drops both);
 //! - a reading whose timestamp is not after the stored one is not a new point;
-//! - an idle container (0 nanocores) is valid.
+//! - an idle container (0 nanocores: a counter that does not move) is valid.
 //!
 //! Readers get [`PodUsage`] as a view borrowed from the snapshot: a node's pods, containers and
 //! pod names live in a few flat arrays per node, so a scrape allocates ~7 blocks per node and
