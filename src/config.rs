@@ -336,7 +336,13 @@ mod tests {
         let m = &cli.serve.metrics;
         assert_eq!(
             m.kubelet_preferred_address_types,
-            ["Hostname", "InternalDNS", "InternalIP", "ExternalDNS", "ExternalIP"]
+            [
+                "Hostname",
+                "InternalDNS",
+                "InternalIP",
+                "ExternalDNS",
+                "ExternalIP"
+            ]
         );
         assert_eq!(m.metric_stale_tolerance, Duration::ZERO);
         assert!(!m.kubelet_gzip);
@@ -346,9 +352,15 @@ mod tests {
             "--kubelet-gzip",
         ])
         .unwrap();
-        assert_eq!(cli.serve.metrics.metric_stale_tolerance, Duration::from_secs(45));
+        assert_eq!(
+            cli.serve.metrics.metric_stale_tolerance,
+            Duration::from_secs(45)
+        );
         assert!(cli.serve.metrics.kubelet_gzip);
-        for (arg, want) in [("--kubelet-gzip=true", true), ("--kubelet-gzip=false", false)] {
+        for (arg, want) in [
+            ("--kubelet-gzip=true", true),
+            ("--kubelet-gzip=false", false),
+        ] {
             let cli = Cli::try_parse_from(["kubedojo-data-api", arg]).unwrap();
             assert_eq!(cli.serve.metrics.kubelet_gzip, want, "{arg}");
         }
