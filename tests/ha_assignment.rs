@@ -8,7 +8,9 @@ use kubedojo_data_api::ha::rendezvous::{owners, owns};
 use proptest::prelude::*;
 
 fn members(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("kubedojo-data-api-{i:x}7f9c")).collect()
+    (0..n)
+        .map(|i| format!("kubedojo-data-api-{i:x}7f9c"))
+        .collect()
 }
 
 fn nodes(n: usize) -> Vec<String> {
@@ -64,7 +66,10 @@ fn each_node_has_exactly_r_owners_and_load_is_even() {
         let expected = 3000 * r / 3;
         for (member, count) in &load {
             let off = (*count as f64 - expected as f64).abs() / expected as f64;
-            assert!(off < 0.1, "{member} owns {count}, expected ≈{expected} (R={r})");
+            assert!(
+                off < 0.1,
+                "{member} owns {count}, expected ≈{expected} (R={r})"
+            );
         }
     }
 }
@@ -110,7 +115,10 @@ fn a_leaving_member_moves_only_its_own_nodes() {
         }
         let share = moved as f64 / ns.len() as f64;
         let expected = r as f64 / 4.0;
-        assert!((share - expected).abs() < 0.05, "moved {share}, expected ≈{expected}");
+        assert!(
+            (share - expected).abs() < 0.05,
+            "moved {share}, expected ≈{expected}"
+        );
     }
 }
 
@@ -138,7 +146,10 @@ fn a_joining_member_takes_only_what_it_now_owns() {
         }
         let share = taken as f64 / ns.len() as f64;
         let expected = r as f64 / 4.0;
-        assert!((share - expected).abs() < 0.05, "took {share}, expected ≈{expected}");
+        assert!(
+            (share - expected).abs() < 0.05,
+            "took {share}, expected ≈{expected}"
+        );
     }
 }
 

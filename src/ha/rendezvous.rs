@@ -52,7 +52,11 @@ mod tests {
         // Fixed values: a change of the hash would reshuffle every cluster on upgrade.
         assert_eq!(weight("a", "n"), weight("a", "n"));
         assert_ne!(weight("a", "n"), weight("b", "n"));
-        assert_ne!(weight("ab", "n"), weight("a", "bn"), "the separator matters");
+        assert_ne!(
+            weight("ab", "n"),
+            weight("a", "bn"),
+            "the separator matters"
+        );
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub struct Scraper {
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
     state: Arc<ScrapeState>,
+    ha: Option<Arc<crate::ha::coordinator::Coordinator>>,
 }
 
 impl Scraper {
@@ -70,7 +71,15 @@ impl Scraper {
             store,
             telemetry,
             state: Arc::new(ScrapeState::default()),
+            ha: None,
         }
+    }
+
+    /// Shares the scraping with other replicas (`docs/ha.md`): each tick scrapes only the
+    /// nodes this replica owns and fetches the rest from their owners.
+    pub fn with_ha(mut self, ha: Arc<crate::ha::coordinator::Coordinator>) -> Self {
+        self.ha = Some(ha);
+        self
     }
 
     /// Progress, for health checks.
@@ -81,7 +90,15 @@ impl Scraper {
     /// Ticks until `shutdown` is cancelled. Ticks never overlap: a tick that runs long
     /// delays the next one.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut interval = tokio::time::interval(self.config.resolution);
+        let mut interval = match &self.ha {
+            // Replicas tick together (aligned to the wall clock), so a peer's shard fetched
+            // halfway through a tick holds that tick's readings.
+            Some(_) => tokio::time::interval_at(
+                tokio::time::Instant::now() + crate::ha::until_next_tick(self.config.resolution),
+                self.config.resolution,
+            ),
+            None => tokio::time::interval(self.config.resolution),
+        };
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -107,10 +124,24 @@ impl Scraper {
             .into_iter()
             .filter(|n| self.config.node_selector.matches(&n.labels))
             .collect();
-        let scrapes = futures::stream::iter(nodes)
-            .for_each_concurrent(self.config.concurrency.max(1), |node| async move {
-                self.scrape_node(&node).await
-            });
+        let (nodes, plan) = match &self.ha {
+            Some(ha) => {
+                let mut plan = ha.plan(nodes);
+                (std::mem::take(&mut plan.own), Some((ha, plan)))
+            }
+            None => (nodes, None),
+        };
+        let own = self.scrape_all(nodes);
+        let remote = async {
+            let Some((ha, plan)) = plan else { return };
+            if plan.remote.is_empty() {
+                return;
+            }
+            tokio::time::sleep_until((started + ha.fetch_offset()).into()).await;
+            let missing = ha.fetch_remote(plan, &self.store).await;
+            self.scrape_all(missing).await;
+        };
+        let scrapes = futures::future::join(own, remote);
         let publisher = async {
             let mut every = tokio::time::interval(self.config.publish_interval);
             every.tick().await;
@@ -127,6 +158,9 @@ impl Scraper {
         let selector = &self.config.node_selector;
         self.store
             .retain_nodes(|name| view.node(name).is_some_and(|n| selector.matches(&n.labels)));
+        if let Some(ha) = &self.ha {
+            ha.end_tick();
+        }
         let snapshot = self.store.publish(now_millis());
         let points = snapshot.storage_points();
         self.telemetry
@@ -144,6 +178,14 @@ impl Scraper {
             pods = snapshot.pod_count(),
             "scrape cycle done"
         );
+    }
+
+    async fn scrape_all(&self, nodes: Vec<Arc<NodeInfo>>) {
+        futures::stream::iter(nodes)
+            .for_each_concurrent(self.config.concurrency.max(1), |node| async move {
+                self.scrape_node(&node).await
+            })
+            .await;
     }
 
     async fn scrape_node(&self, node: &NodeInfo) {
@@ -165,9 +207,15 @@ impl Scraper {
                         .inc_by(decoded.skipped.len() as u64);
                     tracing::debug!(node = %node.name, skipped = ?decoded.skipped, "left out some series");
                 }
+                if let Some(ha) = &self.ha {
+                    ha.record(&node.name, Ok(&decoded.batch));
+                }
                 self.store.ingest(&node.name, decoded.batch, now_millis());
             }
             Err(e) => {
+                if let Some(ha) = &self.ha {
+                    ha.record(&node.name, Err(()));
+                }
                 self.store.mark_failed(&node.name, now_millis());
                 if node.ready {
                     tracing::warn!(node = %node.name, error = %e, "failed to scrape node");
