@@ -19,3 +19,6 @@ pub fn until_next_tick(resolution: Duration) -> Duration {
     let now = crate::api::time::now_millis();
     Duration::from_millis((res - now.rem_euclid(res)) as u64)
 }
+pub mod args;
+pub mod lease;
+pub mod setup;
