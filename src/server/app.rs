@@ -429,7 +429,7 @@ impl App {
         backend: &dyn crate::api::resource::AsyncBackend,
         method: &Method,
         info: &RequestInfo,
-        query: &[(String, String)],
+        query: &Query,
         accept: Option<&str>,
     ) -> Result<Response<Body>, ApiError> {
         if !info.subresource.is_empty() || (!d.namespaced && !info.namespace.is_empty()) {
