@@ -185,7 +185,6 @@ def volume_files(ns, vol):
     elif "configMap" in vol:
         obj = get(f"/api/v1/namespaces/{ns}/configmaps/{vol['configMap']['name']}")
         data = {k: v.encode() for k, v in ((obj or {}).get("data") or {}).items()}
-        src = vol["configMap"]
     else:
         return {}
     if obj is None:
