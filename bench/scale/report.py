@@ -251,6 +251,23 @@ if payload:
               f"{payload['lines_per_cycle']} lines); a plain byte scan (memchr line count) of it takes "
               f"{payload['byte_scan_seconds'] * 1e3:.2f} ms ({payload['byte_scan_gb_per_s']:.1f} GB/s); "
               f"fetching it with 64 concurrent TLS requests took {payload['fetch_seconds_64_concurrent']:.2f} s.")
+if floor.get("cpu_seconds_per_cycle_median") is not None:
+    o_cpu = row("CPU seconds per scrape cycle (idle: the work of one cycle)")["servers"]["ours"]
+    o_rss = row("Resident memory, steady (median VmRSS, idle), MiB")["servers"]["ours"]
+    f_cpu = floor["cpu_seconds_per_cycle_median"]
+    f_bpn = floor["rss_bytes_per_node"]
+    o_bpn = o_rss["median"] * 2**20 / max(a.nodes, 1) if o_rss else None
+    res["floor_ratios"] = {"cpu_per_cycle": o_cpu["median"] / f_cpu if o_cpu and f_cpu else None,
+                           "bytes_per_node": o_bpn / f_bpn if o_bpn and f_bpn else None}
+    md.append(f"Floor (`kd-load floor`: every kubelet body over {floor['concurrency']}-way persistent TLS "
+              f"connections, values into one flat Vec, nothing else; same machine, no server running): "
+              f"{f_cpu:.3f} CPU-s per cycle (median of {floor['cycles']}), "
+              f"{floor['wall_seconds_per_cycle_median']:.3f} s wall, {f_bpn / 1024:.1f} KiB resident per node. "
+              f"Ours / floor: CPU per cycle "
+              + (f"{res['floor_ratios']['cpu_per_cycle']:.2f}" if res['floor_ratios']['cpu_per_cycle'] else "—")
+              + ", resident bytes per node (our whole steady RSS ÷ nodes) "
+              + (f"{res['floor_ratios']['bytes_per_node']:.2f}" if res['floor_ratios']['bytes_per_node'] else "—") + ".")
+    json.dump(res, open(os.path.join(a.out, "results.json"), "w"), indent=1)
 if socket.get("write_seconds"):
     md.append(f"Largest response: {largest / 1e6:.2f} MB; writing it to a loopback TCP socket takes "
               f"{socket['write_seconds'] * 1e3:.2f} ms ({socket['gb_per_s']:.2f} GB/s).")

@@ -206,6 +206,9 @@ for o in json.load(open(sys.argv[1]))["items"]:
 EOF
 if [[ -z $FAILING_NODES ]]; then
   "$KD_LOAD" payload --addrs "$OUT/node-addrs.txt" --ca "$OUT/sim-ca.crt" >"$OUT/payload.json" || log "payload measurement failed"
+  # The floor (issue #15 §5): persistent TLS connections + values into a flat Vec, nothing else.
+  "$KD_LOAD" floor --addrs "$OUT/node-addrs.txt" --ca "$OUT/sim-ca.crt" --cycles "$IDLE_CYCLES" >"$OUT/floor.json" ||
+    log "floor measurement failed"
 fi
 
 SERVER_PORT=$(_kd_free_port)

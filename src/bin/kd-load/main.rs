@@ -24,6 +24,7 @@ use std::{
 use anyhow::{Context, bail};
 
 mod count;
+mod floor;
 mod load;
 mod targets;
 use clap::{Parser, Subcommand};
@@ -84,6 +85,22 @@ enum Cmd {
         /// CA of the kubelets' serving certificates.
         #[arg(long)]
         ca: PathBuf,
+    },
+    /// The floor of the scrape job: every kubelet body over persistent TLS connections,
+    /// values decoded into a flat Vec, nothing else; CPU per cycle and RSS per node as JSON.
+    Floor {
+        /// Lines "IP PORT", one per node.
+        #[arg(long)]
+        addrs: PathBuf,
+        /// CA of the kubelets' serving certificates.
+        #[arg(long)]
+        ca: PathBuf,
+        /// Measured cycles (after one warm-up cycle that makes the connections).
+        #[arg(long, default_value_t = 5)]
+        cycles: usize,
+        /// Kubelets fetched at once (our server's --kubelet-max-concurrency default).
+        #[arg(long, default_value_t = 128)]
+        concurrency: usize,
     },
     /// Time writing N bytes to a loopback TCP socket (read and discarded by a local reader).
     Socket {
@@ -202,6 +219,16 @@ async fn main() -> anyhow::Result<()> {
             pid,
         } => wait(&cli, url, *nodes, *pods, *timeout, *pid).await,
         Cmd::Payload { addrs, ca } => payload(addrs, ca).await,
+        Cmd::Floor {
+            addrs,
+            ca,
+            cycles,
+            concurrency,
+        } => {
+            let v = floor::run(kubelet_urls(addrs)?, ca, *cycles, *concurrency).await?;
+            println!("{v}");
+            Ok(())
+        }
         Cmd::Socket { bytes } => socket(*bytes).await,
         Cmd::Targets {
             objects,
@@ -486,17 +513,7 @@ async fn payload(addrs: &PathBuf, ca: &PathBuf) -> anyhow::Result<()> {
         .timeout(Duration::from_secs(30))
         .no_proxy()
         .build()?;
-    let urls: Vec<String> = std::fs::read_to_string(addrs)?
-        .lines()
-        .filter_map(|l| {
-            let mut p = l.split_whitespace();
-            Some(format!(
-                "https://{}:{}/metrics/resource",
-                p.next()?,
-                p.next()?
-            ))
-        })
-        .collect();
+    let urls = kubelet_urls(addrs)?;
     let started = Instant::now();
     let bodies: Vec<anyhow::Result<bytes::Bytes>> = futures::stream::iter(urls)
         .map(|u| {
@@ -541,6 +558,22 @@ async fn payload(addrs: &PathBuf, ca: &PathBuf) -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+/// `https://IP:PORT/metrics/resource` for every "IP PORT" line of `addrs`.
+fn kubelet_urls(addrs: &PathBuf) -> anyhow::Result<Vec<String>> {
+    Ok(std::fs::read_to_string(addrs)
+        .with_context(|| format!("reading {}", addrs.display()))?
+        .lines()
+        .filter_map(|l| {
+            let mut p = l.split_whitespace();
+            Some(format!(
+                "https://{}:{}/metrics/resource",
+                p.next()?,
+                p.next()?
+            ))
+        })
+        .collect())
 }
 
 async fn socket(bytes: usize) -> anyhow::Result<()> {
