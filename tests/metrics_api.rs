@@ -363,3 +363,113 @@ async fn a_dead_node_keeps_its_last_values_for_a_bounded_time_then_goes() {
     let (code, _) = t.get_json(M, None).await;
     assert_eq!(code, 200);
 }
+
+/// Issue 13 §1.1 on every list endpoint the demo serves: a repeated `labelSelector`,
+/// `fieldSelector` or `limit` applies its first value (as kube-apiserver and the
+/// authorizer read it), whatever follows.
+#[tokio::test]
+async fn repeated_query_parameters_take_the_first_value_on_every_endpoint() {
+    let t = TestServer::start(None).await;
+    wait_for_metrics(&t).await;
+    let f = fleet(&t);
+    let (node, pod) = f.pods().next().map(|(n, p)| (n, p.clone())).unwrap();
+    let node = node.name.clone();
+    let ns = pod.namespace.to_string();
+    let names = |list: &Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("not a list: {list}"))
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let dr = "/apis/data.kubedojo.io/v1alpha1";
+    let cases: Vec<(String, &str, Vec<String>)> = vec![
+        (format!("{M}/nodes"), node.as_str(), vec![node.clone()]),
+        (
+            format!("{M}/pods"),
+            pod.name.as_str(),
+            vec![pod.name.clone()],
+        ),
+        (
+            format!("{M}/namespaces/{ns}/pods"),
+            pod.name.as_str(),
+            vec![pod.name.clone()],
+        ),
+        ("/api/v1/nodes".into(), node.as_str(), vec![node.clone()]),
+        (
+            "/api/v1/pods".into(),
+            pod.name.as_str(),
+            vec![pod.name.clone()],
+        ),
+        (
+            format!("{dr}/datarecords"),
+            "user-config",
+            vec!["user-config".into()],
+        ),
+        (
+            format!("{dr}/namespaces/default/datarecords"),
+            "user-config",
+            vec!["user-config".into()],
+        ),
+    ];
+    for (path, name, want) in &cases {
+        for accept in [None, Some(TABLE)] {
+            for q in [
+                format!("fieldSelector=metadata.name%3D{name}&fieldSelector="),
+                format!(
+                    "fieldSelector=metadata.name%3D{name}&fieldSelector=metadata.name!%3D{name}"
+                ),
+                format!(
+                    "labelSelector=&fieldSelector=metadata.name%3D{name}&labelSelector=none%3Dsuch"
+                ),
+            ] {
+                let url = format!("{path}?{q}");
+                let (code, list) = t.get_json(&url, accept).await;
+                assert_eq!(code, 200, "{url}: {list}");
+                if accept.is_none() {
+                    assert_eq!(&names(&list), want, "{url}");
+                } else if path.starts_with("/apis/") {
+                    assert_eq!(
+                        list["rows"].as_array().map(Vec::len),
+                        Some(1),
+                        "{url}: {list}"
+                    );
+                }
+            }
+            // The reverse order selects nothing (or everything), never the first's view.
+            let url = format!("{path}?labelSelector=none%3Dsuch&labelSelector=");
+            let (code, list) = t.get_json(&url, None).await;
+            assert_eq!((code, names(&list).len()), (200, 0), "{url}");
+        }
+    }
+    // `limit`: the first value pages; a bad later value is ignored, a bad first one is 400.
+    for path in [format!("{M}/pods"), format!("{dr}/datarecords")] {
+        let (code, list) = t.get_json(&format!("{path}?limit=1&limit=0"), None).await;
+        assert_eq!(code, 200);
+        assert_eq!(names(&list).len(), 1, "{path}");
+        assert!(list["metadata"]["continue"].is_string(), "{list}");
+        let (code, _) = t.get_json(&format!("{path}?limit=1&limit=x"), None).await;
+        assert_eq!(code, 200);
+        let (code, status) = t.get_json(&format!("{path}?limit=x&limit=1"), None).await;
+        assert_eq!((code, status["reason"].as_str()), (400, Some("BadRequest")));
+    }
+    // A watch of records follows the first fieldSelector too.
+    let resp = t
+        .get(
+            &format!(
+                "{dr}/namespaces/default/datarecords?watch=1&timeoutSeconds=1&fieldSelector=metadata.name%3Duser-config&fieldSelector="
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let watched: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["object"]["metadata"]["name"].to_string()
+        })
+        .collect();
+    assert_eq!(watched, ["\"user-config\""], "{text}");
+}

@@ -12,6 +12,7 @@ pub mod negotiate;
 pub mod openapi;
 pub mod paging;
 pub mod quantity;
+pub mod query;
 pub mod request_info;
 pub mod resource;
 pub mod response;

@@ -14,9 +14,10 @@ use crate::api::discovery::{
     AGGREGATED_CONTENT_TYPE, GroupVersion, aggregated, api_group_list, wants_aggregated,
 };
 use crate::api::endpoint;
-use crate::api::list_options::{ListOptions, parse_query};
+use crate::api::list_options::ListOptions;
 use crate::api::negotiate::accepts_plain_json;
 use crate::api::openapi::{OpenApiDocs, Rendered};
+use crate::api::query::Query;
 use crate::api::request_info::RequestInfo;
 use crate::api::resource::ResourceProvider;
 use crate::api::response::{self, Body};
@@ -30,7 +31,7 @@ pub trait ExtraRoutes: Send + Sync {
     fn handle(
         &self,
         info: &RequestInfo,
-        query: &[(String, String)],
+        query: &Query,
         accept: Option<&str>,
     ) -> Option<Response<Body>>;
 
@@ -39,7 +40,7 @@ pub trait ExtraRoutes: Send + Sync {
     fn handle_authenticated(
         &self,
         info: &RequestInfo,
-        query: &[(String, String)],
+        query: &Query,
         accept: Option<&str>,
         _user: &UserInfo,
         _headers: &http::HeaderMap,
@@ -126,7 +127,8 @@ impl App {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let query = parse_query(req.uri().query());
+        // Parsed once: authorization and the handler read the same values.
+        let query = Query::parse(req.uri().query());
         let info = RequestInfo::new(&method, &path, &query);
         let mut req = req;
         let (user, mut resp) = self.pipeline(&mut req, conn, &info, &query).await;
@@ -162,7 +164,7 @@ impl App {
         req: &mut Request<B>,
         conn: &ConnInfo,
         info: &RequestInfo,
-        query: &[(String, String)],
+        query: &Query,
     ) -> (Option<UserInfo>, Response<Body>) {
         let auth_req = AuthRequest {
             headers: req.headers(),
@@ -230,7 +232,7 @@ impl App {
         &self,
         method: &Method,
         info: &RequestInfo,
-        query: &[(String, String)],
+        query: &Query,
         accept: Option<&str>,
         if_none_match: Option<&str>,
         (user, headers): (&UserInfo, &http::HeaderMap),
@@ -252,12 +254,8 @@ impl App {
             };
         }
         let path = info.path.trim_end_matches('/');
-        let verbose = query.iter().any(|(k, _)| k == "verbose");
-        let exclude: Vec<String> = query
-            .iter()
-            .filter(|(k, _)| k == "exclude")
-            .map(|(_, v)| v.clone())
-            .collect();
+        let verbose = query.has("verbose");
+        let exclude: Vec<String> = query.all("exclude").map(str::to_string).collect();
         if let Some(resp) = self.health.serve(path, verbose, &exclude) {
             return resp;
         }
@@ -353,7 +351,7 @@ impl App {
         &self,
         method: &Method,
         info: &RequestInfo,
-        query: &[(String, String)],
+        query: &Query,
         accept: Option<&str>,
     ) -> Response<Body> {
         let served = self
