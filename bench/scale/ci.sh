@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CI hook (issues #7, #15): the 100 nodes × 30 pods comparison with metrics-server v0.9.0
-# (`run.sh --scenario ci`: 3 rounds alternating order, 30 s of recorded load per server and
+# (`run.sh --scenario ci`: 2 rounds, one per order, 20 s of recorded load per server and
 # round, every response checked against the fleet). Exits non-zero unless the gates of
 # report.py hold: ours/metrics-server peak and steady RSS <= 0.5, CPU seconds per scrape cycle
 # <= 0.4, HPA p50 latency <= 1.0 and full pod list p50 <= 0.6 of metrics-server's; zero errors

@@ -126,6 +126,11 @@ try:
     floor = json.load(open(os.path.join(a.out, "floor.json")))
 except Exception:  # noqa: BLE001
     pass
+floor_lean = {}
+try:
+    floor_lean = json.load(open(os.path.join(a.out, "floor-lean.json")))
+except Exception:  # noqa: BLE001
+    pass
 largest = max((r["load"].get(k, {}).get("max_bytes", 0) for r in runs for k, _ in KINDS), default=0)
 socket = {}
 kd_load = a.kd_load or os.environ.get("KD_LOAD", "")
@@ -176,7 +181,7 @@ if a.check:
 res = {"params": vars(a), "machine": machine,
        "table": [{k: v for k, v in t.items() if k != "fmt"} for t in table],
        "info": [{k: v for k, v in t.items() if k != "fmt"} for t in info],
-       "payload": payload, "floor": floor, "largest_response": {"bytes": largest, "socket": socket},
+       "payload": payload, "floor": floor, "floor_lean": floor_lean, "largest_response": {"bytes": largest, "socket": socket},
        "runs": runs, "checks": [{"name": n, "ok": ok} for n, ok in checks]}
 json.dump(res, open(os.path.join(a.out, "results.json"), "w"), indent=1)
 
@@ -268,6 +273,11 @@ if floor.get("cpu_seconds_per_cycle_median") is not None:
               + ", resident bytes per node (our whole steady RSS ÷ nodes) "
               + (f"{res['floor_ratios']['bytes_per_node']:.2f}" if res['floor_ratios']['bytes_per_node'] else "—") + ".")
     json.dump(res, open(os.path.join(a.out, "results.json"), "w"), indent=1)
+if floor_lean.get("cpu_seconds_per_cycle_median") is not None:
+    md.append(f"Experiment (issue #15 §4, not our server): the same floor with {floor_lean['client']} "
+              f"per kubelet: {floor_lean['cpu_seconds_per_cycle_median']:.3f} CPU-s per cycle, "
+              f"{floor_lean['rss_bytes_per_node'] / 1024:.1f} KiB resident per node (reqwest: "
+              f"{floor.get('rss_bytes_per_node', 0) / 1024:.1f} KiB).")
 if socket.get("write_seconds"):
     md.append(f"Largest response: {largest / 1e6:.2f} MB; writing it to a loopback TCP socket takes "
               f"{socket['write_seconds'] * 1e3:.2f} ms ({socket['gb_per_s']:.2f} GB/s).")

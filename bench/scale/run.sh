@@ -13,7 +13,7 @@
 #              one failing kubelet (node 1, answers 500): neither it nor its pods are expected
 #   burst      1,000 × 30 with HPA queries in bursts (every deployment at once every 15 s,
 #              drained by 5 workers, as kube-controller-manager's HPA controller does)
-#   ci         100 × 30, 10 s resolution, 3 rounds, 30 s of load (bench/scale/ci.sh)
+#   ci         100 × 30, 10 s resolution, 2 rounds (one per order), 20 s of load (ci.sh)
 #
 # Options:
 #   --nodes N --pods M --containers K     fleet (default 100 × 30 × 2)
@@ -72,7 +72,7 @@ scenario() {
     2000x110) NODES=2000 PODS=110 LOAD_SECONDS=60 TOP_PODS_RATE=0.1 ;;
     faulty) NODES=1000 PODS=30 LOAD_SECONDS=120 SLOW_NODES=0 FAILING_NODES=1 ;;
     burst) NODES=1000 PODS=30 LOAD_SECONDS=120 HPA_MODE=burst ;;
-    ci) NODES=100 PODS=30 RESOLUTION=10s IDLE_CYCLES=2 LOAD_SECONDS=30 WARMUP=5 ROUNDS=3 TOP_PODS_RATE=1 ;;
+    ci) NODES=100 PODS=30 RESOLUTION=10s IDLE_CYCLES=2 LOAD_SECONDS=20 WARMUP=5 ROUNDS=2 TOP_PODS_RATE=1 ;;
     *) echo "unknown scenario $1 (1000x30 5000x30 2000x110 faulty burst ci)" >&2; exit 2 ;;
   esac
 }
@@ -209,6 +209,10 @@ if [[ -z $FAILING_NODES ]]; then
   # The floor (issue #15 §5): persistent TLS connections + values into a flat Vec, nothing else.
   "$KD_LOAD" floor --addrs "$OUT/node-addrs.txt" --ca "$OUT/sim-ca.crt" --cycles "$IDLE_CYCLES" >"$OUT/floor.json" ||
     log "floor measurement failed"
+  # Experiment (issue #15 §4): the same with one lean hyper HTTP/1.1 connection per kubelet
+  # and an 8 KiB read buffer, to size what small connection buffers would save.
+  "$KD_LOAD" floor --addrs "$OUT/node-addrs.txt" --ca "$OUT/sim-ca.crt" --cycles "$IDLE_CYCLES" \
+    --lean-max-buf 8192 >"$OUT/floor-lean.json" || log "lean floor measurement failed"
 fi
 
 SERVER_PORT=$(_kd_free_port)

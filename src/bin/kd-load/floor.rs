@@ -3,6 +3,11 @@
 //! our server's `--kubelet-max-concurrency` default) and decode every sample's value into one
 //! flat `Vec<f64>`, nothing else: no names, no labels, no store, no API. What this costs in CPU
 //! per cycle and in resident bytes per node is the least any server doing the job pays.
+//!
+//! Two clients: `reqwest` (what our scraper uses: pooled hyper-util connections, hyper's
+//! default adaptive read buffer of up to ~400 KB) and `lean` (an experiment for issue #15 §4:
+//! one hyper HTTP/1.1 connection per kubelet over tokio-rustls, kept between cycles, with
+//! hyper's read buffer capped at `--max-buf` bytes).
 
 use std::time::{Duration, Instant};
 
@@ -15,16 +20,28 @@ pub async fn run(
     ca: &std::path::Path,
     cycles: usize,
     concurrency: usize,
+    lean_max_buf: Option<usize>,
 ) -> anyhow::Result<Value> {
     let rss_start = rss_kib();
-    let certs = reqwest::Certificate::from_pem_bundle(&std::fs::read(ca)?)?;
-    let http = reqwest::Client::builder()
-        .tls_certs_only(certs)
-        .timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(1)
-        .pool_idle_timeout(Duration::from_secs(300))
-        .no_proxy()
-        .build()?;
+    let fetcher = match lean_max_buf {
+        None => {
+            let certs = reqwest::Certificate::from_pem_bundle(&std::fs::read(ca)?)?;
+            Fetcher::Reqwest(
+                reqwest::Client::builder()
+                    .tls_certs_only(certs)
+                    .timeout(Duration::from_secs(30))
+                    .pool_max_idle_per_host(1)
+                    .pool_idle_timeout(Duration::from_secs(300))
+                    .no_proxy()
+                    .build()?,
+            )
+        }
+        Some(max_buf) => Fetcher::Lean(std::sync::Arc::new(lean::Client::new(
+            ca,
+            max_buf,
+            urls.len(),
+        )?)),
+    };
     let mut values: Vec<f64> = Vec::new();
     let mut cpu = Vec::new();
     let mut wall = Vec::new();
@@ -32,11 +49,8 @@ pub async fn run(
         let c0 = cpu_seconds();
         let t0 = Instant::now();
         values.clear();
-        let mut bodies = futures::stream::iter(urls.iter().cloned())
-            .map(|u| {
-                let http = http.clone();
-                async move { http.get(&u).send().await?.error_for_status()?.bytes().await }
-            })
+        let mut bodies = futures::stream::iter(urls.iter().cloned().enumerate())
+            .map(|(i, u)| fetcher.get(i, u))
             .buffer_unordered(concurrency.max(1));
         while let Some(body) = bodies.next().await {
             decode(&body?, &mut values);
@@ -56,6 +70,10 @@ pub async fn run(
         "nodes": urls.len(),
         "cycles": cycles,
         "concurrency": concurrency,
+        "client": match lean_max_buf {
+            None => "reqwest".to_owned(),
+            Some(b) => format!("lean (hyper http1, max_buf_size {b})"),
+        },
         "values_per_cycle": values.len(),
         "cpu_seconds_per_cycle_median": median(&mut cpu),
         "cpu_seconds_per_cycle": cpu,
@@ -64,6 +82,97 @@ pub async fn run(
         "rss_kib_end": rss_end,
         "rss_bytes_per_node": (rss_end.saturating_sub(rss_start) * 1024) as f64 / nodes as f64,
     }))
+}
+
+enum Fetcher {
+    Reqwest(reqwest::Client),
+    Lean(std::sync::Arc<lean::Client>),
+}
+
+impl Fetcher {
+    fn get(
+        &self,
+        node: usize,
+        url: String,
+    ) -> impl std::future::Future<Output = anyhow::Result<bytes::Bytes>> + use<> {
+        let this = match self {
+            Fetcher::Reqwest(c) => Fetcher::Reqwest(c.clone()),
+            Fetcher::Lean(c) => Fetcher::Lean(c.clone()),
+        };
+        async move {
+            match this {
+                Fetcher::Reqwest(http) => {
+                    Ok(http.get(&url).send().await?.error_for_status()?.bytes().await?)
+                }
+                Fetcher::Lean(c) => c.get(node, &url).await,
+            }
+        }
+    }
+}
+
+/// One kept-alive HTTP/1.1 connection per kubelet with a small read buffer.
+mod lean {
+    use std::sync::Arc;
+
+    use anyhow::Context;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use hyper::client::conn::http1::{self, SendRequest};
+    use hyper_util::rt::TokioIo;
+
+    /// The per-node connections.
+    pub struct Client {
+        tls: tokio_rustls::TlsConnector,
+        max_buf: usize,
+        conns: Vec<tokio::sync::Mutex<Option<SendRequest<Empty<Bytes>>>>>,
+    }
+
+    impl Client {
+        pub fn new(ca: &std::path::Path, max_buf: usize, nodes: usize) -> anyhow::Result<Self> {
+            let mut roots = rustls::RootCertStore::empty();
+            let pem = std::fs::read(ca)?;
+            for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
+                let cert: rustls_pki_types::CertificateDer<'static> = cert?;
+                roots.add(cert)?;
+            }
+            let config = rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Ok(Self {
+                tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+                max_buf: max_buf.max(8192),
+                conns: (0..nodes).map(|_| tokio::sync::Mutex::new(None)).collect(),
+            })
+        }
+
+        pub async fn get(&self, node: usize, url: &str) -> anyhow::Result<Bytes> {
+            let uri: http::Uri = url.parse()?;
+            let mut slot = self.conns[node].lock().await;
+            let reusable = slot.as_ref().is_some_and(|s| !s.is_closed());
+            if !reusable {
+                let host = uri.host().context("no host")?.to_owned();
+                let port = uri.port_u16().unwrap_or(443);
+                let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+                tcp.set_nodelay(true)?;
+                let name = rustls_pki_types::ServerName::try_from(host)?;
+                let tls = self.tls.connect(name, tcp).await?;
+                let (send, conn) = http1::Builder::new()
+                    .max_buf_size(self.max_buf)
+                    .handshake(TokioIo::new(tls))
+                    .await?;
+                tokio::spawn(conn);
+                *slot = Some(send);
+            }
+            let send = slot.as_mut().context("connection")?;
+            send.ready().await?;
+            let req = http::Request::get(uri.path())
+                .header(http::header::HOST, uri.authority().map_or("", |a| a.as_str()))
+                .body(Empty::new())?;
+            let resp = send.send_request(req).await?;
+            anyhow::ensure!(resp.status().is_success(), "status {}", resp.status());
+            Ok(resp.into_body().collect().await?.to_bytes())
+        }
+    }
 }
 
 /// Appends the value of every sample line (`name{labels} value [timestamp]`) to `out`.

@@ -101,6 +101,10 @@ enum Cmd {
         /// Kubelets fetched at once (our server's --kubelet-max-concurrency default).
         #[arg(long, default_value_t = 128)]
         concurrency: usize,
+        /// Use the lean client (one hyper HTTP/1.1 connection per kubelet) with this read
+        /// buffer limit in bytes (at least 8192) instead of reqwest.
+        #[arg(long)]
+        lean_max_buf: Option<usize>,
     },
     /// Time writing N bytes to a loopback TCP socket (read and discarded by a local reader).
     Socket {
@@ -224,8 +228,10 @@ async fn main() -> anyhow::Result<()> {
             ca,
             cycles,
             concurrency,
+            lean_max_buf,
         } => {
-            let v = floor::run(kubelet_urls(addrs)?, ca, *cycles, *concurrency).await?;
+            let v =
+                floor::run(kubelet_urls(addrs)?, ca, *cycles, *concurrency, *lean_max_buf).await?;
             println!("{v}");
             Ok(())
         }
