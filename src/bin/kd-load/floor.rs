@@ -101,9 +101,13 @@ impl Fetcher {
         };
         async move {
             match this {
-                Fetcher::Reqwest(http) => {
-                    Ok(http.get(&url).send().await?.error_for_status()?.bytes().await?)
-                }
+                Fetcher::Reqwest(http) => Ok(http
+                    .get(&url)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .bytes()
+                    .await?),
                 Fetcher::Lean(c) => c.get(node, &url).await,
             }
         }
@@ -166,7 +170,10 @@ mod lean {
             let send = slot.as_mut().context("connection")?;
             send.ready().await?;
             let req = http::Request::get(uri.path())
-                .header(http::header::HOST, uri.authority().map_or("", |a| a.as_str()))
+                .header(
+                    http::header::HOST,
+                    uri.authority().map_or("", |a| a.as_str()),
+                )
                 .body(Empty::new())?;
             let resp = send.send_request(req).await?;
             anyhow::ensure!(resp.status().is_success(), "status {}", resp.status());

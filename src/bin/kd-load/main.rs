@@ -230,8 +230,14 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             lean_max_buf,
         } => {
-            let v =
-                floor::run(kubelet_urls(addrs)?, ca, *cycles, *concurrency, *lean_max_buf).await?;
+            let v = floor::run(
+                kubelet_urls(addrs)?,
+                ca,
+                *cycles,
+                *concurrency,
+                *lean_max_buf,
+            )
+            .await?;
             println!("{v}");
             Ok(())
         }
