@@ -76,6 +76,9 @@ pub struct AppParts {
     )>,
     /// Routes outside our groups.
     pub extra_routes: Vec<Arc<dyn ExtraRoutes>>,
+    /// DataRecords answered by an asynchronous backend (a PostgreSQL table) instead of
+    /// the in-memory record set.
+    pub records_backend: Option<Arc<dyn crate::api::resource::AsyncBackend>>,
 }
 
 impl AppParts {
@@ -89,6 +92,7 @@ impl AppParts {
             extra_providers: Vec::new(),
             extra_schemas: Vec::new(),
             extra_routes: Vec::new(),
+            records_backend: None,
         }
     }
 }
@@ -98,9 +102,12 @@ pub fn build_app(parts: AppParts) -> App {
     let mut groups = parts.extra_groups;
     groups.push(records_group::group_version());
     let mut providers = parts.extra_providers;
-    providers.push(Arc::new(records_group::DataRecordsProvider::new(
-        parts.records.clone(),
-    )));
+    providers.push(Arc::new(match parts.records_backend {
+        Some(backend) => {
+            records_group::DataRecordsProvider::with_backend(parts.records.clone(), backend)
+        }
+        None => records_group::DataRecordsProvider::new(parts.records.clone()),
+    }));
     let (record_schema, record_defs) = records_group::schemas();
     let mut resource_schemas = vec![record_schema];
     let mut defs = record_defs;
@@ -224,8 +231,11 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         publish_interval: std::time::Duration::from_secs(1),
     };
-    let pipeline = crate::pipeline::Pipeline::new(
+    let store_config = crate::store::StoreConfig::new(args.metrics.metric_resolution)
+        .with_stale_tolerance(args.metrics.metric_stale_tolerance);
+    let pipeline = crate::pipeline::Pipeline::with_store_config(
         scraper_config,
+        store_config,
         kubelet,
         view.clone(),
         args.metrics.request_timeout(),

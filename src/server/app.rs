@@ -139,6 +139,11 @@ impl App {
             *resp.body_mut() = response::empty();
         }
         let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let (user_name, groups) = match &user {
             Some(u) => (u.name.as_str(), u.groups.join(",")),
@@ -150,6 +155,7 @@ impl App {
             method = %method,
             path = %path,
             status,
+            content_type,
             latency_ms = format_args!("{latency_ms:.3}"),
             user = user_name,
             groups = %groups,
@@ -166,6 +172,9 @@ impl App {
         info: &RequestInfo,
         query: &Query,
     ) -> (Option<UserInfo>, Response<Body>) {
+        // Status errors are written in the type the client negotiates (protobuf for the HPA).
+        let accept_header = req.headers().get(header::ACCEPT).cloned();
+        let accept_for_errors = accept_header.as_ref().and_then(|v| v.to_str().ok());
         let auth_req = AuthRequest {
             headers: req.headers(),
             peer_certificates: conn.peer_certificates.as_deref().map(|v| v.as_slice()),
@@ -174,7 +183,10 @@ impl App {
             Ok(u) => u,
             Err(AuthError::Unauthorized(why)) => {
                 tracing::debug!(reason = %why, "authentication failed");
-                return (None, response::error(&ApiError::unauthorized()));
+                return (
+                    None,
+                    response::error_negotiated(&ApiError::unauthorized(), accept_for_errors, true),
+                );
             }
             Err(e) => return (None, response::error(&ApiError::internal(format!("{e:?}")))),
         };
@@ -185,7 +197,11 @@ impl App {
         match self.auth.authorize(&user, info).await {
             Ok(()) => {}
             Err(AuthError::Forbidden(reason)) => {
-                let mut resp = response::error(&forbidden(&user.name, info, &reason));
+                let mut resp = response::error_negotiated(
+                    &forbidden(&user.name, info, &reason),
+                    accept_for_errors,
+                    true,
+                );
                 resp.headers_mut().insert(
                     "x-content-type-options",
                     HeaderValue::from_static("nosniff"),
@@ -217,18 +233,20 @@ impl App {
             .headers()
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok());
-        let resp = self.route(
-            req.method(),
-            info,
-            query,
-            accept,
-            if_none_match,
-            (&user, req.headers()),
-        );
+        let resp = self
+            .route(
+                req.method(),
+                info,
+                query,
+                accept,
+                if_none_match,
+                (&user, req.headers()),
+            )
+            .await;
         (Some(user), resp)
     }
 
-    fn route(
+    async fn route(
         &self,
         method: &Method,
         info: &RequestInfo,
@@ -239,7 +257,7 @@ impl App {
     ) -> Response<Body> {
         let is_read = *method == Method::GET || *method == Method::HEAD;
         if info.is_resource_request && info.api_prefix == "apis" {
-            return self.resource(method, info, query, accept);
+            return self.resource(method, info, query, accept).await;
         }
         for extra in &self.extra {
             if let Some(resp) = extra.handle_authenticated(info, query, accept, user, headers) {
@@ -347,7 +365,7 @@ impl App {
         response::page_not_found()
     }
 
-    fn resource(
+    async fn resource(
         &self,
         method: &Method,
         info: &RequestInfo,
@@ -370,6 +388,12 @@ impl App {
             return response::error(&ApiError::unknown_resource());
         };
         let d = provider.descriptor();
+        if let Some(backend) = provider.backend() {
+            return self
+                .backend_resource(d, backend, method, info, query, accept)
+                .await
+                .unwrap_or_else(|e| response::error(&e));
+        }
         let result = (|| {
             if !info.subresource.is_empty() || (!d.namespaced && !info.namespace.is_empty()) {
                 return Err(ApiError::unknown_resource());
@@ -409,7 +433,55 @@ impl App {
                 _ => Err(ApiError::method_not_allowed()),
             }
         })();
-        result.unwrap_or_else(|e| response::error(&e))
+        result.unwrap_or_else(|e| response::error_negotiated(&e, accept, provider.protobuf()))
+    }
+}
+
+impl App {
+    /// A resource request answered by an asynchronous backend (a database).
+    async fn backend_resource(
+        &self,
+        d: &'static crate::api::resource::ResourceDescriptor,
+        backend: &dyn crate::api::resource::AsyncBackend,
+        method: &Method,
+        info: &RequestInfo,
+        query: &Query,
+        accept: Option<&str>,
+    ) -> Result<Response<Body>, ApiError> {
+        if !info.subresource.is_empty() || (!d.namespaced && !info.namespace.is_empty()) {
+            return Err(ApiError::unknown_resource());
+        }
+        if *method != Method::GET && *method != Method::HEAD {
+            return Err(ApiError::method_not_allowed());
+        }
+        let namespace = (!info.namespace.is_empty()).then_some(info.namespace.as_str());
+        let now = now_millis();
+        match info.verb.as_str() {
+            "get" => endpoint::get_async(d, backend, namespace, &info.name, accept, now).await,
+            "list" => {
+                let opts = ListOptions::from_query(query, false)?;
+                endpoint::list_async(d, backend, namespace, &opts, accept, now).await
+            }
+            "watch" => {
+                let mut opts = ListOptions::from_query(query, true)?;
+                if !info.name.is_empty() {
+                    if opts
+                        .field_selector
+                        .required_name()
+                        .is_some_and(|n| n != info.name)
+                    {
+                        return Err(ApiError::bad_request(
+                            "fieldSelector metadata.name doesn't match requested name",
+                        ));
+                    }
+                    opts.field_selector = crate::api::field_selector::FieldSelector::parse(
+                        &format!("metadata.name={}", info.name),
+                    )?;
+                }
+                backend.watch(namespace, &opts, accept).await
+            }
+            _ => Err(ApiError::method_not_allowed()),
+        }
     }
 }
 

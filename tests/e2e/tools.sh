@@ -8,6 +8,10 @@
 #   tests/e2e/tools.sh version TOOL    print the pinned version of TOOL
 #   TOOL is one of: kubectl kube-apiserver kube-controller-manager etcd helm
 #   metrics-server metrics-server-legacy (no argument = kubectl kube-apiserver etcd helm)
+#   tests/e2e/tools.sh cert-manager-crds
+#                                      render cert-manager's CRDs (CERT_MANAGER_VERSION) from
+#                                      the chart and CRD templates under deploy/ in its Go
+#                                      module with the pinned helm; print the cached YAML's path
 #
 # Binaries land in ${KUBEDOJO_CACHE:-$HOME/.cache/kubedojo}/bin/<tool>-<version>,
 # with a stable symlink bin/<tool> -> <tool>-<version>. A binary that exists and
@@ -45,7 +49,7 @@ log() { printf '[tools.sh] %s\n' "$*" >&2; }
 die() { printf '[tools.sh] ERROR: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 tool_version() {
@@ -283,9 +287,56 @@ build_tool() {
   echo "$bin"
 }
 
+# cert-manager's CustomResourceDefinitions, exactly as its Helm chart installs them
+# (crds.enabled=true): the module github.com/cert-manager/cert-manager carries the
+# chart (deploy/charts/cert-manager: values.yaml, templates/_helpers.tpl,
+# Chart.template.yaml) and the CRD templates (deploy/crds/crd-*.yaml, which the
+# release tooling copies into the chart's templates/). We assemble that chart and
+# `helm template` only the CRDs. Its controller and cainjector are NOT built: their
+# mains live in sub-modules (cmd/controller = module .../controller-binary,
+# cmd/cainjector = .../cainjector-binary) that `replace` the main module with ../../
+# and are not published on the Go module proxy (404 for every path and version), and
+# the main module's zip leaves cmd/ out. Cached as $CACHE_DIR/cert-manager/crds-<ver>.yaml.
+cert_manager_crds() {
+  local ver=$CERT_MANAGER_VERSION mod=github.com/cert-manager/cert-manager out dl src helm tmp n
+  out=$CACHE_DIR/cert-manager/crds-$ver.yaml
+  if [[ -s $out ]] && (($(grep -c '^kind: CustomResourceDefinition' "$out") == 6)); then
+    log "cert-manager $ver CRDs: cached at $out"
+    echo "$out"
+    return
+  fi
+  command -v go >/dev/null || die "go is not installed (needed to download $mod@$ver)"
+  helm=$(build_tool helm | tail -n1)
+  log "cert-manager CRDs: resolving $mod@$ver"
+  dl=$(cd "${TMPDIR:-/tmp}" && GOFLAGS=-mod=mod go mod download -json "$mod@$ver") || die "go mod download $mod@$ver failed"
+  src=$(json_field Dir <<<"$dl")
+  [[ -d $src/deploy/crds && -d $src/deploy/charts/cert-manager ]] || die "$mod@$ver has no deploy/crds or deploy/charts/cert-manager"
+  mkdir -p "$CACHE_DIR/cert-manager"
+  tmp=$(mktemp -d "$CACHE_DIR/cert-manager/render.XXXXXX")
+  mkdir -p "$tmp/cert-manager/templates"
+  sed -e "s/^version: v0.0.0/version: $ver/" -e "s/^appVersion: v0.0.0/appVersion: $ver/" \
+    -e 's/{{IS_PRERELEASE}}/false/' "$src/deploy/charts/cert-manager/Chart.template.yaml" >"$tmp/cert-manager/Chart.yaml"
+  cp "$src/deploy/charts/cert-manager/values.yaml" "$tmp/cert-manager/"
+  cp "$src/deploy/charts/cert-manager/templates/_helpers.tpl" "$tmp/cert-manager/templates/"
+  cp "$src"/deploy/crds/crd-*.yaml "$tmp/cert-manager/templates/"
+  chmod -R u+w "$tmp"
+  "$helm" template cert-manager "$tmp/cert-manager" --namespace cert-manager --set crds.enabled=true \
+    >"$tmp/crds.yaml" || die "helm template of cert-manager $ver's CRDs failed (chart in $tmp)"
+  n=$(grep -c '^kind: CustomResourceDefinition' "$tmp/crds.yaml" || true)
+  ((n == 6)) || die "expected 6 CRDs from cert-manager $ver, rendered $n ($tmp/crds.yaml)"
+  mv -f "$tmp/crds.yaml" "$out"
+  rm -rf "$tmp"
+  log "cert-manager $ver CRDs: rendered $out"
+  echo "$out"
+}
+
 main() {
   local cmd=${1:-}
   case "$cmd" in
+    cert-manager-crds)
+      cert_manager_crds
+      return 0
+      ;;
     -h | --help | help)
       usage
       return 0
