@@ -32,6 +32,9 @@
 #                                         deployments between the two (default both)
 #   --hpa-accept A --top-accept A         Accept headers (default application/json)
 #   --top-pods-rate R --top-nodes-rate R  kubectl-top-style full pod / node lists per second
+#   --kubelet-gzip true|false              whether our server asks kubelets for gzip (default
+#                                         false, its default; metrics-server's Go client
+#                                         always asks, and kubelet-sim compresses for it)
 #   --slow-nodes I,J --slow-delay D --failing-nodes I,J
 #                                         kubelet faults (node indices from 0)
 #   --baselines "metrics-server metrics-server-legacy"
@@ -62,7 +65,7 @@ NODES=100 PODS=30 CONTAINERS=2 RESOLUTION=15s IDLE_CYCLES=3 LOAD_SECONDS=120 WAR
 NAMESPACES= DEPLOYMENT_PODS=5-50 HPA_PERIOD=15 HPA_MODE=spread HPA_VIA=both
 HPA_ACCEPT=application/json TOP_ACCEPT=application/json
 TOP_PODS_RATE=0.5 TOP_NODES_RATE=1 ROUNDS=5 OUT= CHECK=false KEEP=false
-SLOW_NODES= SLOW_DELAY=2s FAILING_NODES= BASELINES=metrics-server SCENARIO=custom
+SLOW_NODES= SLOW_DELAY=2s FAILING_NODES= BASELINES=metrics-server SCENARIO=custom KUBELET_GZIP=false
 SIM_FIRST=127.3.0.1
 scenario() {
   SCENARIO=$1
@@ -95,6 +98,7 @@ while (($#)); do
     --top-accept) TOP_ACCEPT=$2; shift ;;
     --top-pods-rate) TOP_PODS_RATE=$2; shift ;;
     --top-nodes-rate) TOP_NODES_RATE=$2; shift ;;
+    --kubelet-gzip) KUBELET_GZIP=$2; shift ;;
     --slow-nodes) SLOW_NODES=$2; shift ;;
     --slow-delay) SLOW_DELAY=$2; shift ;;
     --failing-nodes) FAILING_NODES=$2; shift ;;
@@ -248,7 +252,9 @@ measure() {
   load0=$(cut -d' ' -f1-3 /proc/loadavg)
   t_ready0=$(date +%s.%N)
   if [[ $name == ours ]]; then
-    NO_COLOR=1 "$KD_BIN" "${COMMON[@]}" --cert-dir="$certdir" </dev/null >"$OUT/$tag.log" 2>&1 &
+    local ours_extra=()
+    [[ $KUBELET_GZIP == true ]] && ours_extra+=(--kubelet-gzip=true)
+    NO_COLOR=1 "$KD_BIN" "${COMMON[@]}" "${ours_extra[@]}" --cert-dir="$certdir" </dev/null >"$OUT/$tag.log" 2>&1 &
   else
     "${SERVER_BIN[$name]}" "${COMMON[@]}" --cert-dir="$certdir" </dev/null >"$OUT/$tag.log" 2>&1 &
   fi

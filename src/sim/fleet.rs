@@ -824,8 +824,9 @@ mod tests {
         };
         let f = fleet(&spec);
         assert_eq!(f.pod_count(), 200 * 30);
-        let mut sizes: BTreeMap<(&str, &str), (usize, BTreeSet<&str>, BTreeSet<&str>)> =
-            BTreeMap::new();
+        /// Pods, template hashes and nodes per deployment.
+        type Seen<'a> = (usize, BTreeSet<&'a str>, BTreeSet<&'a str>);
+        let mut sizes: BTreeMap<(&str, &str), Seen<'_>> = BTreeMap::new();
         let mut names = HashSet::new();
         for (node, pod) in f.pods() {
             assert_eq!(pod.labels.get("app"), Some(&*pod.app));
