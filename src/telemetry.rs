@@ -58,6 +58,8 @@ pub struct Telemetry {
     pub api_metric_freshness: Histogram,
     /// Our own: series or pods the decoder left out.
     pub decode_skipped: Counter,
+    /// Our own: DataRecord names produced by two sources (the later one ignored).
+    pub record_name_conflicts: Counter,
 }
 
 impl Telemetry {
@@ -116,6 +118,12 @@ impl Telemetry {
             "Series or pods left out of kubelet payloads (bad values, timestamps or incomplete pods)",
             decode_skipped.clone(),
         );
+        let record_name_conflicts = Counter::default();
+        registry.register(
+            "kubedojo_datarecord_name_conflicts",
+            "Times a DataRecord (namespace, name) came from two sources; the earlier source in the configuration is served",
+            record_name_conflicts.clone(),
+        );
         Arc::new(Telemetry {
             registry,
             kubelet_request_duration,
@@ -125,6 +133,7 @@ impl Telemetry {
             storage_points,
             api_metric_freshness,
             decode_skipped,
+            record_name_conflicts,
         })
     }
 

@@ -62,6 +62,7 @@ pub fn list(
     let d = provider.descriptor();
     let output = negotiate(accept, Target::List, !d.columns.is_empty())?;
     let snapshot = provider.snapshot();
+    snapshot.check_list_version(opts)?;
     let rv = snapshot.resource_version().to_string();
 
     let token = opts

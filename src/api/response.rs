@@ -74,5 +74,13 @@ pub fn json_value<T: serde::Serialize>(value: &T) -> Response<Body> {
 /// A `metav1.Status` error response.
 pub fn error(err: &ApiError) -> Response<Body> {
     let status = StatusCode::from_u16(err.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json_with_status(status, err.to_json())
+    let mut resp = json_with_status(status, err.to_json());
+    // As responsewriters.ErrorNegotiated: a Status with retryAfterSeconds sets Retry-After.
+    if let Some(secs) = err.details.as_ref().map(|d| d.retry_after_seconds)
+        && secs > 0
+    {
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+    }
+    resp
 }

@@ -33,6 +33,13 @@ pub struct StatusDetails {
     /// Individual causes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub causes: Vec<StatusCause>,
+    /// Seconds the client should wait before retrying (0: not set).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retry_after_seconds: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// `metav1.StatusCause`.
@@ -110,7 +117,7 @@ impl ApiError {
             name: name.to_string(),
             group: group.to_string(),
             kind: resource.to_string(),
-            causes: Vec::new(),
+            ..StatusDetails::default()
         }));
         e
     }
@@ -210,6 +217,16 @@ impl ApiError {
                 message: err,
                 ..StatusCause::default()
             }],
+            ..StatusDetails::default()
+        }));
+        e
+    }
+
+    /// 504 Timeout (`NewTimeoutError`: "Timeout: " + message, retry after `retry_after_seconds`).
+    pub fn timeout(message: impl std::fmt::Display, retry_after_seconds: u32) -> Self {
+        let mut e = Self::new(504, "Timeout", format!("Timeout: {message}"));
+        e.details = Some(Box::new(StatusDetails {
+            retry_after_seconds,
             ..StatusDetails::default()
         }));
         e

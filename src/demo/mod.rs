@@ -22,7 +22,7 @@ use crate::auth::{
     UserInfo,
 };
 use crate::config::DemoArgs;
-use crate::runtime::{AppParts, build_app, load_records};
+use crate::runtime::{AppParts, build_app, load_records, sources_config};
 use crate::server::pki::CertificateAuthority;
 use crate::server::tls::server_config;
 
@@ -82,7 +82,7 @@ pub fn random_token() -> String {
 
 /// Starts the demo server; returns once it is listening.
 pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
-    let records = load_records(&args.common).await?;
+    let sources = sources_config(&args.common)?;
     let ca = CertificateAuthority::new("kubedojo-demo-ca").context("generating the demo CA")?;
     let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     let bind = args.bind_address.to_string();
@@ -133,8 +133,9 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
         ],
         true,
     );
-    let mut parts = AppParts::new(records.clone(), auth);
     let world = world::SimulatedWorld::start(args).await?;
+    let records = load_records(sources.as_ref(), Some(world.pipeline.metrics_inputs())).await?;
+    let mut parts = AppParts::new(records.clone(), auth);
     world.pipeline.add_to(&mut parts);
     parts.extra_routes.push(Arc::new(world.core_api()));
     let app = Arc::new(build_app(parts));

@@ -576,16 +576,16 @@ check_get_yaml() {
   local out
   out=$(k get dr user-config -n default -o yaml) || return 1
   expect_contains "$out" "apiVersion: data.kubedojo.io/v1alpha1" "kind: DataRecord" "name: user-config" \
-    "namespace: default" "uid: " "resourceVersion: " "creationTimestamp: " "app: user-service" \
-    "source: configdb" "query: SELECT key, value FROM user_settings WHERE active = true" \
-    "theme: dark" "language: en" "timezone: UTC" "max_sessions: \"5\"" "syncStatus: Synced"
+    "namespace: default" "uid: a1b2c3d4-0001-0001-0001-000000000001" "resourceVersion: " \
+    "creationTimestamp: " "source: postgres" "query: SELECT * FROM config WHERE env='production'" \
+    "max_connections: \"100\"" "timeout_ms: \"5000\"" "log_level: info" "syncStatus: Current"
 }
 check "kubectl get dr user-config -n default -o yaml is the full object" check_get_yaml
 
 check_jsonpath() {
   local out
   out=$(k get dr user-config -n default -o 'jsonpath={.spec.data}') || return 1
-  $OBJ check-json-equal '{"theme":"dark","language":"en","timezone":"UTC","max_sessions":"5"}' "$out"
+  $OBJ check-json-equal '{"max_connections":"100","timeout_ms":"5000","log_level":"info"}' "$out"
 }
 check "kubectl get dr user-config -o jsonpath='{.spec.data}'" check_jsonpath
 
@@ -596,8 +596,8 @@ check_describe() {
     grep -Eq '^Namespace: +default$' <<<"$out" &&
     grep -Eq '^API Version: +data\.kubedojo\.io/v1alpha1$' <<<"$out" &&
     grep -Eq '^Kind: +DataRecord$' <<<"$out" &&
-    grep -Eq '^ +Source: +configdb$' <<<"$out" &&
-    grep -Eq '^ +Theme: +dark$' <<<"$out" || {
+    grep -Eq '^ +Source: +postgres$' <<<"$out" &&
+    grep -Eq '^ +max_connections: +100$' <<<"$out" || {
     printf 'unexpected describe output:\n%s\n' "$out"
     return 1
   }
