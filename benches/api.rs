@@ -162,10 +162,7 @@ fn world(nodes: usize) -> &'static World {
 }
 
 fn opts(query: &[(&str, &str)]) -> ListOptions {
-    let q: Vec<(String, String)> = query
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+    let q = kubedojo_data_api::api::query::Query::from_pairs(query.iter().copied());
     ListOptions::from_query(&q, false).expect("valid query")
 }
 

@@ -26,7 +26,7 @@ const PAYLOADS: &[&str] = &["kind-70-real", "gen-30", "gen-70", "gen-110"];
 static BODIES: LazyLock<BTreeMap<&'static str, Vec<u8>>> = LazyLock::new(|| {
     let real = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/data/kubelet/kind-node-70-pods.prom"
+        "/tests/fixtures/kubelet/kind-node-70-pods.prom"
     ))
     .expect("the real kubelet payload is readable");
     BTreeMap::from([

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Response, StatusCode, header};
 
+use crate::api::query::Query;
 use crate::api::request_info::RequestInfo;
 use crate::api::response::{self, Body};
 use crate::api::time::now_millis;
@@ -151,7 +152,7 @@ impl ExtraRoutes for SelfMetrics {
     fn handle(
         &self,
         info: &RequestInfo,
-        _query: &[(String, String)],
+        _query: &Query,
         _accept: Option<&str>,
     ) -> Option<Response<Body>> {
         if info.path != "/metrics" {

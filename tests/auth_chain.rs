@@ -576,3 +576,105 @@ async fn serving_certificate_rotation_without_restart() {
     shutdown.cancel();
     watch.abort();
 }
+
+/// Issue 13 §1.1: a repeated `fieldSelector` must be authorized and served as the same
+/// (first) value. Before the fix, `?fieldSelector=metadata.name%3Duser-config&fieldSelector=`
+/// was reviewed as a list of `user-config` (allowed by `resourceNames`) and then served
+/// every record of the namespace.
+#[tokio::test]
+async fn repeated_selectors_are_authorized_as_served() {
+    let h = Harness::start().await;
+    h.fake.add_token("t-rn", "rn", &[]);
+    h.fake.allow_name("rn", "user-config");
+    let c = h.client(None);
+    let auth = [("Authorization", "Bearer t-rn")];
+    let names = |body: &str| -> Vec<String> {
+        let v: Value = serde_json::from_str(body).unwrap();
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Sanity: the namespace has more than the allowed record, and a plain list is denied.
+    assert_eq!(h.get(&c, DR_LIST, &auth).await.0, 403);
+    for q in [
+        "fieldSelector=metadata.name%3Duser-config&fieldSelector=",
+        "fieldSelector=metadata.name%3Duser-config&fieldSelector=metadata.name%3Dfeature-flags",
+        "fieldSelector=metadata.name%3Duser-config&labelSelector=&fieldSelector=metadata.name!%3Duser-config",
+        "fieldSelector=metadata.name%3Duser-config&fieldSelector",
+    ] {
+        let (code, body) = h.get(&c, &format!("{DR_LIST}?{q}"), &auth).await;
+        assert_eq!(code, 200, "{q}: {body}");
+        assert_eq!(names(&body), ["user-config"], "{q}");
+    }
+    // The other order is reviewed without a name, so it is denied.
+    for q in [
+        "fieldSelector=&fieldSelector=metadata.name%3Duser-config",
+        "fieldSelector=metadata.name%3Dfeature-flags&fieldSelector=metadata.name%3Duser-config",
+    ] {
+        let (code, body) = h.get(&c, &format!("{DR_LIST}?{q}"), &auth).await;
+        assert_eq!(code, 403, "{q}: {body}");
+    }
+    // The same for a watch: only the allowed object's events.
+    let resp = c
+        .get(format!(
+            "{}{DR_LIST}?watch=1&timeoutSeconds=1&fieldSelector=metadata.name%3Duser-config&fieldSelector=",
+            h.base
+        ))
+        .bearer_auth("t-rn")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = tokio::time::timeout(std::time::Duration::from_secs(10), resp.text())
+        .await
+        .expect("watch ends at its timeout")
+        .unwrap();
+    let watched: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let e: Value = serde_json::from_str(l).unwrap();
+            e["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(watched, ["user-config"], "{text}");
+    // A repeated `watch` follows the first value, for the review and for the handler.
+    let (code, body) = h
+        .get(
+            &c,
+            &format!("{DR_LIST}?watch=0&watch=1&fieldSelector=metadata.name%3Duser-config"),
+            &auth,
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(names(&body), ["user-config"]);
+    assert!(body.contains("\"kind\":\"DataRecordList\""), "{body}");
+    let verbs: Vec<String> = h
+        .fake
+        .sars()
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {}",
+                s["resourceAttributes"]["verb"].as_str().unwrap(),
+                s["resourceAttributes"]["name"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    assert!(
+        verbs.contains(&"watch user-config".to_string()),
+        "{verbs:?}"
+    );
+    assert!(verbs.contains(&"list user-config".to_string()), "{verbs:?}");
+    assert!(
+        !verbs
+            .iter()
+            .any(|v| v.ends_with(" -") && v.starts_with("watch")),
+        "{verbs:?}"
+    );
+}

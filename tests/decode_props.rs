@@ -27,7 +27,7 @@ const CONTAINER_START: &str = "container_start_time_seconds";
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!(
-        "{}/../shared/data/kubelet/{name}",
+        "{}/tests/fixtures/kubelet/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))

@@ -181,11 +181,11 @@ async fn hpa_query_selects_by_namespace_and_labels() {
         .map(|(_, p)| p.name.clone())
         .collect();
     want.sort();
-    // The HPA controller's request: protobuf preferred, JSON accepted.
+    // The HPA controller's query in JSON (its protobuf form: tests/metrics_protobuf.rs).
     let (code, list) = t
         .get_json(
             &format!("{M}/namespaces/{ns}/pods?labelSelector=app%3D{app}"),
-            Some("application/vnd.kubernetes.protobuf, */*"),
+            Some("application/json, application/vnd.kubernetes.protobuf"),
         )
         .await;
     assert_eq!(code, 200);
@@ -362,4 +362,183 @@ async fn a_dead_node_keeps_its_last_values_for_a_bounded_time_then_goes() {
     // Discovery never depends on kubelets.
     let (code, _) = t.get_json(M, None).await;
     assert_eq!(code, 200);
+}
+
+/// Names of a metrics list's items as `namespace/name`.
+fn keys(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            format!(
+                "{}/{}",
+                i["metadata"]["namespace"].as_str().unwrap_or(""),
+                i["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// Follows continue tokens from `first` on `servers` in turn; returns every key seen.
+async fn page_through(servers: &[&TestServer], path: &str, pause: Duration) -> Vec<String> {
+    let (code, mut page) = servers[0].get_json(&format!("{path}?limit=4"), None).await;
+    assert_eq!(code, 200, "{page}");
+    let mut seen = keys(&page);
+    let mut turn = 1;
+    while let Some(token) = page["metadata"]["continue"].as_str().map(str::to_string) {
+        // The metrics resourceVersion changes at every publish (each tick): wait for one.
+        tokio::time::sleep(pause).await;
+        let t = servers[turn % servers.len()];
+        turn += 1;
+        let (code, next) = t
+            .get_json(&format!("{path}?limit=4&continue={token}"), None)
+            .await;
+        assert_eq!(
+            code, 200,
+            "continue after a publish / on another replica: {next}"
+        );
+        seen.extend(keys(&next));
+        page = next;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn paging_survives_publishes_and_other_replicas() {
+    let a = TestServer::start(None).await;
+    let b = TestServer::start(None).await;
+    wait_for_metrics(&a).await;
+    wait_for_metrics(&b).await;
+    let (_, all) = a.get_json(&format!("{M}/pods"), None).await;
+    let want = keys(&all);
+    assert!(want.len() > 8, "several pages");
+    // One replica, a publish between pages (kubectl pages at 500: any cluster with more pods).
+    let got = page_through(&[&a], &format!("{M}/pods"), Duration::from_millis(2500)).await;
+    assert_eq!(got, want);
+    // Pages alternating between two replicas (the aggregator may switch connections).
+    let got = page_through(&[&a, &b], &format!("{M}/pods"), Duration::ZERO).await;
+    assert_eq!(got, want);
+    // Nodes too.
+    let (_, nodes) = a.get_json(&format!("{M}/nodes"), None).await;
+    let (code, first) = a.get_json(&format!("{M}/nodes?limit=1"), None).await;
+    assert_eq!(code, 200);
+    let token = first["metadata"]["continue"].as_str().unwrap();
+    let (code, rest) = b
+        .get_json(&format!("{M}/nodes?continue={token}"), None)
+        .await;
+    assert_eq!(code, 200, "{rest}");
+    let mut got = keys(&first);
+    got.extend(keys(&rest));
+    assert_eq!(got, keys(&nodes));
+}
+
+/// Issue 13 §1.1 on every list endpoint the demo serves: a repeated `labelSelector`,
+/// `fieldSelector` or `limit` applies its first value (as kube-apiserver and the
+/// authorizer read it), whatever follows.
+#[tokio::test]
+async fn repeated_query_parameters_take_the_first_value_on_every_endpoint() {
+    let t = TestServer::start(None).await;
+    wait_for_metrics(&t).await;
+    let f = fleet(&t);
+    let (node, pod) = f.pods().next().map(|(n, p)| (n, p.clone())).unwrap();
+    let node = node.name.clone();
+    let ns = pod.namespace.to_string();
+    let names = |list: &Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("not a list: {list}"))
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let dr = "/apis/data.kubedojo.io/v1alpha1";
+    let cases: Vec<(String, &str, Vec<String>)> = vec![
+        (format!("{M}/nodes"), node.as_str(), vec![node.clone()]),
+        (
+            format!("{M}/pods"),
+            pod.name.as_str(),
+            vec![pod.name.clone()],
+        ),
+        (
+            format!("{M}/namespaces/{ns}/pods"),
+            pod.name.as_str(),
+            vec![pod.name.clone()],
+        ),
+        ("/api/v1/nodes".into(), node.as_str(), vec![node.clone()]),
+        (
+            "/api/v1/pods".into(),
+            pod.name.as_str(),
+            vec![pod.name.clone()],
+        ),
+        (
+            format!("{dr}/datarecords"),
+            "user-config",
+            vec!["user-config".into()],
+        ),
+        (
+            format!("{dr}/namespaces/default/datarecords"),
+            "user-config",
+            vec!["user-config".into()],
+        ),
+    ];
+    for (path, name, want) in &cases {
+        for accept in [None, Some(TABLE)] {
+            for q in [
+                format!("fieldSelector=metadata.name%3D{name}&fieldSelector="),
+                format!(
+                    "fieldSelector=metadata.name%3D{name}&fieldSelector=metadata.name!%3D{name}"
+                ),
+                format!(
+                    "labelSelector=&fieldSelector=metadata.name%3D{name}&labelSelector=none%3Dsuch"
+                ),
+            ] {
+                let url = format!("{path}?{q}");
+                let (code, list) = t.get_json(&url, accept).await;
+                assert_eq!(code, 200, "{url}: {list}");
+                if accept.is_none() {
+                    assert_eq!(&names(&list), want, "{url}");
+                } else if path.starts_with("/apis/") {
+                    assert_eq!(
+                        list["rows"].as_array().map(Vec::len),
+                        Some(1),
+                        "{url}: {list}"
+                    );
+                }
+            }
+            // The reverse order selects nothing (or everything), never the first's view.
+            let url = format!("{path}?labelSelector=none%3Dsuch&labelSelector=");
+            let (code, list) = t.get_json(&url, None).await;
+            assert_eq!((code, names(&list).len()), (200, 0), "{url}");
+        }
+    }
+    // `limit`: the first value pages; a bad later value is ignored, a bad first one is 400.
+    for path in [format!("{M}/pods"), format!("{dr}/datarecords")] {
+        let (code, list) = t.get_json(&format!("{path}?limit=1&limit=0"), None).await;
+        assert_eq!(code, 200);
+        assert_eq!(names(&list).len(), 1, "{path}");
+        assert!(list["metadata"]["continue"].is_string(), "{list}");
+        let (code, _) = t.get_json(&format!("{path}?limit=1&limit=x"), None).await;
+        assert_eq!(code, 200);
+        let (code, status) = t.get_json(&format!("{path}?limit=x&limit=1"), None).await;
+        assert_eq!((code, status["reason"].as_str()), (400, Some("BadRequest")));
+    }
+    // A watch of records follows the first fieldSelector too.
+    let resp = t
+        .get(
+            &format!(
+                "{dr}/namespaces/default/datarecords?watch=1&timeoutSeconds=1&fieldSelector=metadata.name%3Duser-config&fieldSelector="
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let watched: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["object"]["metadata"]["name"].to_string()
+        })
+        .collect();
+    assert_eq!(watched, ["\"user-config\""], "{text}");
 }

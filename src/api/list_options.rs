@@ -3,6 +3,7 @@
 
 use super::field_selector::FieldSelector;
 use super::label_selector::LabelSelector;
+use super::query::Query;
 use super::status::ApiError;
 
 /// The list/watch options of a request.
@@ -53,53 +54,54 @@ fn parse_bool(name: &str, v: &str) -> Result<bool, ApiError> {
 }
 
 impl ListOptions {
-    /// Parses and validates the query parameters of a list or watch request.
-    pub fn from_query(query: &[(String, String)], watch: bool) -> Result<Self, ApiError> {
+    /// Parses and validates the query parameters of a list or watch request. Each
+    /// parameter's first value counts ([`Query::get`]), the same value
+    /// [`RequestInfo`](super::request_info::RequestInfo) hands to authorization.
+    pub fn from_query(query: &Query, watch: bool) -> Result<Self, ApiError> {
         let mut o = ListOptions::default();
-        for (k, v) in query {
-            match k.as_str() {
-                "labelSelector" => {
-                    o.label_selector = LabelSelector::parse(v).map_err(|e| {
-                        ApiError::bad_request(format!("unable to parse requirement: {e}"))
-                    })?;
+        let value = |k: &str| query.get(k).filter(|v| !v.is_empty());
+        if let Some(v) = query.get("labelSelector") {
+            o.label_selector = LabelSelector::parse(v)
+                .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+        }
+        if let Some(v) = query.get("fieldSelector") {
+            o.field_selector = FieldSelector::parse(v)?;
+        }
+        if let Some(v) = query.get("limit") {
+            let n: i64 = v.parse().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "invalid value {v:?} for query parameter limit: want an integer"
+                ))
+            })?;
+            o.limit = n.max(0) as usize;
+        }
+        o.continue_token = value("continue").map(str::to_string);
+        o.resource_version = value("resourceVersion").map(str::to_string);
+        o.resource_version_match = value("resourceVersionMatch").map(str::to_string);
+        if let Some(v) = query.get("timeoutSeconds") {
+            o.timeout_seconds = Some(v.parse().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "invalid value {v:?} for query parameter timeoutSeconds: want a non-negative integer"
+                ))
+            })?);
+        }
+        if let Some(v) = query.get("allowWatchBookmarks") {
+            o.allow_watch_bookmarks = parse_bool("allowWatchBookmarks", v)?;
+        }
+        if let Some(v) = query.get("sendInitialEvents") {
+            o.send_initial_events = Some(parse_bool("sendInitialEvents", v)?);
+        }
+        if let Some(v) = query.get("includeObject") {
+            o.include_object = match v {
+                "None" => IncludeObject::None,
+                "Metadata" | "" => IncludeObject::Metadata,
+                "Object" => IncludeObject::Object,
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "Unable to convert to Table as requested: includeObject {other:?} is not one of None, Metadata, Object"
+                    )));
                 }
-                "fieldSelector" => o.field_selector = FieldSelector::parse(v)?,
-                "limit" => {
-                    let n: i64 = v.parse().map_err(|_| {
-                        ApiError::bad_request(format!(
-                            "invalid value {v:?} for query parameter limit: want an integer"
-                        ))
-                    })?;
-                    o.limit = n.max(0) as usize;
-                }
-                "continue" if !v.is_empty() => o.continue_token = Some(v.clone()),
-                "resourceVersion" if !v.is_empty() => o.resource_version = Some(v.clone()),
-                "resourceVersionMatch" if !v.is_empty() => {
-                    o.resource_version_match = Some(v.clone())
-                }
-                "timeoutSeconds" => {
-                    o.timeout_seconds = Some(v.parse().map_err(|_| {
-                        ApiError::bad_request(format!(
-                            "invalid value {v:?} for query parameter timeoutSeconds: want a non-negative integer"
-                        ))
-                    })?);
-                }
-                "allowWatchBookmarks" => o.allow_watch_bookmarks = parse_bool(k, v)?,
-                "sendInitialEvents" => o.send_initial_events = Some(parse_bool(k, v)?),
-                "includeObject" => {
-                    o.include_object = match v.as_str() {
-                        "None" => IncludeObject::None,
-                        "Metadata" | "" => IncludeObject::Metadata,
-                        "Object" => IncludeObject::Object,
-                        other => {
-                            return Err(ApiError::bad_request(format!(
-                                "Unable to convert to Table as requested: includeObject {other:?} is not one of None, Metadata, Object"
-                            )));
-                        }
-                    };
-                }
-                _ => {}
-            }
+            };
         }
         o.validate(watch)?;
         Ok(o)
@@ -143,67 +145,34 @@ impl ListOptions {
     }
 }
 
-/// Parses `a=b&c=d` into decoded pairs.
-pub fn parse_query(raw: Option<&str>) -> Vec<(String, String)> {
-    raw.map(|q| {
-        url_pairs(q)
-            .map(|(k, v)| (percent_decode(k), percent_decode(v)))
-            .collect()
-    })
-    .unwrap_or_default()
-}
-
-fn url_pairs(q: &str) -> impl Iterator<Item = (&str, &str)> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
-}
-
-/// Decodes `%XX` escapes and `+` (as a space) in a query component.
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn q(pairs: &[(&str, &str)]) -> Query {
+        Query::from_pairs(pairs.iter().copied())
     }
 
     #[test]
-    fn decodes_queries() {
+    fn repeated_parameters_take_the_first_value() {
+        let o = ListOptions::from_query(
+            &Query::parse(Some(
+                "fieldSelector=metadata.name%3Dallowed&fieldSelector=&labelSelector=a%3D1&labelSelector=&limit=2&limit=0",
+            )),
+            false,
+        )
+        .unwrap();
+        assert_eq!(o.field_selector.required_name(), Some("allowed"));
+        assert!(!o.label_selector.is_empty());
+        assert_eq!(o.limit, 2);
+        // A bad later value is ignored, a bad first value is not.
+        assert!(ListOptions::from_query(&Query::parse(Some("limit=1&limit=x")), false).is_ok());
         assert_eq!(
-            parse_query(Some("labelSelector=app%3Dweb&limit=500&x")),
-            q(&[("labelSelector", "app=web"), ("limit", "500"), ("x", "")])
+            ListOptions::from_query(&Query::parse(Some("limit=x&limit=1")), false)
+                .unwrap_err()
+                .code,
+            400
         );
-        assert_eq!(percent_decode("a+b%2Cc%"), "a b,c%");
-        assert_eq!(percent_decode("%zz"), "%zz");
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! Request attributes derived from the URL and method, following
 //! k8s.io/apiserver's `RequestInfoFactory` (API prefixes `apis`, groupless `api`).
-//! The router and the authorizer both use it.
+//! The router and the authorizer both use it, from the one [`Query`] the request
+//! was parsed into, so both see the same selectors and verb.
 
 use http::Method;
+
+use super::field_selector::FieldSelector;
+use super::query::Query;
 
 /// What a request asks for, in Kubernetes terms.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,31 +40,26 @@ pub struct RequestInfo {
     pub field_selector: String,
 }
 
-/// True when a `watch` query value turns a list into a watch.
-pub fn is_watch_value(v: &str) -> bool {
-    !matches!(v, "0" | "false" | "False")
-}
+pub use super::query::is_watch_value;
 
 /// The name a field selector pins with `metadata.name=<n>` (or `==`), when it is a
-/// valid path segment.
+/// valid path segment: the parsed selector's exact match, as upstream's
+/// `RequiresExactMatch("metadata.name")` (an unparsable selector pins nothing; the
+/// handler then answers 400 with the same parse).
 fn pinned_name(selector: &str) -> Option<String> {
-    selector.split(',').find_map(|term| {
-        let value = term
-            .strip_prefix("metadata.name==")
-            .or_else(|| term.strip_prefix("metadata.name="))?;
-        let valid = !value.is_empty()
-            && value != "."
-            && value != ".."
-            && !value.contains('/')
-            && !value.contains('%')
-            && !value.contains('\\');
-        valid.then(|| value.to_string())
-    })
+    let parsed = FieldSelector::parse(selector).ok()?;
+    let value = parsed.required_name()?;
+    let valid = !value.is_empty()
+        && value != "."
+        && value != ".."
+        && !value.contains('/')
+        && !value.contains('%');
+    valid.then(|| value.to_string())
 }
 
 impl RequestInfo {
-    /// Derives the request attributes from the method, path and raw query.
-    pub fn new(method: &Method, path: &str, query: &[(String, String)]) -> Self {
+    /// Derives the request attributes from the method, path and decoded query.
+    pub fn new(method: &Method, path: &str, query: &Query) -> Self {
         let mut info = RequestInfo {
             path: path.to_string(),
             verb: method.as_str().to_ascii_lowercase(),
@@ -128,12 +127,7 @@ impl RequestInfo {
         info.finish_verb(method, query, is_watch_path)
     }
 
-    fn finish_verb(
-        mut self,
-        method: &Method,
-        query: &[(String, String)],
-        watch_path: bool,
-    ) -> Self {
+    fn finish_verb(mut self, method: &Method, query: &Query, watch_path: bool) -> Self {
         if self.parts.len() == 1 && !watch_path {
             if self.verb == "get" {
                 self.verb = "list".into();
@@ -141,26 +135,19 @@ impl RequestInfo {
                 self.verb = "deletecollection".into();
             }
         }
-        if self.verb == "list"
-            || (self.verb == "get" && *method == Method::GET && self.parts.len() == 1)
+        if (self.verb == "list"
+            || (self.verb == "get" && *method == Method::GET && self.parts.len() == 1))
+            && query.is_watch()
         {
-            let watching = query.iter().any(|(k, v)| k == "watch" && is_watch_value(v));
-            if watching {
-                self.verb = "watch".into();
-            }
+            self.verb = "watch".into();
         }
         if watch_path && self.parts.len() > 1 {
             self.verb = "watch".into();
         }
         let collection = matches!(self.verb.as_str(), "list" | "watch" | "deletecollection");
         if collection && !watch_path {
-            let raw = |key: &str| {
-                query
-                    .iter()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default()
-            };
+            // The first value, exactly as `ListOptions::from_query` reads it.
+            let raw = |key: &str| query.get(key).unwrap_or_default().to_string();
             self.label_selector = raw("labelSelector");
             self.field_selector = raw("fieldSelector");
         }
@@ -181,11 +168,7 @@ mod tests {
     use super::*;
 
     fn info(method: Method, path: &str, query: &[(&str, &str)]) -> RequestInfo {
-        let q: Vec<(String, String)> = query
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        RequestInfo::new(&method, path, &q)
+        RequestInfo::new(&method, path, &Query::from_pairs(query.iter().copied()))
     }
 
     #[test]
@@ -299,6 +282,56 @@ mod tests {
             &[("labelSelector", "app=x")],
         );
         assert_eq!((i.verb.as_str(), i.label_selector.as_str()), ("watch", ""));
+    }
+
+    #[test]
+    fn repeated_parameters_take_the_first_value() {
+        let p = "/apis/data.kubedojo.io/v1alpha1/namespaces/ns1/datarecords";
+        let i = RequestInfo::new(
+            &Method::GET,
+            p,
+            &Query::parse(Some(
+                "fieldSelector=metadata.name%3Dallowed&fieldSelector=&labelSelector=a%3D1&labelSelector=",
+            )),
+        );
+        assert_eq!(
+            (
+                i.verb.as_str(),
+                i.name.as_str(),
+                i.field_selector.as_str(),
+                i.label_selector.as_str()
+            ),
+            ("list", "allowed", "metadata.name=allowed", "a=1")
+        );
+        let i = RequestInfo::new(
+            &Method::GET,
+            p,
+            &Query::parse(Some("fieldSelector=&fieldSelector=metadata.name%3Dallowed")),
+        );
+        assert_eq!((i.name.as_str(), i.field_selector.as_str()), ("", ""));
+        let i = RequestInfo::new(&Method::GET, p, &Query::parse(Some("watch=0&watch=1")));
+        assert_eq!(i.verb, "list");
+        let i = RequestInfo::new(&Method::GET, p, &Query::parse(Some("watch=1&watch=0")));
+        assert_eq!(i.verb, "watch");
+    }
+
+    #[test]
+    fn pinned_names_come_from_the_parsed_selector() {
+        let p = "/apis/data.kubedojo.io/v1alpha1/namespaces/ns1/datarecords";
+        for (sel, want) in [
+            ("metadata.name=a", "a"),
+            ("metadata.name==a", "a"),
+            (" metadata.name = a ", " a "),
+            ("metadata.namespace=ns1,metadata.name=a", "a"),
+            ("metadata.name!=a", ""),
+            ("metadata.name=a/b", ""),
+            ("metadata.name=..", ""),
+            ("metadata.name=a%2Fb", ""),
+            ("metadata.name=a,bogus", ""),
+        ] {
+            let i = info(Method::GET, p, &[("fieldSelector", sel)]);
+            assert_eq!(i.name, want, "{sel}");
+        }
     }
 
     #[test]

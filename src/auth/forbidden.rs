@@ -68,7 +68,7 @@ mod tests {
     use http::Method;
 
     fn info(path: &str) -> RequestInfo {
-        RequestInfo::new(&Method::GET, path, &[])
+        RequestInfo::new(&Method::GET, path, &crate::api::query::Query::default())
     }
 
     #[test]

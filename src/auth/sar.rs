@@ -322,10 +322,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn info(method: Method, path: &str, query: &[(&str, &str)]) -> RequestInfo {
-        let q: Vec<(String, String)> = query
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let q = crate::api::query::Query::from_pairs(query.iter().copied());
         RequestInfo::new(&method, path, &q)
     }
 

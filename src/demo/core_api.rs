@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::api::label_selector::LabelSelector;
 use crate::api::list_options::ListOptions;
+use crate::api::query::Query;
 use crate::api::request_info::RequestInfo;
 use crate::api::response::{self, Body};
 use crate::api::status::ApiError;
@@ -84,11 +85,7 @@ impl DemoCoreApi {
         ]})
     }
 
-    fn resource(
-        &self,
-        info: &RequestInfo,
-        query: &[(String, String)],
-    ) -> Result<Response<Body>, ApiError> {
+    fn resource(&self, info: &RequestInfo, query: &Query) -> Result<Response<Body>, ApiError> {
         if info.verb != "get" && info.verb != "list" {
             return Err(ApiError::method_not_allowed());
         }
@@ -133,7 +130,7 @@ impl ExtraRoutes for DemoCoreApi {
     fn handle(
         &self,
         info: &RequestInfo,
-        query: &[(String, String)],
+        query: &Query,
         _accept: Option<&str>,
     ) -> Option<Response<Body>> {
         let path = info.path.trim_end_matches('/');

@@ -14,9 +14,10 @@ use crate::api::discovery::{
     AGGREGATED_CONTENT_TYPE, GroupVersion, aggregated, api_group_list, wants_aggregated,
 };
 use crate::api::endpoint;
-use crate::api::list_options::{ListOptions, parse_query};
+use crate::api::list_options::ListOptions;
 use crate::api::negotiate::accepts_plain_json;
 use crate::api::openapi::{OpenApiDocs, Rendered};
+use crate::api::query::Query;
 use crate::api::request_info::RequestInfo;
 use crate::api::resource::ResourceProvider;
 use crate::api::response::{self, Body};
@@ -30,7 +31,7 @@ pub trait ExtraRoutes: Send + Sync {
     fn handle(
         &self,
         info: &RequestInfo,
-        query: &[(String, String)],
+        query: &Query,
         accept: Option<&str>,
     ) -> Option<Response<Body>>;
 
@@ -39,7 +40,7 @@ pub trait ExtraRoutes: Send + Sync {
     fn handle_authenticated(
         &self,
         info: &RequestInfo,
-        query: &[(String, String)],
+        query: &Query,
         accept: Option<&str>,
         _user: &UserInfo,
         _headers: &http::HeaderMap,
@@ -126,7 +127,8 @@ impl App {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let query = parse_query(req.uri().query());
+        // Parsed once: authorization and the handler read the same values.
+        let query = Query::parse(req.uri().query());
         let info = RequestInfo::new(&method, &path, &query);
         let mut req = req;
         let (user, mut resp) = self.pipeline(&mut req, conn, &info, &query).await;
@@ -137,6 +139,11 @@ impl App {
             *resp.body_mut() = response::empty();
         }
         let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let (user_name, groups) = match &user {
             Some(u) => (u.name.as_str(), u.groups.join(",")),
@@ -148,6 +155,7 @@ impl App {
             method = %method,
             path = %path,
             status,
+            content_type,
             latency_ms = format_args!("{latency_ms:.3}"),
             user = user_name,
             groups = %groups,
@@ -162,8 +170,11 @@ impl App {
         req: &mut Request<B>,
         conn: &ConnInfo,
         info: &RequestInfo,
-        query: &[(String, String)],
+        query: &Query,
     ) -> (Option<UserInfo>, Response<Body>) {
+        // Status errors are written in the type the client negotiates (protobuf for the HPA).
+        let accept_header = req.headers().get(header::ACCEPT).cloned();
+        let accept_for_errors = accept_header.as_ref().and_then(|v| v.to_str().ok());
         let auth_req = AuthRequest {
             headers: req.headers(),
             peer_certificates: conn.peer_certificates.as_deref().map(|v| v.as_slice()),
@@ -172,7 +183,10 @@ impl App {
             Ok(u) => u,
             Err(AuthError::Unauthorized(why)) => {
                 tracing::debug!(reason = %why, "authentication failed");
-                return (None, response::error(&ApiError::unauthorized()));
+                return (
+                    None,
+                    response::error_negotiated(&ApiError::unauthorized(), accept_for_errors, true),
+                );
             }
             Err(e) => return (None, response::error(&ApiError::internal(format!("{e:?}")))),
         };
@@ -183,7 +197,11 @@ impl App {
         match self.auth.authorize(&user, info).await {
             Ok(()) => {}
             Err(AuthError::Forbidden(reason)) => {
-                let mut resp = response::error(&forbidden(&user.name, info, &reason));
+                let mut resp = response::error_negotiated(
+                    &forbidden(&user.name, info, &reason),
+                    accept_for_errors,
+                    true,
+                );
                 resp.headers_mut().insert(
                     "x-content-type-options",
                     HeaderValue::from_static("nosniff"),
@@ -230,7 +248,7 @@ impl App {
         &self,
         method: &Method,
         info: &RequestInfo,
-        query: &[(String, String)],
+        query: &Query,
         accept: Option<&str>,
         if_none_match: Option<&str>,
         (user, headers): (&UserInfo, &http::HeaderMap),
@@ -252,12 +270,8 @@ impl App {
             };
         }
         let path = info.path.trim_end_matches('/');
-        let verbose = query.iter().any(|(k, _)| k == "verbose");
-        let exclude: Vec<String> = query
-            .iter()
-            .filter(|(k, _)| k == "exclude")
-            .map(|(_, v)| v.clone())
-            .collect();
+        let verbose = query.has("verbose");
+        let exclude: Vec<String> = query.all("exclude").map(str::to_string).collect();
         if let Some(resp) = self.health.serve(path, verbose, &exclude) {
             return resp;
         }
@@ -353,7 +367,7 @@ impl App {
         &self,
         method: &Method,
         info: &RequestInfo,
-        query: &[(String, String)],
+        query: &Query,
         accept: Option<&str>,
     ) -> Response<Body> {
         let served = self
@@ -411,7 +425,7 @@ impl App {
                 _ => Err(ApiError::method_not_allowed()),
             }
         })();
-        result.unwrap_or_else(|e| response::error(&e))
+        result.unwrap_or_else(|e| response::error_negotiated(&e, accept, provider.protobuf()))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Renders one node's kubelet `/metrics/resource` body (Prometheus text format 0.0.4).
 //!
 //! Mirrors kubernetes `pkg/kubelet/metrics/collectors/resource_metrics.go` as encoded by
-//! client_golang's text encoder (see `shared/data/kubelet/*.prom`):
+//! client_golang's text encoder (see `tests/fixtures/kubelet/*.prom`):
 //! - families in alphabetical order, each with `# HELP <name> [STABLE|ALPHA] …` and
 //!   `# TYPE`; empty families are left out;
 //! - series sorted by label values, label names sorted (`container`, `namespace`, `pod`);
@@ -723,9 +723,9 @@ mod tests {
         let text = body(&f.nodes[0], T0);
         let fixture = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/data/kubelet/kind-node-70-pods.prom"
+            "/tests/fixtures/kubelet/kind-node-70-pods.prom"
         ))
-        .expect("shared/ lies beside the repository");
+        .expect("tests/fixtures/kubelet is in the repository");
         let ours: BTreeSet<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
         let theirs: BTreeSet<&str> = fixture.lines().filter(|l| l.starts_with('#')).collect();
         let missing: Vec<_> = theirs.difference(&ours).collect();

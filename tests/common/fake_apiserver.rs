@@ -35,6 +35,9 @@ pub struct FakeState {
     pub token_error: AtomicBool,
     /// Users whose SubjectAccessReviews are allowed.
     pub allowed_users: Mutex<HashSet<String>>,
+    /// (user, object name) pairs allowed as RBAC `resourceNames` would: a review is
+    /// allowed only when it names that object.
+    pub allowed_names: Mutex<HashSet<(String, String)>>,
     /// Every SubjectAccessReview spec.
     pub sars: Mutex<Vec<Value>>,
     /// Answer SubjectAccessReviews with a 500.
@@ -150,6 +153,15 @@ impl FakeApiServer {
         self.state.allowed_users.lock().unwrap().insert(user.into());
     }
 
+    /// Lets `user` get, list and watch only the object `name` (RBAC `resourceNames`).
+    pub fn allow_name(&self, user: &str, name: &str) {
+        self.state
+            .allowed_names
+            .lock()
+            .unwrap()
+            .insert((user.into(), name.into()));
+    }
+
     /// Makes `token` belong to `user` with `groups`.
     pub fn add_token(&self, token: &str, user: &str, groups: &[&str]) {
         self.state.tokens.lock().unwrap().insert(
@@ -205,7 +217,15 @@ async fn handle(s: Arc<FakeState>, req: Request<Incoming>) -> Response<Body> {
                 return json_response(500, &status(500, "InternalError", "authorizer exploded"));
             }
             let user = body["spec"]["user"].as_str().unwrap_or("");
-            let allowed = s.allowed_users.lock().unwrap().contains(user);
+            let name = body["spec"]["resourceAttributes"]["name"]
+                .as_str()
+                .unwrap_or("");
+            let allowed = s.allowed_users.lock().unwrap().contains(user)
+                || (!name.is_empty()
+                    && s.allowed_names
+                        .lock()
+                        .unwrap()
+                        .contains(&(user.to_string(), name.to_string())));
             json_response(
                 201,
                 &json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",

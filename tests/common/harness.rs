@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Response;
+use kubedojo_data_api::api::query::Query;
 use kubedojo_data_api::api::request_info::RequestInfo;
 use kubedojo_data_api::api::response::{self, Body};
 use kubedojo_data_api::auth::UserInfo;
@@ -31,19 +32,14 @@ pub const DR_LIST: &str = "/apis/data.kubedojo.io/v1alpha1/namespaces/default/da
 pub struct Echo;
 
 impl ExtraRoutes for Echo {
-    fn handle(
-        &self,
-        _: &RequestInfo,
-        _: &[(String, String)],
-        _: Option<&str>,
-    ) -> Option<Response<Body>> {
+    fn handle(&self, _: &RequestInfo, _: &Query, _: Option<&str>) -> Option<Response<Body>> {
         None
     }
 
     fn handle_authenticated(
         &self,
         info: &RequestInfo,
-        _: &[(String, String)],
+        _: &Query,
         _: Option<&str>,
         user: &UserInfo,
         headers: &http::HeaderMap,
