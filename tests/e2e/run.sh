@@ -559,7 +559,7 @@ check_get_all() {
   local out names
   out=$(k get dr -A) || return 1
   expect_contains "$out" NAMESPACE user-config feature-flags metrics-config || return 1
-  names=$(k get dr -A --no-headers -o custom-columns=NS:.metadata.namespace,NAME:.metadata.name | sort | tr -s ' ')
+  names=$(k get dr -A -l '!data.kubedojo.io/source' --no-headers -o custom-columns=NS:.metadata.namespace,NAME:.metadata.name | sort | tr -s ' ')
   [[ $names == $'default feature-flags\ndefault user-config\nmonitoring metrics-config' ]] || {
     printf 'records (namespace name):\n%s\n' "$names"
     return 1
@@ -569,7 +569,7 @@ check "kubectl get dr -A returns the 3 seed records" check_get_all
 
 check_get_ns() {
   local names
-  names=$(k get dr -n default --no-headers -o custom-columns=NAME:.metadata.name | sort) || return 1
+  names=$(k get dr -n default -l '!data.kubedojo.io/source' --no-headers -o custom-columns=NAME:.metadata.name | sort) || return 1
   [[ $names == $'feature-flags\nuser-config' ]] || {
     printf 'got:\n%s\n' "$names"
     return 1
