@@ -16,9 +16,13 @@ pub fn build_sources(
     let mut out: Vec<Box<dyn RecordSource>> = Vec::with_capacity(config.sources.len());
     for (i, source) in config.sources.iter().enumerate() {
         match source {
-            SourceConfig::File(f) => out.push(Box::new(
-                FileSource::new(f.path.clone()).with_refresh_interval(f.refresh_interval),
-            )),
+            SourceConfig::File(f) => {
+                let file = match &f.path {
+                    Some(path) => FileSource::new(path.clone()),
+                    None => FileSource::embedded(),
+                };
+                out.push(Box::new(file.with_refresh_interval(f.refresh_interval)));
+            }
             SourceConfig::Computed(c) => {
                 let Some(metrics) = metrics else {
                     return Err(format!(

@@ -169,8 +169,9 @@ impl SourceConfig {
 pub struct FileSourceConfig {
     #[serde(rename = "kind")]
     _kind: IgnoredAny,
-    /// The records file (YAML or JSON).
-    pub path: PathBuf,
+    /// The records file (YAML or JSON); absent means the lab's embedded records.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
     /// Re-read period (default `--records-refresh-interval`).
     #[serde(default, deserialize_with = "opt_duration")]
     pub refresh_interval: Option<Duration>,
@@ -267,7 +268,7 @@ impl FileSourceConfig {
     pub fn new(path: PathBuf) -> Self {
         FileSourceConfig {
             _kind: IgnoredAny,
-            path,
+            path: Some(path),
             refresh_interval: None,
         }
     }
@@ -416,7 +417,7 @@ impl SourcesConfig {
         for (i, s) in self.sources.iter().enumerate() {
             match s {
                 SourceConfig::File(f) => {
-                    if f.path.as_os_str().is_empty() {
+                    if f.path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
                         return Err(format!("sources[{i}].path: must not be empty"));
                     }
                 }
@@ -629,6 +630,15 @@ sources:
             panic!()
         };
         assert_eq!(f.refresh_interval, Some(Duration::from_secs(30)));
+        assert_eq!(
+            f.path.as_deref(),
+            Some(Path::new("/etc/kubedojo/records.yaml"))
+        );
+        let embedded = SourcesConfig::parse("s.yaml", "sources: [{kind: file}]").unwrap();
+        let SourceConfig::File(f) = &embedded.sources[0] else {
+            panic!()
+        };
+        assert_eq!(f.path, None);
         let SourceConfig::PostgresQuery(q) = &c.sources[2] else {
             panic!()
         };

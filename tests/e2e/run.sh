@@ -881,3 +881,6 @@ check_discovery_without_kubelets() {
   return $rc
 }
 check "with every kubelet stopped, discovery and APIServices still answer" check_discovery_without_kubelets
+
+# DataRecords: the lab's records, computed records, a restart mid-watch (issue 10)
+. "$E2E_DIR/records.sh"
