@@ -26,6 +26,13 @@ pub struct SuccessLabel {
     pub success: String,
 }
 
+/// `{reason="timeout"|"tls"|"status"|...}`: why a kubelet request failed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// A short, stable failure kind (`ScrapeError::reason`, or `deadline`).
+    pub reason: String,
+}
+
 /// The `type` label of `metrics_server_storage_points`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PointType {
@@ -60,6 +67,11 @@ pub struct Telemetry {
     pub decode_skipped: Counter,
     /// Our own: DataRecord names produced by two sources (the later one ignored).
     pub record_name_conflicts: Counter,
+    /// Our own: failed kubelet requests by reason (no node label: bounded cardinality; the
+    /// node is in `metrics_server_kubelet_last_request_time_seconds` and the logs).
+    pub kubelet_failures: Family<ReasonLabel, Counter>,
+    /// Our own: extra scrapes of a node to serve a new container's first rate in time.
+    pub follow_up_scrapes: Counter,
 }
 
 impl Telemetry {
@@ -124,6 +136,18 @@ impl Telemetry {
             "Times a DataRecord (namespace, name) came from two sources; the earlier source in the configuration is served",
             record_name_conflicts.clone(),
         );
+        let kubelet_failures = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "kubedojo_kubelet_request_failures",
+            "Failed kubelet requests by reason (transport, tls, timeout, status, too_large, decode, address, credentials, deadline)",
+            kubelet_failures.clone(),
+        );
+        let follow_up_scrapes = Counter::default();
+        registry.register(
+            "kubedojo_kubelet_follow_up_scrapes",
+            "Extra scrapes of a node whose new container becomes old enough for its first rate before the next tick",
+            follow_up_scrapes.clone(),
+        );
         Arc::new(Telemetry {
             registry,
             kubelet_request_duration,
@@ -134,6 +158,8 @@ impl Telemetry {
             api_metric_freshness,
             decode_skipped,
             record_name_conflicts,
+            kubelet_failures,
+            follow_up_scrapes,
         })
     }
 
@@ -151,6 +177,15 @@ impl Telemetry {
         self.kubelet_requests
             .get_or_create(&SuccessLabel {
                 success: success.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one failed kubelet request by reason (after [`Telemetry::kubelet_request`]).
+    pub fn kubelet_failure(&self, _node: &str, reason: &str) {
+        self.kubelet_failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
             })
             .inc();
     }
