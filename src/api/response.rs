@@ -90,12 +90,9 @@ pub fn json_value<T: serde::Serialize>(value: &T) -> Response<Body> {
 pub fn error(err: &ApiError) -> Response<Body> {
     let status = StatusCode::from_u16(err.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = json_with_status(status, err.to_json());
-    // As responsewriters.ErrorNegotiated: a Status with retryAfterSeconds sets Retry-After.
-    if let Some(secs) = err.details.as_ref().map(|d| d.retry_after_seconds)
-        && secs > 0
-    {
+    if let Some(s) = err.retry_after() {
         resp.headers_mut()
-            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(s));
     }
     resp
 }

@@ -5,6 +5,7 @@
 pub mod build;
 pub mod computed;
 mod file;
+pub mod postgres;
 pub mod set;
 pub mod sources_config;
 mod types;
