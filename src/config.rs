@@ -225,6 +225,9 @@ pub struct ServeArgs {
     /// TokenReview / SubjectAccessReview delegation.
     #[command(flatten)]
     pub delegation: DelegationArgs,
+    /// Sharded scraping across replicas (`docs/ha.md`).
+    #[command(flatten)]
+    pub ha: crate::ha::args::HaArgs,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -263,6 +266,9 @@ pub struct DemoArgs {
     /// Client-certificate and front-proxy trust (try the aggregator's path locally).
     #[command(flatten)]
     pub cert_auth: CertAuthArgs,
+    /// Replicas sharing the scraping (`docs/ha.md`).
+    #[command(flatten)]
+    pub ha: crate::ha::args::DemoHaArgs,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,
