@@ -41,6 +41,8 @@ pub struct DemoServer {
     pub kubeconfig: PathBuf,
     /// The simulated kubelets.
     pub sim: Option<crate::sim::SimHandle>,
+    /// The PostgreSQL table source, when one is configured (kept for its tasks).
+    pub postgres: Option<crate::records::postgres::RunningTable>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -133,7 +135,11 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
         ],
         true,
     );
+    let postgres = crate::runtime::start_postgres(&args.postgres).await?;
     let mut parts = AppParts::new(records.clone(), auth);
+    parts.records_backend = postgres
+        .as_ref()
+        .map(|p| p.backend.clone() as Arc<dyn crate::api::resource::AsyncBackend>);
     let world = world::SimulatedWorld::start(args).await?;
     world.pipeline.add_to(&mut parts);
     parts.extra_routes.push(Arc::new(world.core_api()));
@@ -178,6 +184,7 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
         token,
         kubeconfig: args.write_kubeconfig.clone(),
         sim: Some(sim),
+        postgres,
         shutdown,
         task,
     })
