@@ -223,6 +223,9 @@ pub struct ServeArgs {
     /// DataRecords from a PostgreSQL table.
     #[command(flatten)]
     pub postgres: PostgresArgs,
+    /// Sharded scraping across replicas (`docs/ha.md`).
+    #[command(flatten)]
+    pub ha: crate::ha::args::HaArgs,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -264,6 +267,9 @@ pub struct DemoArgs {
     /// DataRecords from a PostgreSQL table.
     #[command(flatten)]
     pub postgres: PostgresArgs,
+    /// Replicas sharing the scraping (`docs/ha.md`).
+    #[command(flatten)]
+    pub ha: crate::ha::args::DemoHaArgs,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,
