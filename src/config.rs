@@ -148,9 +148,42 @@ pub struct KubeletSimArgs {
     /// small non-zero value, as a real idle container's does).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub idle_percent: u8,
+    /// Namespaces the deployments spread over: `default`, `team-a`, `team-b`, then
+    /// `team-3`, `team-4`… (at least 1).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    pub namespaces: u16,
+    /// Deployment sizes `MIN-MAX` (pods): many deployments of sizes drawn from that range
+    /// (the HPA's targets: hundreds of deployments of 5 to 50 pods) instead of one
+    /// deployment per (namespace, app) sharing the pods equally.
+    #[arg(long, value_name = "MIN-MAX", value_parser = parse_range)]
+    pub deployment_pods: Option<(usize, usize)>,
+    /// Node indices (0-based) whose kubelet answers every request after `--slow-delay`.
+    #[arg(long, value_delimiter = ',')]
+    pub slow_nodes: Vec<usize>,
+    /// Delay of the `--slow-nodes` kubelets.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub slow_delay: Duration,
+    /// Node indices (0-based) whose kubelet answers `/metrics/resource` with 500.
+    #[arg(long, value_delimiter = ',')]
+    pub failing_nodes: Vec<usize>,
     /// Log verbosity.
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,
+}
+
+/// Parses `MIN-MAX` (two positive integers, MIN <= MAX).
+fn parse_range(s: &str) -> Result<(usize, usize), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("expected MIN-MAX, got {s:?}"))?;
+    let (a, b): (usize, usize) = (
+        a.trim().parse().map_err(|e| format!("{s:?}: {e}"))?,
+        b.trim().parse().map_err(|e| format!("{s:?}: {e}"))?,
+    );
+    if a == 0 || a > b {
+        return Err(format!("{s:?}: need 1 <= MIN <= MAX"));
+    }
+    Ok((a, b))
 }
 
 /// Log output format.
