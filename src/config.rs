@@ -258,6 +258,9 @@ pub struct ServeArgs {
     /// TokenReview / SubjectAccessReview delegation.
     #[command(flatten)]
     pub delegation: DelegationArgs,
+    /// DataRecords from a PostgreSQL table.
+    #[command(flatten)]
+    pub postgres: PostgresArgs,
     /// Sharded scraping across replicas (`docs/ha.md`).
     #[command(flatten)]
     pub ha: crate::ha::args::HaArgs,
@@ -299,12 +302,49 @@ pub struct DemoArgs {
     /// Client-certificate and front-proxy trust (try the aggregator's path locally).
     #[command(flatten)]
     pub cert_auth: CertAuthArgs,
+    /// DataRecords from a PostgreSQL table.
+    #[command(flatten)]
+    pub postgres: PostgresArgs,
     /// Replicas sharing the scraping (`docs/ha.md`).
     #[command(flatten)]
     pub ha: crate::ha::args::DemoHaArgs,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// The PostgreSQL table source (`kind: postgres` of the sources configuration, as
+/// flags): with a DSN, DataRecords are the rows of `<schema>.datarecords`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PostgresArgs {
+    /// File holding the libpq DSN or postgres:// URL of the DataRecords table source
+    /// (a secret: read from a file or $KUBEDOJO_PG_DSN, never from a flag).
+    #[arg(long, value_name = "FILE")]
+    pub postgres_dsn_file: Option<PathBuf>,
+    /// Schema of the DataRecords table and its change log.
+    #[arg(long, default_value = "kubedojo")]
+    pub postgres_schema: String,
+    /// Create or update the schema (idempotent) at start-up.
+    #[arg(long)]
+    pub postgres_migrate: bool,
+    /// Pooled query connections (the one listening connection is extra).
+    #[arg(long, default_value_t = 8)]
+    pub postgres_max_connections: usize,
+    /// Connect timeout (also the longest wait for a pooled connection).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub postgres_connect_timeout: Duration,
+    /// Statement timeout of every query.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub postgres_statement_timeout: Duration,
+    /// TLS to the database: disable, require (encrypted, not verified) or verify-full.
+    #[arg(long, default_value = "disable", value_parser = ["disable", "require", "verify-full"])]
+    pub postgres_tls_mode: String,
+    /// CA bundle for --postgres-tls-mode=verify-full.
+    #[arg(long, value_name = "FILE")]
+    pub postgres_ca_file: Option<PathBuf>,
+    /// Changes kept in the change log (older resourceVersions get 410 Expired).
+    #[arg(long, default_value_t = 100_000)]
+    pub postgres_keep_changes: i64,
 }
 
 /// Parses a duration like [`parse_duration`], accepting `0` and `0s`.

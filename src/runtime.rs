@@ -76,6 +76,46 @@ pub async fn load_records(
     Ok(set)
 }
 
+/// Starts the PostgreSQL table source when `--postgres-dsn-file` or `$KUBEDOJO_PG_DSN`
+/// gives a DSN (`None` otherwise). A database that is down does not stop start-up
+/// (requests get 503 until it is back), except with `--postgres-migrate`.
+pub async fn start_postgres(
+    args: &crate::config::PostgresArgs,
+) -> anyhow::Result<Option<crate::records::postgres::RunningTable>> {
+    use crate::records::postgres::{ConnectionConfig, TableSourceConfig, TlsMode, start_table};
+    let dsn = match &args.postgres_dsn_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--postgres-dsn-file {}: {e}", path.display()))?
+            .trim()
+            .to_string(),
+        None => match std::env::var("KUBEDOJO_PG_DSN") {
+            Ok(dsn) if !dsn.trim().is_empty() => dsn.trim().to_string(),
+            _ => return Ok(None),
+        },
+    };
+    let mut connection = ConnectionConfig::new("main", dsn);
+    connection.max_connections = args.postgres_max_connections;
+    connection.connect_timeout = args.postgres_connect_timeout;
+    connection.statement_timeout = args.postgres_statement_timeout;
+    connection.tls = match args.postgres_tls_mode.as_str() {
+        "require" => TlsMode::Require,
+        "verify-full" => TlsMode::VerifyFull,
+        _ => TlsMode::Disable,
+    };
+    connection.ca_file = args.postgres_ca_file.clone();
+    let mut source = TableSourceConfig::new(args.postgres_schema.clone());
+    source.keep_changes = args.postgres_keep_changes;
+    let running = start_table(
+        &connection,
+        &source,
+        args.postgres_migrate,
+        &records_group::DATARECORDS,
+    )
+    .await?;
+    tracing::info!(schema = %args.postgres_schema, "serving DataRecords from PostgreSQL");
+    Ok(Some(running))
+}
+
 /// What goes into an [`App`].
 pub struct AppParts {
     /// DataRecords.
@@ -263,7 +303,11 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         args.metrics.request_timeout(),
     );
     let records = load_records(sources.as_ref(), Some(pipeline.metrics_inputs())).await?;
+    let postgres = start_postgres(&args.postgres).await?;
     let mut parts = AppParts::new(records.clone(), delegated.chain);
+    parts.records_backend = postgres
+        .as_ref()
+        .map(|p| p.backend.clone() as Arc<dyn crate::api::resource::AsyncBackend>);
     let shutdown = CancellationToken::new();
     let ha = crate::ha::setup::start_in_cluster(
         &args.ha,

@@ -43,6 +43,9 @@ pub struct DemoServer {
     pub sim: Option<crate::sim::SimHandle>,
     /// Every replica (one unless `--replicas`); the first serves on `addr`.
     pub replicas: Vec<Replica>,
+    /// The PostgreSQL table source of each replica, when one is configured (kept for
+    /// its feed and compaction tasks).
+    pub postgres: Vec<crate::records::postgres::RunningTable>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -159,6 +162,7 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
     // One record set for the demo: its computed records follow the first replica's store.
     let records = load_records(sources.as_ref(), Some(pipelines[0].metrics_inputs())).await?;
     let mut peers = peers.into_iter();
+    let mut postgres = Vec::new();
     for (i, mut pipeline) in pipelines.into_iter().enumerate() {
         let stop = shutdown.child_token();
         let mut coordinator = None;
@@ -177,6 +181,12 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
             tasks.extend(started.tasks);
         }
         let mut parts = AppParts::new(records.clone(), demo_auth(&trust, &token));
+        // Each replica has its own table source (pool and listener), as separate pods do.
+        if let Some(pg) = crate::runtime::start_postgres(&args.postgres).await? {
+            parts.records_backend =
+                Some(pg.backend.clone() as Arc<dyn crate::api::resource::AsyncBackend>);
+            postgres.push(pg);
+        }
         pipeline.add_to(&mut parts);
         parts.extra_routes.push(Arc::new(world.core_api()));
         let app = Arc::new(build_app(parts));
@@ -244,6 +254,7 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
         kubeconfig: args.write_kubeconfig.clone(),
         sim: Some(sim),
         replicas: handles,
+        postgres,
         shutdown,
         task,
     })

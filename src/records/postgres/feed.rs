@@ -144,10 +144,24 @@ impl ChangeFeed {
     /// `Ok` when an established connection ends (reconnect at once), `Err` when it
     /// cannot be set up (the database is down).
     async fn session(&self, started: &mut bool) -> Result<(), DbError> {
-        let (client, mut notifications) = self
+        let (client, notifications) = self
             .db
             .connect_listener(&format!("kubedojo-data-api listener {}", self.names.schema))
             .await?;
+        if let Err(e) = self.established(&client, notifications, started).await {
+            // The connection was opened, so the database is up: reconnect at once
+            // rather than tell the watchers it is down (a killed or reset connection).
+            tracing::warn!(source = %self.label, error = %e, "DataRecords change feed: listening connection failed; reconnecting");
+        }
+        Ok(())
+    }
+
+    async fn established(
+        &self,
+        client: &tokio_postgres::Client,
+        mut notifications: tokio::sync::mpsc::UnboundedReceiver<String>,
+        started: &mut bool,
+    ) -> Result<(), DbError> {
         self.db
             .bounded(async {
                 client
@@ -177,13 +191,13 @@ impl ChangeFeed {
             self.head.lock().unwrap_or_else(|e| e.into_inner()).last = v;
             *started = true;
         }
-        self.catch_up(&client).await?;
+        self.catch_up(client).await?;
         self.set_up(true);
         tracing::info!(source = %self.label, after = self.last(), "DataRecords change feed listening");
         while notifications.recv().await.is_some() {
             // Coalesce a burst of notifications into one read of the log.
             while notifications.try_recv().is_ok() {}
-            if let Err(e) = self.catch_up(&client).await {
+            if let Err(e) = self.catch_up(client).await {
                 // Treated as a lost connection: reconnect at once; watchers are only
                 // told the database is down when reconnecting fails.
                 tracing::warn!(source = %self.label, error = %e, "DataRecords change feed: reading the change log failed");
