@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn embedded_seed_is_the_labs_file_verbatim() {
-        // The lab's file (../shared/data/lab/seed-records.yaml), copied byte for byte.
+        // The lab's seed-records.yaml, copied byte for byte into src/records/seed.yaml.
         assert!(EMBEDDED_SEED.contains("exactly as its in-memory store seeds them"));
         let started = now();
         let records = embedded_records(started).unwrap();
