@@ -728,7 +728,7 @@ check "our server's log shows the real user ($ADMIN_USER) for proxied requests" 
 # --- RBAC through the aggregator, with alice's real client certificate
 check_alice_default() {
   local names
-  names=$(ka get dr -n default --no-headers -o custom-columns=NAME:.metadata.name | sort) || return 1
+  names=$(ka get dr -n default -l '!data.kubedojo.io/source' --no-headers -o custom-columns=NAME:.metadata.name | sort) || return 1
   [[ $names == $'feature-flags\nuser-config' ]] || {
     printf 'got:\n%s\n' "$names"
     return 1
