@@ -26,7 +26,8 @@ if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
 fi
 
 step "pinned Go test tools (built once, cached in ${KUBEDOJO_CACHE:-$HOME/.cache/kubedojo})"
-bash tests/e2e/tools.sh kubectl kube-apiserver kube-controller-manager etcd helm metrics-server >/dev/null
+# kube-controller-manager is pinned in tools.sh for the HPA e2e of issue 12, not built here until that test exists
+bash tests/e2e/tools.sh kubectl kube-apiserver etcd helm metrics-server >/dev/null
 bash tests/e2e/tools.sh cert-manager-crds >/dev/null
 KUBECTL=$(bash tests/e2e/tools.sh path kubectl)
 export KUBECTL
