@@ -47,7 +47,8 @@ pub struct MetricsArgs {
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,
     /// Use the port in the node's status.daemonEndpoints.kubeletEndpoint.
-    #[arg(long)]
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_parser = parse_go_bool)]
     pub kubelet_use_node_status_port: bool,
     /// Node address types to use, in priority order.
     #[arg(
@@ -60,7 +61,8 @@ pub struct MetricsArgs {
     #[arg(long, value_parser = parse_duration)]
     pub kubelet_request_timeout: Option<Duration>,
     /// Do not verify kubelet serving certificates.
-    #[arg(long, conflicts_with = "kubelet_certificate_authority")]
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_parser = parse_go_bool)]
     pub kubelet_insecure_tls: bool,
     /// CA bundle (PEM) for kubelet serving certificates (default: the cluster CA).
     #[arg(long, value_name = "FILE")]
@@ -91,6 +93,11 @@ impl MetricsArgs {
 
     /// Cross-flag checks, as metrics-server does them.
     pub fn validate(&self, minimum_resolution: Duration) -> Result<(), String> {
+        if self.kubelet_insecure_tls && self.kubelet_certificate_authority.is_some() {
+            return Err(
+                "Cannot use both --kubelet-certificate-authority and --kubelet-insecure-tls".into(),
+            );
+        }
         if self.metric_resolution < minimum_resolution {
             return Err(format!(
                 "--metric-resolution must be at least {}",
@@ -162,8 +169,8 @@ pub struct CommonArgs {
     /// Log verbosity (0-10, as klog's -v: 0-1 info, 2-3 debug, 4+ trace).
     #[arg(short = 'v', long = "v", default_value_t = 0, global = true)]
     pub verbosity: u8,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    /// Log format (`--logging-format` as in metrics-server).
+    #[arg(long, alias = "logging-format", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
     /// A YAML or JSON list of DataRecords to serve (default: the three built-in lab records).
     #[arg(long, value_name = "FILE")]
@@ -213,6 +220,9 @@ pub struct ServeArgs {
     /// TokenReview / SubjectAccessReview delegation.
     #[command(flatten)]
     pub delegation: DelegationArgs,
+    /// Serving limits and shutdown.
+    #[command(flatten)]
+    pub serving: crate::server::options::ServingOptions,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -251,9 +261,22 @@ pub struct DemoArgs {
     /// Client-certificate and front-proxy trust (try the aggregator's path locally).
     #[command(flatten)]
     pub cert_auth: CertAuthArgs,
+    /// Serving limits and shutdown.
+    #[command(flatten)]
+    pub serving: crate::server::options::ServingOptions,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// Parses a boolean flag value as Go's `strconv.ParseBool` (pflag): `1 t T TRUE true
+/// True` and `0 f F FALSE false False`.
+pub fn parse_go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("invalid boolean {s:?}: use true or false")),
+    }
 }
 
 /// Parses `15s`, `1m30s`, `500ms` (humantime), rejecting zero.

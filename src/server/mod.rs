@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod health;
+pub mod options;
 pub mod pki;
 pub mod tls;
 

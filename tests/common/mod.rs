@@ -30,6 +30,7 @@ pub fn demo_args(dir: &std::path::Path, records_file: Option<PathBuf>) -> DemoAr
         sim_first_address: "127.1.0.1".parse().unwrap(),
         sim_port: 0,
         cert_auth: Default::default(),
+        serving: Default::default(),
         common: CommonArgs {
             verbosity: 0,
             log_format: LogFormat::Text,
