@@ -33,6 +33,13 @@ pub struct StatusDetails {
     /// Individual causes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub causes: Vec<StatusCause>,
+    /// Seconds a client should wait before retrying (429).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retry_after_seconds: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// `metav1.StatusCause`.
@@ -111,6 +118,7 @@ impl ApiError {
             group: group.to_string(),
             kind: resource.to_string(),
             causes: Vec::new(),
+            retry_after_seconds: 0,
         }));
         e
     }
@@ -212,6 +220,33 @@ impl ApiError {
             }],
             ..StatusDetails::default()
         }));
+        e
+    }
+
+    /// 429 TooManyRequests with `details.retryAfterSeconds` (the server also sends a
+    /// `Retry-After` header).
+    pub fn too_many_requests(retry_after_seconds: u32) -> Self {
+        let mut e = Self::new(
+            429,
+            "TooManyRequests",
+            "Too many requests, please try again later.",
+        );
+        e.details = Some(Box::new(StatusDetails {
+            retry_after_seconds,
+            ..StatusDetails::default()
+        }));
+        e
+    }
+
+    /// 504 Timeout of a request that did not finish within `--request-timeout`
+    /// (kube-apiserver's exact Status).
+    pub fn request_timeout() -> Self {
+        let mut e = Self::new(
+            504,
+            "Timeout",
+            "Timeout: request did not complete within the allotted timeout",
+        );
+        e.details = Some(Box::default());
         e
     }
 

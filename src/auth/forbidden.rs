@@ -58,6 +58,7 @@ pub fn forbidden(user: &str, info: &RequestInfo, reason: &str) -> ApiError {
             group: info.api_group.clone(),
             kind: info.resource.clone(),
             causes: Vec::new(),
+            retry_after_seconds: 0,
         },
     )
 }

@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use rand::Rng;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::server::lifecycle::Lifecycle;
 
 use crate::auth::configmap::{REFRESH_INTERVAL, TrustSource};
 use crate::auth::{
@@ -42,10 +43,23 @@ pub struct DemoServer {
     /// The simulated kubelets.
     pub sim: Option<crate::sim::SimHandle>,
     shutdown: CancellationToken,
+    lifecycle: Lifecycle,
+    shutdown_delay: std::time::Duration,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl DemoServer {
+    /// Runs the SIGTERM sequence: readiness fails, serving continues for
+    /// `--shutdown-delay-duration`, then the listener closes and requests drain.
+    pub async fn terminate(&self) {
+        self.lifecycle.terminate(self.shutdown_delay).await;
+    }
+
+    /// True once the server task has finished (listener closed, connections drained).
+    pub fn finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Stops the server and the simulated kubelets.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
@@ -134,13 +148,21 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
         true,
     );
     let mut parts = AppParts::new(records.clone(), auth);
+    let lifecycle = Lifecycle::new();
+    parts
+        .health
+        .add_ready("shutdown", lifecycle.readiness_check());
     let world = world::SimulatedWorld::start(args).await?;
     world.pipeline.add_to(&mut parts);
     parts.extra_routes.push(Arc::new(world.core_api()));
-    let app = Arc::new(build_app(parts));
+    let app = Arc::new(build_app(parts).with_serving(&args.serving));
 
-    let listener = TcpListener::bind((args.bind_address, args.secure_port))
-        .await
+    let listener = args
+        .serving
+        .bind(std::net::SocketAddr::new(
+            args.bind_address,
+            args.secure_port,
+        ))
         .with_context(|| {
             format!(
                 "cannot listen on {}:{}",
@@ -156,7 +178,7 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
         )
     })?;
 
-    let shutdown = CancellationToken::new();
+    let shutdown = lifecycle.stop_token();
     let refresh = tokio::spawn(
         records
             .clone()
@@ -166,8 +188,9 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
     let server_shutdown = shutdown.clone();
     let world::SimulatedWorld { pipeline, sim, .. } = world;
     let scraper = tokio::spawn(pipeline.scraper.run(shutdown.clone()));
+    let serving = args.serving.clone();
     let task = tokio::spawn(async move {
-        crate::server::serve(listener, Arc::new(tls), app, server_shutdown).await;
+        crate::server::serve_with(listener, Arc::new(tls), app, server_shutdown, &serving).await;
         refresh.abort();
         scraper.abort();
         trust_refresh.abort();
@@ -179,6 +202,8 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
         kubeconfig: args.write_kubeconfig.clone(),
         sim: Some(sim),
         shutdown,
+        lifecycle,
+        shutdown_delay: args.serving.shutdown_delay_duration,
         task,
     })
 }
@@ -199,12 +224,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          kubectl --kubeconfig {kc} top pod -A",
         addr = server.addr
     );
-    let stop = server.shutdown_token();
+    let server = Arc::new(server);
+    let s = server.clone();
     tokio::spawn(async move {
         crate::runtime::shutdown_signal().await;
-        tracing::info!("shutting down");
-        stop.cancel();
+        s.terminate().await;
     });
-    server.wait().await;
+    while !server.finished() {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     Ok(())
 }
