@@ -17,7 +17,9 @@ command -v go >/dev/null || { echo "go not found: install Go 1.26+ to build the 
 rustup show active-toolchain >/dev/null 2>&1 || true
 
 step "pinned Go test tools (built once, cached in ${KUBEDOJO_CACHE:-$HOME/.cache/kubedojo})"
-bash tests/e2e/tools.sh kubectl kube-apiserver kube-controller-manager etcd helm metrics-server >/dev/null
+bash tests/e2e/tools.sh kubectl kube-apiserver kube-controller-manager etcd helm metrics-server \
+  cert-manager-controller cert-manager-cainjector >/dev/null
+bash tests/e2e/tools.sh cert-manager-crds >/dev/null
 KUBECTL=$(bash tests/e2e/tools.sh path kubectl)
 export KUBECTL
 
@@ -48,6 +50,9 @@ STATIC_BIN="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/kubedojo-data-api
 
 step "real cluster: kube-apiserver + etcd, our server behind kube-aggregator, kubectl checks"
 KUBEDOJO_BIN="$STATIC_BIN" bash tests/e2e/run.sh
+
+step "the lab's steps word for word with manifests/ (real kube-apiserver, tests/e2e/lab.sh)"
+KUBEDOJO_BIN="$STATIC_BIN" bash tests/e2e/lab.sh
 
 step "side by side with metrics-server at 100 nodes x 30 pods (fails if we stop being ahead)"
 KD_BIN="$STATIC_BIN" KD_LOAD="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/kd-load" bash bench/scale/ci.sh

@@ -385,3 +385,43 @@ fn kubectl_top_against_demo() {
     let out = demo.kubectl(&["top", "pod", "nope", "-n", "default"]);
     assert!(!out.status.success());
 }
+
+/// `kubectl top` in protobuf (its default since 1.22; said explicitly here): the real Go
+/// decoder reads our bytes, and `-v=8` shows the response really was protobuf.
+#[test]
+fn kubectl_top_in_protobuf() {
+    let demo = Demo::start();
+    let _ = eventually(&demo, &["top", "node"]);
+    for (args, want_rows) in [
+        (&["top", "node"][..], 3usize),
+        (&["top", "pod", "-A"][..], 12),
+    ] {
+        let mut full = args.to_vec();
+        full.extend(["--use-protocol-buffers=true", "-v=8"]);
+        let out = demo.kubectl(&full);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "kubectl {full:?}: {stderr}");
+        assert!(
+            stderr.contains("Accept: application/vnd.kubernetes.protobuf"),
+            "kubectl asked for protobuf: {stderr}"
+        );
+        assert!(
+            stderr.contains("Content-Type: application/vnd.kubernetes.protobuf"),
+            "and got it: {stderr}"
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let r = rows(&stdout);
+        assert_eq!(r.len() - 1, want_rows, "{stdout}");
+        assert!(!stdout.contains("<unknown>"), "{stdout}");
+    }
+    // The same rows as with JSON.
+    let json = eventually(&demo, &["top", "pod", "-A", "--use-protocol-buffers=false"]);
+    let pb = eventually(&demo, &["top", "pod", "-A", "--use-protocol-buffers=true"]);
+    let names = |t: &str| -> Vec<(String, String)> {
+        rows(t)[1..]
+            .iter()
+            .map(|r| (r[0].clone(), r[1].clone()))
+            .collect()
+    };
+    assert_eq!(names(&json), names(&pb));
+}

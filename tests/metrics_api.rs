@@ -181,11 +181,11 @@ async fn hpa_query_selects_by_namespace_and_labels() {
         .map(|(_, p)| p.name.clone())
         .collect();
     want.sort();
-    // The HPA controller's request: protobuf preferred, JSON accepted.
+    // The HPA controller's query in JSON (its protobuf form: tests/metrics_protobuf.rs).
     let (code, list) = t
         .get_json(
             &format!("{M}/namespaces/{ns}/pods?labelSelector=app%3D{app}"),
-            Some("application/vnd.kubernetes.protobuf, */*"),
+            Some("application/json, application/vnd.kubernetes.protobuf"),
         )
         .await;
     assert_eq!(code, 200);
@@ -362,6 +362,75 @@ async fn a_dead_node_keeps_its_last_values_for_a_bounded_time_then_goes() {
     // Discovery never depends on kubelets.
     let (code, _) = t.get_json(M, None).await;
     assert_eq!(code, 200);
+}
+
+/// Names of a metrics list's items as `namespace/name`.
+fn keys(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            format!(
+                "{}/{}",
+                i["metadata"]["namespace"].as_str().unwrap_or(""),
+                i["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// Follows continue tokens from `first` on `servers` in turn; returns every key seen.
+async fn page_through(servers: &[&TestServer], path: &str, pause: Duration) -> Vec<String> {
+    let (code, mut page) = servers[0].get_json(&format!("{path}?limit=4"), None).await;
+    assert_eq!(code, 200, "{page}");
+    let mut seen = keys(&page);
+    let mut turn = 1;
+    while let Some(token) = page["metadata"]["continue"].as_str().map(str::to_string) {
+        // The metrics resourceVersion changes at every publish (each tick): wait for one.
+        tokio::time::sleep(pause).await;
+        let t = servers[turn % servers.len()];
+        turn += 1;
+        let (code, next) = t
+            .get_json(&format!("{path}?limit=4&continue={token}"), None)
+            .await;
+        assert_eq!(
+            code, 200,
+            "continue after a publish / on another replica: {next}"
+        );
+        seen.extend(keys(&next));
+        page = next;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn paging_survives_publishes_and_other_replicas() {
+    let a = TestServer::start(None).await;
+    let b = TestServer::start(None).await;
+    wait_for_metrics(&a).await;
+    wait_for_metrics(&b).await;
+    let (_, all) = a.get_json(&format!("{M}/pods"), None).await;
+    let want = keys(&all);
+    assert!(want.len() > 8, "several pages");
+    // One replica, a publish between pages (kubectl pages at 500: any cluster with more pods).
+    let got = page_through(&[&a], &format!("{M}/pods"), Duration::from_millis(2500)).await;
+    assert_eq!(got, want);
+    // Pages alternating between two replicas (the aggregator may switch connections).
+    let got = page_through(&[&a, &b], &format!("{M}/pods"), Duration::ZERO).await;
+    assert_eq!(got, want);
+    // Nodes too.
+    let (_, nodes) = a.get_json(&format!("{M}/nodes"), None).await;
+    let (code, first) = a.get_json(&format!("{M}/nodes?limit=1"), None).await;
+    assert_eq!(code, 200);
+    let token = first["metadata"]["continue"].as_str().unwrap();
+    let (code, rest) = b
+        .get_json(&format!("{M}/nodes?continue={token}"), None)
+        .await;
+    assert_eq!(code, 200, "{rest}");
+    let mut got = keys(&first);
+    got.extend(keys(&rest));
+    assert_eq!(got, keys(&nodes));
 }
 
 /// Issue 13 §1.1 on every list endpoint the demo serves: a repeated `labelSelector`,

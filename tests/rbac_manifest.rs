@@ -21,9 +21,10 @@ fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 fn rbac_is_minimal() {
     let docs = documents();
     assert_eq!(docs.len(), 6);
-    let sa = json!([{"kind": "ServiceAccount", "name": "kubedojo-data-api", "namespace": "kube-system"}]);
+    // The lab's namespace; only the auth-reader RoleBinding lives in kube-system.
+    let sa = json!([{"kind": "ServiceAccount", "name": "kubedojo-data-api", "namespace": "kubedojo-system"}]);
     let sa_named = find(&docs, "ServiceAccount", "kubedojo-data-api");
-    assert_eq!(sa_named["metadata"]["namespace"], "kube-system");
+    assert_eq!(sa_named["metadata"]["namespace"], "kubedojo-system");
     let delegator = find(
         &docs,
         "ClusterRoleBinding",

@@ -1,5 +1,5 @@
 //! Generic GET and LIST handling for any [`ResourceProvider`]: selectors, paging,
-//! and the JSON / Table / PartialObjectMetadata representations.
+//! and the JSON / protobuf / Table / PartialObjectMetadata representations.
 
 use std::ops::ControlFlow;
 
@@ -7,8 +7,9 @@ use http::Response;
 
 use super::list_options::{IncludeObject, ListOptions};
 use super::meta::write_partial_object_metadata;
-use super::negotiate::{Output, Target, negotiate};
+use super::negotiate::{Output, Target, negotiate_output};
 use super::paging::ContinueToken;
+use super::protobuf::{Envelope, Writer};
 use super::resource::{ApiObject, ResourceDescriptor, ResourceProvider};
 use super::response::{self, Body};
 use super::status::ApiError;
@@ -22,14 +23,32 @@ pub fn get(
     now_ms: i64,
 ) -> Result<Response<Body>, ApiError> {
     let d = provider.descriptor();
-    let output = negotiate(accept, Target::Object, !d.columns.is_empty())?;
+    let output = negotiate_output(
+        accept,
+        Target::Object,
+        !d.columns.is_empty(),
+        provider.protobuf(),
+    )?;
     let snapshot = provider.snapshot();
+    if output == Output::Protobuf {
+        let mut env = Envelope::new(512);
+        let mut found = false;
+        snapshot.get(namespace, name, &mut |obj| {
+            found = true;
+            obj.write_protobuf(&mut env.body());
+        });
+        if !found {
+            return Err(d.not_found(namespace, name));
+        }
+        return Ok(response::protobuf(env.finish(&d.group_version(), d.kind)));
+    }
     let mut out = Vec::with_capacity(1024);
     let mut found = false;
     snapshot.get(namespace, name, &mut |obj| {
         found = true;
         match output {
             Output::Json => obj.write_json(&mut out),
+            Output::Protobuf => {}
             Output::PartialObjectMetadata { version } => {
                 write_partial_object_metadata(&mut out, version, obj.meta())
             }
@@ -60,7 +79,12 @@ pub fn list(
     now_ms: i64,
 ) -> Result<Response<Body>, ApiError> {
     let d = provider.descriptor();
-    let output = negotiate(accept, Target::List, !d.columns.is_empty())?;
+    let output = negotiate_output(
+        accept,
+        Target::List,
+        !d.columns.is_empty(),
+        provider.protobuf(),
+    )?;
     let snapshot = provider.snapshot();
     let rv = snapshot.resource_version().to_string();
 
@@ -71,6 +95,7 @@ pub fn list(
         .transpose()?;
     if let Some(t) = &token
         && t.rv != rv
+        && !provider.continue_across_snapshots()
     {
         let resumable = ContinueToken::new(&rv, &t.ns, &t.name).encode();
         return Err(ApiError::continue_expired(Some(resumable)));
@@ -88,6 +113,21 @@ pub fn list(
             resource_version: d.lists_have_resource_version.then_some(rv),
             ..TableMeta::default()
         };
+        if output == Output::Protobuf {
+            let mut env = Envelope::new(64 * 1024);
+            let mut w = env.body();
+            list_meta.write_protobuf(&mut w);
+            snapshot.visit(scope, None, &mut |obj| {
+                let meta = obj.meta();
+                if opts.label_selector.matches(&meta.labels) && opts.field_selector.matches(meta) {
+                    write_protobuf_item(&mut w, obj);
+                }
+                ControlFlow::Continue(())
+            });
+            return Ok(response::protobuf(
+                env.finish(&d.group_version(), d.list_kind),
+            ));
+        }
         let mut out = Vec::with_capacity(64 * 1024);
         write_list_head(&mut out, d, output, &list_meta);
         let mut first = true;
@@ -125,7 +165,11 @@ pub fn list(
             return ControlFlow::Continue(());
         }
         let mut buf = Vec::with_capacity(512);
-        write_item(&mut buf, obj, output, opts.include_object, now_ms);
+        if output == Output::Protobuf {
+            write_protobuf_item(&mut Writer::new(&mut buf), obj);
+        } else {
+            write_item(&mut buf, obj, output, opts.include_object, now_ms);
+        }
         items.push(buf);
         last_key = Some((meta.namespace_or_empty().to_string(), meta.name.clone()));
         ControlFlow::Continue(())
@@ -140,6 +184,17 @@ pub fn list(
         continue_token,
         remaining_item_count: (more && !filtered).then_some(remaining),
     };
+    if output == Output::Protobuf {
+        let mut env = Envelope::new(items.iter().map(Vec::len).sum::<usize>() + 256);
+        let mut w = env.body();
+        list_meta.write_protobuf(&mut w);
+        for item in &items {
+            w.out.extend_from_slice(item);
+        }
+        return Ok(response::protobuf(
+            env.finish(&d.group_version(), d.list_kind),
+        ));
+    }
     let mut out = Vec::with_capacity(items.iter().map(Vec::len).sum::<usize>() + 256);
     write_list_head(&mut out, d, output, &list_meta);
     write_joined(&mut out, &items);
@@ -177,7 +232,13 @@ fn write_list_head(
     }
 }
 
-/// One list item (or Table row) in the negotiated representation.
+/// One protobuf list item: field 2 (`items`) of a `...List` message.
+fn write_protobuf_item(w: &mut Writer<'_>, obj: &dyn ApiObject) {
+    // Items are a few hundred bytes: a two-byte length is the usual case.
+    w.nested(2, 2, |w| obj.write_protobuf(w));
+}
+
+/// One JSON list item (or Table row) in the negotiated representation.
 fn write_item(
     out: &mut Vec<u8>,
     obj: &dyn ApiObject,
@@ -186,7 +247,8 @@ fn write_item(
     now_ms: i64,
 ) {
     match output {
-        Output::Json => obj.write_json(out),
+        Output::Json => obj.write_json_item(out),
+        Output::Protobuf => {}
         Output::PartialObjectMetadataList { version } => {
             write_partial_object_metadata(out, version, obj.meta())
         }
@@ -204,6 +266,16 @@ struct TableMeta {
 }
 
 impl TableMeta {
+    /// Field 1 (`metadata`) of a `...List` message.
+    fn write_protobuf(&self, w: &mut Writer<'_>) {
+        w.list_meta(
+            1,
+            self.resource_version.as_deref().unwrap_or(""),
+            self.continue_token.as_deref().unwrap_or(""),
+            self.remaining_item_count.map(|n| n as u64),
+        );
+    }
+
     fn write(&self, out: &mut Vec<u8>) {
         let mut map = serde_json::Map::new();
         if let Some(rv) = &self.resource_version {
@@ -285,7 +357,9 @@ pub fn write_event_object(
     now_ms: i64,
 ) {
     match output {
-        Output::Json | Output::PartialObjectMetadataList { .. } => obj.write_json(out),
+        Output::Json | Output::Protobuf | Output::PartialObjectMetadataList { .. } => {
+            obj.write_json(out)
+        }
         Output::PartialObjectMetadata { version } => {
             write_partial_object_metadata(out, version, obj.meta())
         }

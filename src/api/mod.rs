@@ -11,6 +11,7 @@ pub mod meta;
 pub mod negotiate;
 pub mod openapi;
 pub mod paging;
+pub mod protobuf;
 pub mod quantity;
 pub mod query;
 pub mod request_info;

@@ -1,6 +1,7 @@
 //! Content negotiation of the `Accept` header, with k8s.io/apiserver's rules:
 //! clauses ordered by quality, `as=Table` / `as=PartialObjectMetadata[List]`
-//! transforms, unknown parameters ignored, protobuf skipped in favour of JSON.
+//! transforms, unknown parameters ignored, protobuf for resources that have it (and
+//! skipped in favour of JSON for those that do not).
 
 use super::status::ApiError;
 
@@ -9,6 +10,8 @@ use super::status::ApiError;
 pub enum Output {
     /// The plain object or list as JSON.
     Json,
+    /// The plain object or list as Kubernetes protobuf (`application/vnd.kubernetes.protobuf`).
+    Protobuf,
     /// A `meta.k8s.io` Table (`version` is `v1` or `v1beta1`).
     Table {
         /// `meta.k8s.io` version asked for.
@@ -61,6 +64,12 @@ impl MediaRange {
     pub fn accepts_json(&self) -> bool {
         (self.kind == "application" || self.kind == "*")
             && (self.subtype == "json" || self.subtype == "*")
+    }
+
+    /// True when this range names `application/vnd.kubernetes.protobuf` itself (a wildcard
+    /// means JSON, the first type kube-apiserver's serializers list).
+    pub fn is_protobuf(&self) -> bool {
+        self.kind == "application" && self.subtype == "vnd.kubernetes.protobuf"
     }
 }
 
@@ -123,15 +132,31 @@ fn meta_version(v: Option<&str>) -> Option<&'static str> {
     }
 }
 
+/// Chooses the output for a resource without protobuf support (see [`negotiate_output`]).
+pub fn negotiate(accept: Option<&str>, target: Target, table: bool) -> Result<Output, ApiError> {
+    negotiate_output(accept, target, table, false)
+}
+
 /// Chooses the output for a resource response.
 ///
-/// An empty or absent header means JSON. A clause naming a transform we cannot
-/// produce is skipped; when no clause can be served the answer is 406.
-pub fn negotiate(accept: Option<&str>, target: Target, table: bool) -> Result<Output, ApiError> {
+/// An empty or absent header means JSON. The first clause we can serve wins:
+/// `application/vnd.kubernetes.protobuf` (without `as=`) when `protobuf` is true, JSON or a
+/// JSON transform otherwise. A clause naming a transform we cannot produce (Table and
+/// PartialObjectMetadata are served as JSON only) is skipped; when no clause can be served the
+/// answer is 406.
+pub fn negotiate_output(
+    accept: Option<&str>,
+    target: Target,
+    table: bool,
+    protobuf: bool,
+) -> Result<Output, ApiError> {
     let Some(header) = accept.filter(|h| !h.trim().is_empty()) else {
         return Ok(Output::Json);
     };
     for range in parse_accept(header) {
+        if protobuf && range.is_protobuf() && range.param("as").is_none() {
+            return Ok(Output::Protobuf);
+        }
         if !range.accepts_json() {
             continue;
         }
@@ -166,9 +191,32 @@ pub fn negotiate(accept: Option<&str>, target: Target, table: bool) -> Result<Ou
             _ => continue,
         }
     }
-    Err(ApiError::not_acceptable(
-        "only the following media types are accepted: application/json",
-    ))
+    Err(ApiError::not_acceptable(if protobuf {
+        "only the following media types are accepted: application/json, application/vnd.kubernetes.protobuf"
+    } else {
+        "only the following media types are accepted: application/json"
+    }))
+}
+
+/// Whether an error (`metav1.Status`) for this request is written as protobuf: the first
+/// clause naming a plain type we write Status in (JSON or protobuf, no transform) is
+/// protobuf. Anything else, including no acceptable clause at all, gets JSON.
+pub fn status_as_protobuf(accept: Option<&str>) -> bool {
+    let Some(header) = accept.filter(|h| !h.trim().is_empty()) else {
+        return false;
+    };
+    for range in parse_accept(header) {
+        if range.param("as").is_some() {
+            continue;
+        }
+        if range.is_protobuf() {
+            return true;
+        }
+        if range.accepts_json() {
+            return false;
+        }
+    }
+    false
 }
 
 /// The media types we can serve a non-resource JSON document as (discovery, version).
@@ -203,6 +251,71 @@ mod tests {
         assert_eq!(negotiate(Some(h), Target::List, true), Ok(Output::Json));
         let h = "application/vnd.kubernetes.protobuf,application/json";
         assert_eq!(negotiate(Some(h), Target::Object, true), Ok(Output::Json));
+    }
+
+    #[test]
+    fn protobuf_first_for_resources_that_have_it() {
+        let hpa = "application/vnd.kubernetes.protobuf, */*";
+        assert_eq!(
+            negotiate_output(Some(hpa), Target::List, true, true),
+            Ok(Output::Protobuf)
+        );
+        let pb_only = "application/vnd.kubernetes.protobuf";
+        assert_eq!(
+            negotiate_output(Some(pb_only), Target::Object, true, true),
+            Ok(Output::Protobuf)
+        );
+        // JSON first, or protobuf with a lower quality: JSON.
+        let json_first = "application/json, application/vnd.kubernetes.protobuf";
+        assert_eq!(
+            negotiate_output(Some(json_first), Target::List, true, true),
+            Ok(Output::Json)
+        );
+        let low = "application/vnd.kubernetes.protobuf;q=0.5, application/json";
+        assert_eq!(
+            negotiate_output(Some(low), Target::List, true, true),
+            Ok(Output::Json)
+        );
+        // A wildcard is JSON, as kube-apiserver lists JSON first.
+        assert_eq!(
+            negotiate_output(Some("*/*"), Target::List, true, true),
+            Ok(Output::Json)
+        );
+        // Transforms in protobuf are skipped: the next clause decides.
+        let pom = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+        assert_eq!(
+            negotiate_output(Some(pom), Target::List, true, true),
+            Ok(Output::PartialObjectMetadataList { version: "v1" })
+        );
+        let table = "application/vnd.kubernetes.protobuf;as=Table;g=meta.k8s.io;v=v1";
+        assert_eq!(
+            negotiate_output(Some(table), Target::List, true, true)
+                .unwrap_err()
+                .code,
+            406
+        );
+        assert_eq!(
+            negotiate_output(Some("text/html"), Target::List, true, true)
+                .unwrap_err()
+                .message,
+            "only the following media types are accepted: application/json, application/vnd.kubernetes.protobuf"
+        );
+    }
+
+    #[test]
+    fn status_follows_the_first_plain_type() {
+        assert!(status_as_protobuf(Some(
+            "application/vnd.kubernetes.protobuf, */*"
+        )));
+        assert!(status_as_protobuf(Some(
+            "application/json;as=Table;v=v1;g=meta.k8s.io, application/vnd.kubernetes.protobuf"
+        )));
+        assert!(!status_as_protobuf(Some(
+            "application/json, application/vnd.kubernetes.protobuf"
+        )));
+        assert!(!status_as_protobuf(Some("*/*")));
+        assert!(!status_as_protobuf(Some("text/html")));
+        assert!(!status_as_protobuf(None));
     }
 
     #[test]

@@ -70,6 +70,15 @@ pub trait ApiObject {
     fn meta(&self) -> &ObjectMeta;
     /// Appends the full JSON object, with `kind` and `apiVersion`, to `out`.
     fn write_json(&self, out: &mut Vec<u8>);
+    /// Appends the object as a JSON list item. Built-in types (metrics.k8s.io) leave out
+    /// `kind` and `apiVersion` there, as kube-apiserver and metrics-server do; the default
+    /// keeps them (custom resources).
+    fn write_json_item(&self, out: &mut Vec<u8>) {
+        self.write_json(out);
+    }
+    /// Writes the object's protobuf message fields (no envelope). Called only for resources
+    /// whose provider answers true to [`ResourceProvider::protobuf`].
+    fn write_protobuf(&self, _w: &mut super::protobuf::Writer<'_>) {}
     /// The Table cells for this object, one per descriptor column.
     fn cells(&self, now_ms: i64) -> Vec<serde_json::Value>;
 }
@@ -96,6 +105,17 @@ pub trait ResourceProvider: Send + Sync {
     fn descriptor(&self) -> &'static ResourceDescriptor;
     /// The current snapshot (cheap: an `Arc` clone).
     fn snapshot(&self) -> Arc<dyn ResourceSnapshot>;
+    /// True when objects can be written as protobuf ([`ApiObject::write_protobuf`]).
+    fn protobuf(&self) -> bool {
+        false
+    }
+    /// True when a continue token may resume on a newer snapshot (or another replica) by its
+    /// key instead of getting 410 Expired: for data where every object stands alone and the
+    /// version changes at every publish (metrics), a consistent snapshot across pages is
+    /// neither possible across replicas nor useful.
+    fn continue_across_snapshots(&self) -> bool {
+        false
+    }
     /// Serves a watch; resources without `watch` in their verbs keep the default 405.
     fn watch(
         &self,

@@ -43,6 +43,21 @@ pub fn json_with_status(status: StatusCode, bytes: impl Into<Bytes>) -> Response
     resp
 }
 
+/// A 200 `application/vnd.kubernetes.protobuf` response.
+pub fn protobuf(bytes: impl Into<Bytes>) -> Response<Body> {
+    protobuf_with_status(StatusCode::OK, bytes)
+}
+
+/// A protobuf response with the given status.
+pub fn protobuf_with_status(status: StatusCode, bytes: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = json_with_status(status, bytes);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(super::protobuf::MEDIA_TYPE),
+    );
+    resp
+}
+
 /// A plain-text response.
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(full(body));
@@ -75,4 +90,17 @@ pub fn json_value<T: serde::Serialize>(value: &T) -> Response<Body> {
 pub fn error(err: &ApiError) -> Response<Body> {
     let status = StatusCode::from_u16(err.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json_with_status(status, err.to_json())
+}
+
+/// A `metav1.Status` error response in the type the request's `Accept` header asks for, as
+/// kube-apiserver writes errors: protobuf when `protobuf` (the serializers in play can write
+/// it) and it is the first plain type of the header, JSON otherwise (also when nothing in the
+/// header is acceptable).
+pub fn error_negotiated(err: &ApiError, accept: Option<&str>, protobuf: bool) -> Response<Body> {
+    if protobuf && super::negotiate::status_as_protobuf(accept) {
+        let status = StatusCode::from_u16(err.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        protobuf_with_status(status, super::protobuf::status(err))
+    } else {
+        error(err)
+    }
 }

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::api::discovery::GroupVersion;
 use crate::api::meta::ObjectMeta;
 use crate::api::openapi::{ResourceSchema, Schemas};
+use crate::api::protobuf::Writer;
 use crate::api::quantity::{cpu_nanocores, memory_bytes};
 use crate::api::resource::{ApiObject, ResourceDescriptor, ResourceProvider, ResourceSnapshot};
 use crate::api::table::{Column, NAME_COLUMN};
@@ -24,6 +25,8 @@ use crate::telemetry::Telemetry;
 pub const GROUP: &str = "metrics.k8s.io";
 /// API version.
 pub const VERSION: &str = "v1beta1";
+/// `apiVersion` of the objects.
+const API_VERSION: &str = "metrics.k8s.io/v1beta1";
 
 const COLUMNS: &[Column] = &[
     NAME_COLUMN,
@@ -110,6 +113,12 @@ impl From<Usage> for UsageJson {
     }
 }
 
+/// `usage` map entries (`cpu` then `memory`: Go writes map keys sorted).
+fn write_usage_protobuf(w: &mut Writer<'_>, field: u32, u: Usage) {
+    w.quantity_entry(field, "cpu", &cpu_nanocores(u.cpu_nanocores));
+    w.quantity_entry(field, "memory", &memory_bytes(u.memory_bytes));
+}
+
 fn window(ms: i64) -> String {
     go_duration(Duration::from_millis(ms.max(0) as u64))
 }
@@ -128,25 +137,19 @@ impl ApiObject for NodeMetricsObject {
     }
 
     fn write_json(&self, out: &mut Vec<u8>) {
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Json<'a> {
-            kind: &'static str,
-            api_version: &'static str,
-            metadata: &'a ObjectMeta,
-            timestamp: Time,
-            window: String,
-            usage: UsageJson,
-        }
-        let j = Json {
-            kind: "NodeMetrics",
-            api_version: "metrics.k8s.io/v1beta1",
-            metadata: &self.meta,
-            timestamp: Time::from_millis(self.timestamp_ms),
-            window: window(self.window_ms),
-            usage: self.usage.into(),
-        };
-        serde_json::to_writer(out, &j).expect("NodeMetrics serialises");
+        self.json(out, true);
+    }
+
+    fn write_json_item(&self, out: &mut Vec<u8>) {
+        self.json(out, false);
+    }
+
+    fn write_protobuf(&self, w: &mut Writer<'_>) {
+        // k8s.io/metrics v1beta1 NodeMetrics: metadata 1, timestamp 2, window 3, usage 4.
+        w.object_meta(1, &self.meta);
+        w.time(2, Some(self.timestamp_ms));
+        w.duration_ms(3, self.window_ms.max(0));
+        write_usage_protobuf(w, 4, self.usage);
     }
 
     fn cells(&self, _now_ms: i64) -> Vec<Value> {
@@ -156,6 +159,33 @@ impl ApiObject for NodeMetricsObject {
             json!(memory_bytes(self.usage.memory_bytes)),
             json!(window(self.window_ms)),
         ]
+    }
+}
+
+impl NodeMetricsObject {
+    /// The JSON object; `typed` adds `kind` and `apiVersion` (not in list items).
+    fn json(&self, out: &mut Vec<u8>, typed: bool) {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Json<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            kind: Option<&'static str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            api_version: Option<&'static str>,
+            metadata: &'a ObjectMeta,
+            timestamp: Time,
+            window: String,
+            usage: UsageJson,
+        }
+        let j = Json {
+            kind: typed.then_some("NodeMetrics"),
+            api_version: typed.then_some(API_VERSION),
+            metadata: &self.meta,
+            timestamp: Time::from_millis(self.timestamp_ms),
+            window: window(self.window_ms),
+            usage: self.usage.into(),
+        };
+        serde_json::to_writer(out, &j).expect("NodeMetrics serialises");
     }
 }
 
@@ -171,6 +201,41 @@ impl ApiObject for PodMetricsObject<'_> {
     }
 
     fn write_json(&self, out: &mut Vec<u8>) {
+        self.json(out, true);
+    }
+
+    fn write_json_item(&self, out: &mut Vec<u8>) {
+        self.json(out, false);
+    }
+
+    fn write_protobuf(&self, w: &mut Writer<'_>) {
+        // k8s.io/metrics v1beta1 PodMetrics: metadata 1, timestamp 2, window 3, containers 4
+        // (ContainerMetrics: name 1, usage 2).
+        w.object_meta(1, &self.meta);
+        w.time(2, Some(self.usage.timestamp_ms));
+        w.duration_ms(3, self.usage.window_ms.max(0));
+        for c in self.usage.containers {
+            w.nested(4, 1, |w| {
+                w.string(1, &c.name);
+                write_usage_protobuf(w, 2, c.usage);
+            });
+        }
+    }
+
+    fn cells(&self, _now_ms: i64) -> Vec<Value> {
+        let total = self.usage.total();
+        vec![
+            json!(self.meta.name),
+            json!(cpu_nanocores(total.cpu_nanocores)),
+            json!(memory_bytes(total.memory_bytes)),
+            json!(window(self.usage.window_ms)),
+        ]
+    }
+}
+
+impl PodMetricsObject<'_> {
+    /// The JSON object; `typed` adds `kind` and `apiVersion` (not in list items).
+    fn json(&self, out: &mut Vec<u8>, typed: bool) {
         #[derive(Serialize)]
         struct Container<'b> {
             name: &'b str,
@@ -179,16 +244,18 @@ impl ApiObject for PodMetricsObject<'_> {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Json<'b> {
-            kind: &'static str,
-            api_version: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            kind: Option<&'static str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            api_version: Option<&'static str>,
             metadata: &'b ObjectMeta,
             timestamp: Time,
             window: String,
             containers: Vec<Container<'b>>,
         }
         let j = Json {
-            kind: "PodMetrics",
-            api_version: "metrics.k8s.io/v1beta1",
+            kind: typed.then_some("PodMetrics"),
+            api_version: typed.then_some(API_VERSION),
             metadata: &self.meta,
             timestamp: Time::from_millis(self.usage.timestamp_ms),
             window: window(self.usage.window_ms),
@@ -203,16 +270,6 @@ impl ApiObject for PodMetricsObject<'_> {
                 .collect(),
         };
         serde_json::to_writer(out, &j).expect("PodMetrics serialises");
-    }
-
-    fn cells(&self, _now_ms: i64) -> Vec<Value> {
-        let total = self.usage.total();
-        vec![
-            json!(self.meta.name),
-            json!(cpu_nanocores(total.cpu_nanocores)),
-            json!(memory_bytes(total.memory_bytes)),
-            json!(window(self.usage.window_ms)),
-        ]
     }
 }
 
@@ -299,6 +356,14 @@ impl ResourceProvider for NodeMetricsProvider {
     fn snapshot(&self) -> Arc<dyn ResourceSnapshot> {
         Arc::new(NodesView(MetricsView::new(&self.0)))
     }
+
+    fn protobuf(&self) -> bool {
+        true
+    }
+
+    fn continue_across_snapshots(&self) -> bool {
+        true
+    }
 }
 
 impl NodesView {
@@ -358,6 +423,14 @@ impl ResourceProvider for PodMetricsProvider {
 
     fn snapshot(&self) -> Arc<dyn ResourceSnapshot> {
         Arc::new(PodsView(MetricsView::new(&self.0)))
+    }
+
+    fn protobuf(&self) -> bool {
+        true
+    }
+
+    fn continue_across_snapshots(&self) -> bool {
+        true
     }
 }
 

@@ -233,6 +233,11 @@ impl App {
             )
         });
         let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let (user_name, groups) = match &user {
             Some(u) => (u.name.as_str(), u.groups.join(",")),
@@ -244,6 +249,7 @@ impl App {
             method = %method,
             path = %path,
             status,
+            content_type,
             latency_ms = format_args!("{latency_ms:.3}"),
             user = user_name,
             groups = %groups,
@@ -263,6 +269,9 @@ impl App {
         info: &RequestInfo,
         query: &Query,
     ) -> (Option<UserInfo>, Response<Body>) {
+        // Status errors are written in the type the client negotiates (protobuf for the HPA).
+        let accept_header = req.headers().get(header::ACCEPT).cloned();
+        let accept_for_errors = accept_header.as_ref().and_then(|v| v.to_str().ok());
         let auth_req = AuthRequest {
             headers: req.headers(),
             peer_certificates: conn.peer_certificates.as_deref().map(|v| v.as_slice()),
@@ -271,7 +280,10 @@ impl App {
             Ok(u) => u,
             Err(AuthError::Unauthorized(why)) => {
                 tracing::debug!(reason = %why, "authentication failed");
-                return (None, response::error(&ApiError::unauthorized()));
+                return (
+                    None,
+                    response::error_negotiated(&ApiError::unauthorized(), accept_for_errors, true),
+                );
             }
             Err(e) => return (None, response::error(&ApiError::internal(format!("{e:?}")))),
         };
@@ -282,7 +294,11 @@ impl App {
         match self.auth.authorize(&user, info).await {
             Ok(()) => {}
             Err(AuthError::Forbidden(reason)) => {
-                let mut resp = response::error(&forbidden(&user.name, info, &reason));
+                let mut resp = response::error_negotiated(
+                    &forbidden(&user.name, info, &reason),
+                    accept_for_errors,
+                    true,
+                );
                 resp.headers_mut().insert(
                     "x-content-type-options",
                     HeaderValue::from_static("nosniff"),
@@ -511,7 +527,7 @@ impl App {
                 _ => Err(ApiError::method_not_allowed()),
             }
         })();
-        result.unwrap_or_else(|e| response::error(&e))
+        result.unwrap_or_else(|e| response::error_negotiated(&e, accept, provider.protobuf()))
     }
 }
 

@@ -11,7 +11,8 @@
 #   KUBEDOJO_BIN=target/release/kubedojo-data-api tests/chart/run.sh
 #                                           also check that the binary accepts every flag the chart passes
 #
-# helm and kubectl are the pinned builds of tests/e2e/tools.sh (built on first use).
+# helm and kubectl are the pinned builds of tests/e2e/tools.sh (built on first use); the
+# cluster checks install cert-manager's real CRDs (tools.sh cert-manager-crds).
 # Exits non-zero on any failure; the last line is "N passed, M failed".
 set -euo pipefail
 
@@ -54,5 +55,14 @@ if [[ -n $own_cluster ]]; then
   bash "$ROOT/tests/e2e/cluster.sh" up "$dir" || { echo "0 passed, 1 failed"; exit 1; }
   args+=(--cluster "$dir")
 fi
+
+# cert-manager's real CRDs (rendered from its chart in the Go module) for the cluster checks
+for a in "${args[@]+"${args[@]}"}"; do
+  if [[ $a == --cluster ]]; then
+    CRDS=${CERT_MANAGER_CRDS:-$(tool cert-manager-crds)} || { echo "0 passed, 1 failed"; exit 1; }
+    args+=(--cert-manager-crds "$CRDS")
+    break
+  fi
+done
 
 python3 "$HERE/test_chart.py" --helm "$HELM" --kubectl "$KUBECTL" "${args[@]+"${args[@]}"}"

@@ -9,11 +9,13 @@
 #
 # What it does: builds our binary (cargo build --release --locked, or $KUBEDOJO_BIN),
 # starts etcd + kube-apiserver (tests/e2e/cluster.sh) with the aggregation layer and a
-# netns/veth address, applies manifests/rbac.yaml, and runs our server the way a pod
+# netns/veth address, applies manifests/namespace.yaml and rbac.yaml (namespace
+# kubedojo-system), and runs our server the way a pod
 # would: bound only by that RBAC (ServiceAccount token from `kubectl create token`),
 # trusting what the extension-apiserver-authentication ConfigMap says, serving a
 # certificate made here whose CA goes into the APIServices' caBundle. The Service and
-# APIServices come from manifests/ and a hand-made EndpointSlice routes the Service to
+# APIServices come from manifests/ (metrics.k8s.io from its metrics-server-takeover
+# component) and a hand-made EndpointSlice routes the Service to
 # our process (--enable-aggregator-routing=true). kubelet-sim's Nodes and Pods are
 # registered through the API. Then every check goes through kube-apiserver with the
 # pinned kubectl. Prints `N passed, M failed` last; exits non-zero on any failure.
@@ -62,7 +64,7 @@ done
 NODES=${KUBEDOJO_E2E_NODES:-3}
 PODS_PER_NODE=${KUBEDOJO_E2E_PODS_PER_NODE:-4}
 SVC=kubedojo-data-api
-SVC_NS=kube-system
+SVC_NS=kubedojo-system # the lab's namespace, as in manifests/
 SA=kubedojo-data-api
 APISERVICES=(v1alpha1.data.kubedojo.io v1beta1.metrics.k8s.io)
 T0=$SECONDS
@@ -272,6 +274,8 @@ manifest() {
 RBAC_YAML=$(manifest rbac.yaml)
 SERVICE_YAML=$(manifest service.yaml)
 APISERVICE_YAML=$(manifest apiservice.yaml)
+# metrics.k8s.io is the metrics-server-takeover component (the checks below use kubectl top)
+METRICS_APISERVICE_YAML=$(manifest components/metrics-server-takeover/apiservice.yaml)
 
 # ---------------------------------------------------------------- PKI: our serving cert, alice
 
@@ -323,6 +327,7 @@ write_kubeconfig "$DIR/alice.kubeconfig" alice cert "$KD_PKI/alice.crt" "$KD_PKI
 # ---------------------------------------------------------------- RBAC and our identity
 
 log "applying $(realpath --relative-to="$ROOT" "$RBAC_YAML")"
+k apply -f "$(manifest namespace.yaml)" >&2
 k apply -f "$RBAC_YAML" >&2
 k -n "$SVC_NS" get serviceaccount "$SA" >/dev/null 2>&1 || k -n "$SVC_NS" create serviceaccount "$SA" >&2
 TOKEN=$(k -n "$SVC_NS" create token "$SA" --duration=2h) || die "kubectl create token failed"
@@ -442,7 +447,7 @@ ports:
 - {name: "$SVC_PORT_NAME", port: $PORT, protocol: TCP}
 EOF
 CA_BUNDLE=$(base64 -w0 <"$DIR/serving/serving-ca.crt")
-k apply -f "$APISERVICE_YAML" >&2
+k apply -f "$APISERVICE_YAML" -f "$METRICS_APISERVICE_YAML" >&2
 for a in "${APISERVICES[@]}"; do
   k patch apiservice "$a" --type=merge -p "{\"spec\":{\"caBundle\":\"$CA_BUNDLE\",\"insecureSkipTLSVerify\":false}}" >&2
 done
@@ -489,7 +494,7 @@ check_server_identity() {
       return 1
     }
   done
-  "$KUBECTL" --kubeconfig "$DIR/server.kubeconfig" -n "$SVC_NS" auth can-i get configmap/extension-apiserver-authentication -q || {
+  "$KUBECTL" --kubeconfig "$DIR/server.kubeconfig" -n kube-system auth can-i get configmap/extension-apiserver-authentication -q || {
     echo "rbac.yaml does not let the server read the extension-apiserver-authentication ConfigMap"
     return 1
   }

@@ -7,7 +7,12 @@
 #   tests/e2e/tools.sh path TOOL       print the cached binary path (exit 1 if not built yet)
 #   tests/e2e/tools.sh version TOOL    print the pinned version of TOOL
 #   TOOL is one of: kubectl kube-apiserver kube-controller-manager etcd helm
-#   metrics-server metrics-server-legacy (no argument = kubectl kube-apiserver etcd helm)
+#   metrics-server metrics-server-legacy cert-manager-controller cert-manager-cainjector
+#   (no argument = kubectl kube-apiserver etcd helm)
+#   tests/e2e/tools.sh cert-manager-crds
+#                                      render cert-manager's CRDs (CERT_MANAGER_VERSION) from
+#                                      the chart and CRD templates under deploy/ in its Go
+#                                      module with the pinned helm; print the cached YAML's path
 #
 # Binaries land in ${KUBEDOJO_CACHE:-$HOME/.cache/kubedojo}/bin/<tool>-<version>,
 # with a stable symlink bin/<tool> -> <tool>-<version>. A binary that exists and
@@ -38,14 +43,15 @@ CACHE_DIR=${KUBEDOJO_CACHE:-$HOME/.cache/kubedojo}
 BIN_DIR=$CACHE_DIR/bin
 BUILD_DIR=$CACHE_DIR/build
 BUILD_NICE=${KUBEDOJO_BUILD_NICE:-10}
-ALL_TOOLS=(kubectl kube-apiserver kube-controller-manager etcd helm metrics-server metrics-server-legacy)
+ALL_TOOLS=(kubectl kube-apiserver kube-controller-manager etcd helm metrics-server metrics-server-legacy
+  cert-manager-controller cert-manager-cainjector)
 DEFAULT_TOOLS=(kubectl kube-apiserver etcd helm)
 
 log() { printf '[tools.sh] %s\n' "$*" >&2; }
 die() { printf '[tools.sh] ERROR: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 tool_version() {
@@ -55,6 +61,7 @@ tool_version() {
     helm) echo "$HELM_VERSION" ;;
     metrics-server) echo "$METRICS_SERVER_VERSION" ;;
     metrics-server-legacy) echo "$METRICS_SERVER_LEGACY_VERSION" ;;
+    cert-manager-controller | cert-manager-cainjector) echo "$CERT_MANAGER_VERSION" ;;
     *) die "unknown tool '$1' (known: ${ALL_TOOLS[*]})" ;;
   esac
 }
@@ -66,6 +73,7 @@ tool_module() {
     etcd) echo go.etcd.io/etcd/server/v3 ;;
     helm) echo helm.sh/helm/v3 ;;
     metrics-server | metrics-server-legacy) echo sigs.k8s.io/metrics-server ;;
+    cert-manager-*) echo github.com/cert-manager/cert-manager ;;
   esac
 }
 tool_package() {
@@ -76,6 +84,7 @@ tool_package() {
     etcd) echo go.etcd.io/etcd/server/v3 ;;
     helm) echo helm.sh/helm/v3/cmd/helm ;;
     metrics-server | metrics-server-legacy) echo sigs.k8s.io/metrics-server/cmd/metrics-server ;;
+    cert-manager-*) echo . ;; # the copied main module itself (make_cert_manager_module)
   esac
 }
 
@@ -90,6 +99,8 @@ run_version() {
     etcd) timeout 30 "$bin" --version 2>&1 ;;
     helm) timeout 30 "$bin" version 2>&1 ;;
     metrics-server | metrics-server-legacy) timeout 30 "$bin" --version 2>&1 ;;
+    # no --version flag: the module versions embedded in the binary, once --help runs
+    cert-manager-*) timeout 30 "$bin" --help >/dev/null 2>&1 && go version -m "$bin" 2>&1 ;;
   esac
 }
 
@@ -105,6 +116,7 @@ check_binary() {
     etcd) want="etcd Version: ${ver#v}" ;;
     helm) want="Version:\"$ver\"" ;;
     metrics-server | metrics-server-legacy) want="$ver" ;;
+    cert-manager-*) want=$(printf 'dep\tgithub.com/cert-manager/cert-manager\t%s\t' "$ver") ;;
   esac
   [[ $out == *"$want"* ]] || {
     log "$bin does not report '$want': $out"
@@ -185,6 +197,33 @@ make_module() {
   }
 }
 
+# cert-manager's controller and cainjector: their mains are sub-modules of the
+# cert-manager repository (cmd/controller = module .../controller-binary,
+# cmd/cainjector = .../cainjector-binary) that `replace` the main module with ../../
+# and are not on the Go module proxy (every path and version answers 404; the main
+# module's zip leaves cmd/ out). tests/e2e/cert-manager/<name>/ holds those mains as
+# released in tag CERT_MANAGER_VERSION (tests removed), with the replace turned into a
+# require of the published main module; everything else comes from the proxy.
+make_cert_manager_module() {
+  local tool=$1 dir=$2 ver src
+  ver=$(tool_version "$tool")
+  src=$E2E_DIR/cert-manager/${tool#cert-manager-}
+  [[ -f $src/go.mod ]] || die "$tool: no $src/go.mod"
+  grep -q "^[[:space:]]*github.com/cert-manager/cert-manager $ver\$" "$src/go.mod" ||
+    die "$tool: $src/go.mod does not require github.com/cert-manager/cert-manager $ver (CERT_MANAGER_VERSION); copy cmd/${tool#cert-manager-} of that tag again (tests/e2e/cert-manager/README.md)"
+  rm -rf "$dir"
+  mkdir -p "$(dirname "$dir")"
+  cp -r "$src" "$dir"
+  chmod -R u+w "$dir"
+  cd "$dir"
+  log "$tool: go mod download (github.com/cert-manager/cert-manager@$ver and its dependencies)"
+  go mod download >"$dir/go-get.log" 2>&1 || {
+    cat "$dir/go-get.log" >&2
+    die "$tool: go mod download failed"
+  }
+  MOD_INFO=$(go mod download -json "github.com/cert-manager/cert-manager@$ver" | json_field Info)
+}
+
 release_date() {
   local t
   t=$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$MOD_INFO" 2>/dev/null || true)
@@ -228,6 +267,10 @@ tool_ldflags() {
         -X "helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=$cmaj"
         -X "helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$cmin")
       ;;
+    cert-manager-*)
+      # mirrors cert-manager's make/ (the version cert-manager logs at start-up)
+      f+=(-X "github.com/cert-manager/cert-manager/pkg/util.AppVersion=$ver")
+      ;;
     metrics-server | metrics-server-legacy)
       # mirrors metrics-server's Makefile
       f+=(-X "k8s.io/client-go/pkg/version.gitVersion=$ver"
@@ -268,7 +311,11 @@ build_tool() {
   start=$(date +%s)
   dir=$BUILD_DIR/$tool-$ver
   (
-    make_module "$tool" "$dir"
+    if [[ $tool == cert-manager-* ]]; then
+      make_cert_manager_module "$tool" "$dir"
+    else
+      make_module "$tool" "$dir"
+    fi
     tmp="$bin.tmp.$$"
     trap 'rm -f "$tmp"' EXIT
     log "$tool: go build $(tool_package "$tool") (this takes minutes on a cold build cache)"
@@ -283,9 +330,52 @@ build_tool() {
   echo "$bin"
 }
 
+# cert-manager's CustomResourceDefinitions, exactly as its Helm chart installs them
+# (crds.enabled=true): the module github.com/cert-manager/cert-manager carries the
+# chart (deploy/charts/cert-manager: values.yaml, templates/_helpers.tpl,
+# Chart.template.yaml) and the CRD templates (deploy/crds/crd-*.yaml, which the
+# release tooling copies into the chart's templates/). We assemble that chart and
+# `helm template` only the CRDs. Cached as $CACHE_DIR/cert-manager/crds-<ver>.yaml.
+cert_manager_crds() {
+  local ver=$CERT_MANAGER_VERSION mod=github.com/cert-manager/cert-manager out dl src helm tmp n
+  out=$CACHE_DIR/cert-manager/crds-$ver.yaml
+  if [[ -s $out ]] && (($(grep -c '^kind: CustomResourceDefinition' "$out") == 6)); then
+    log "cert-manager $ver CRDs: cached at $out"
+    echo "$out"
+    return
+  fi
+  command -v go >/dev/null || die "go is not installed (needed to download $mod@$ver)"
+  helm=$(build_tool helm | tail -n1)
+  log "cert-manager CRDs: resolving $mod@$ver"
+  dl=$(cd "${TMPDIR:-/tmp}" && GOFLAGS=-mod=mod go mod download -json "$mod@$ver") || die "go mod download $mod@$ver failed"
+  src=$(json_field Dir <<<"$dl")
+  [[ -d $src/deploy/crds && -d $src/deploy/charts/cert-manager ]] || die "$mod@$ver has no deploy/crds or deploy/charts/cert-manager"
+  mkdir -p "$CACHE_DIR/cert-manager"
+  tmp=$(mktemp -d "$CACHE_DIR/cert-manager/render.XXXXXX")
+  mkdir -p "$tmp/cert-manager/templates"
+  sed -e "s/^version: v0.0.0/version: $ver/" -e "s/^appVersion: v0.0.0/appVersion: $ver/" \
+    -e 's/{{IS_PRERELEASE}}/false/' "$src/deploy/charts/cert-manager/Chart.template.yaml" >"$tmp/cert-manager/Chart.yaml"
+  cp "$src/deploy/charts/cert-manager/values.yaml" "$tmp/cert-manager/"
+  cp "$src/deploy/charts/cert-manager/templates/_helpers.tpl" "$tmp/cert-manager/templates/"
+  cp "$src"/deploy/crds/crd-*.yaml "$tmp/cert-manager/templates/"
+  chmod -R u+w "$tmp"
+  "$helm" template cert-manager "$tmp/cert-manager" --namespace cert-manager --set crds.enabled=true \
+    >"$tmp/crds.yaml" || die "helm template of cert-manager $ver's CRDs failed (chart in $tmp)"
+  n=$(grep -c '^kind: CustomResourceDefinition' "$tmp/crds.yaml" || true)
+  ((n == 6)) || die "expected 6 CRDs from cert-manager $ver, rendered $n ($tmp/crds.yaml)"
+  mv -f "$tmp/crds.yaml" "$out"
+  rm -rf "$tmp"
+  log "cert-manager $ver CRDs: rendered $out"
+  echo "$out"
+}
+
 main() {
   local cmd=${1:-}
   case "$cmd" in
+    cert-manager-crds)
+      cert_manager_crds
+      return 0
+      ;;
     -h | --help | help)
       usage
       return 0

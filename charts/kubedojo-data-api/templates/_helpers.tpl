@@ -156,11 +156,16 @@ time (self, cert-manager via injection, insecureSkipTLSVerify).
 {{- end }}
 {{- end }}
 
+{{/* Name of the cert-manager Certificate (tls.type cert-manager). */}}
+{{- define "kubedojo-data-api.certificateName" -}}
+{{- default (include "kubedojo-data-api.fullname" .) .Values.tls.certManager.certificateName }}
+{{- end }}
+
 {{/* The cert-manager.io/inject-ca-from value for the APIServices, or "". */}}
 {{- define "kubedojo-data-api.injectCAFrom" -}}
 {{- if eq (include "kubedojo-data-api.insecureSkipTLSVerify" .) "false" }}
 {{- if and (eq .Values.tls.type "cert-manager") .Values.tls.certManager.addInjectorAnnotations }}
-{{- printf "%s/%s" (include "kubedojo-data-api.namespace" .) (include "kubedojo-data-api.fullname" .) }}
+{{- printf "%s/%s" (include "kubedojo-data-api.namespace" .) (include "kubedojo-data-api.certificateName" .) }}
 {{- else if and (eq .Values.tls.type "existingSecret") (not .Values.tls.existingSecret.caBundle) .Values.tls.existingSecret.injectCAFrom }}
 {{- .Values.tls.existingSecret.injectCAFrom }}
 {{- end }}
