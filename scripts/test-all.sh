@@ -17,8 +17,7 @@ command -v go >/dev/null || { echo "go not found: install Go 1.26+ to build the 
 rustup show active-toolchain >/dev/null 2>&1 || true
 
 step "pinned Go test tools (built once, cached in ${KUBEDOJO_CACHE:-$HOME/.cache/kubedojo})"
-bash tests/e2e/tools.sh kubectl kube-apiserver kube-controller-manager etcd helm metrics-server \
-  cert-manager-controller cert-manager-cainjector >/dev/null
+bash tests/e2e/tools.sh kubectl kube-apiserver kube-controller-manager etcd helm metrics-server >/dev/null
 bash tests/e2e/tools.sh cert-manager-crds >/dev/null
 KUBECTL=$(bash tests/e2e/tools.sh path kubectl)
 export KUBECTL

@@ -54,7 +54,7 @@ pub struct MetricsArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "InternalIP,ExternalIP,Hostname"
+        default_value = "Hostname,InternalDNS,InternalIP,ExternalDNS,ExternalIP"
     )]
     pub kubelet_preferred_address_types: Vec<String>,
     /// Timeout of one kubelet request (default 10s, or 90% of a shorter --metric-resolution).
@@ -82,6 +82,13 @@ pub struct MetricsArgs {
     /// Largest kubelet response accepted, in bytes.
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     pub kubelet_max_response_bytes: usize,
+    /// How long a node whose scrapes fail keeps serving its last values (0s: dropped at the
+    /// first failure, as metrics-server does).
+    #[arg(long, default_value = "0s", value_parser = parse_duration_or_zero)]
+    pub metric_stale_tolerance: Duration,
+    /// Ask kubelets for gzip-compressed responses (Accept-Encoding: gzip).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true, value_parser = parse_go_bool)]
+    pub kubelet_gzip: bool,
 }
 
 impl MetricsArgs {
@@ -144,8 +151,8 @@ pub struct KubeletSimArgs {
     /// Require this bearer token, as kubelets do.
     #[arg(long)]
     pub token: Option<String>,
-    /// Share of containers, in percent (0..=100), whose CPU counter never moves (metrics-server
-    /// drops a pod when one of its containers reports 0 CPU, so comparisons use 0).
+    /// Share of containers, in percent (0..=100), whose CPU counter never moves (it stays at a
+    /// small non-zero value, as a real idle container's does).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub idle_percent: u8,
     /// Log verbosity.
@@ -277,6 +284,14 @@ pub fn parse_go_bool(s: &str) -> Result<bool, String> {
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
         _ => Err(format!("invalid boolean {s:?}: use true or false")),
     }
+}
+
+/// Parses a duration like [`parse_duration`], accepting `0` and `0s`.
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
 /// Parses `15s`, `1m30s`, `500ms` (humantime), rejecting zero.

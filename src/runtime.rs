@@ -232,8 +232,11 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         publish_interval: std::time::Duration::from_secs(1),
     };
-    let pipeline = crate::pipeline::Pipeline::new(
+    let store_config = crate::store::StoreConfig::new(args.metrics.metric_resolution)
+        .with_stale_tolerance(args.metrics.metric_stale_tolerance);
+    let pipeline = crate::pipeline::Pipeline::with_store_config(
         scraper_config,
+        store_config,
         kubelet,
         view.clone(),
         args.metrics.request_timeout(),

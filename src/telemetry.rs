@@ -26,6 +26,13 @@ pub struct SuccessLabel {
     pub success: String,
 }
 
+/// `{reason="timeout"|"tls"|"status"|...}`: why a kubelet request failed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// A short, stable failure kind (`ScrapeError::reason`, or `deadline`).
+    pub reason: String,
+}
+
 /// The `type` label of `metrics_server_storage_points`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PointType {
@@ -58,6 +65,11 @@ pub struct Telemetry {
     pub api_metric_freshness: Histogram,
     /// Our own: series or pods the decoder left out.
     pub decode_skipped: Counter,
+    /// Our own: failed kubelet requests by reason (no node label: bounded cardinality; the
+    /// node is in `metrics_server_kubelet_last_request_time_seconds` and the logs).
+    pub kubelet_failures: Family<ReasonLabel, Counter>,
+    /// Our own: extra scrapes of a node to serve a new container's first rate in time.
+    pub follow_up_scrapes: Counter,
 }
 
 impl Telemetry {
@@ -116,6 +128,18 @@ impl Telemetry {
             "Series or pods left out of kubelet payloads (bad values, timestamps or incomplete pods)",
             decode_skipped.clone(),
         );
+        let kubelet_failures = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "kubedojo_kubelet_request_failures",
+            "Failed kubelet requests by reason (transport, tls, timeout, status, too_large, decode, address, credentials, deadline)",
+            kubelet_failures.clone(),
+        );
+        let follow_up_scrapes = Counter::default();
+        registry.register(
+            "kubedojo_kubelet_follow_up_scrapes",
+            "Extra scrapes of a node whose new container becomes old enough for its first rate before the next tick",
+            follow_up_scrapes.clone(),
+        );
         Arc::new(Telemetry {
             registry,
             kubelet_request_duration,
@@ -125,6 +149,8 @@ impl Telemetry {
             storage_points,
             api_metric_freshness,
             decode_skipped,
+            kubelet_failures,
+            follow_up_scrapes,
         })
     }
 
@@ -142,6 +168,15 @@ impl Telemetry {
         self.kubelet_requests
             .get_or_create(&SuccessLabel {
                 success: success.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one failed kubelet request by reason (after [`Telemetry::kubelet_request`]).
+    pub fn kubelet_failure(&self, _node: &str, reason: &str) {
+        self.kubelet_failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
             })
             .inc();
     }

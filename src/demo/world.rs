@@ -90,7 +90,7 @@ impl SimulatedWorld {
         let timeout = Duration::from_secs(5).min(args.metric_resolution);
         let client = KubeletClient::new(KubeletClientConfig {
             ca_pem: Some(sim.ca_pem().as_bytes().to_vec()),
-            token: Some(token),
+            auth: crate::scrape::KubeletAuth::Bearer(token),
             timeout,
             max_body_bytes: 32 * 1024 * 1024,
             ..KubeletClientConfig::default()

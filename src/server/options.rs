@@ -15,7 +15,7 @@ pub const MAX_HEADER_BYTES: usize = 1 << 20;
 pub struct ServingOptions {
     /// Longest a non-long-running request (anything but a watch) may take; it is then
     /// answered 504 Timeout.
-    #[arg(long, default_value = "1m", value_parser = parse_duration_allow_zero)]
+    #[arg(long, default_value = "1m", value_parser = crate::config::parse_duration_or_zero)]
     pub request_timeout: Duration,
     /// Most non-long-running requests served at once (0: no limit); beyond it 429
     /// TooManyRequests with Retry-After. Watches and health checks are exempt.
@@ -51,7 +51,7 @@ pub struct ServingOptions {
     pub read_header_timeout: Duration,
     /// After SIGTERM, keep serving this long with /readyz failing (so the aggregator
     /// and Service endpoints drop this replica) before closing the listener.
-    #[arg(long, default_value = "0s", value_parser = parse_duration_allow_zero)]
+    #[arg(long, default_value = "0s", value_parser = crate::config::parse_duration_or_zero)]
     pub shutdown_delay_duration: Duration,
     /// After the listener closes, longest in-flight requests may take to finish
     /// (watches are ended at once).
@@ -105,14 +105,6 @@ impl ServingOptions {
         socket.bind(addr)?;
         socket.listen(1024)
     }
-}
-
-/// Like [`crate::config::parse_duration`] but `0s` is allowed.
-pub fn parse_duration_allow_zero(s: &str) -> Result<Duration, String> {
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
 /// Maps Go / IANA cipher suite names to rustls's (ring) suites. Names rustls does
@@ -186,6 +178,6 @@ mod tests {
     fn streams_default_to_1000() {
         let o = ServingOptions::default();
         assert_eq!(o.http2_max_streams(), 1000);
-        assert_eq!(parse_duration_allow_zero("0s").unwrap(), Duration::ZERO);
+        assert_eq!(o.shutdown_delay_duration, Duration::ZERO);
     }
 }
