@@ -75,6 +75,9 @@ pub struct AppParts {
     )>,
     /// Routes outside our groups.
     pub extra_routes: Vec<Arc<dyn ExtraRoutes>>,
+    /// DataRecords answered by an asynchronous backend (a PostgreSQL table) instead of
+    /// the in-memory record set.
+    pub records_backend: Option<Arc<dyn crate::api::resource::AsyncBackend>>,
 }
 
 impl AppParts {
@@ -88,6 +91,7 @@ impl AppParts {
             extra_providers: Vec::new(),
             extra_schemas: Vec::new(),
             extra_routes: Vec::new(),
+            records_backend: None,
         }
     }
 }
@@ -97,9 +101,12 @@ pub fn build_app(parts: AppParts) -> App {
     let mut groups = parts.extra_groups;
     groups.push(records_group::group_version());
     let mut providers = parts.extra_providers;
-    providers.push(Arc::new(records_group::DataRecordsProvider::new(
-        parts.records.clone(),
-    )));
+    providers.push(Arc::new(match parts.records_backend {
+        Some(backend) => {
+            records_group::DataRecordsProvider::with_backend(parts.records.clone(), backend)
+        }
+        None => records_group::DataRecordsProvider::new(parts.records.clone()),
+    }));
     let (record_schema, record_defs) = records_group::schemas();
     let mut resource_schemas = vec![record_schema];
     let mut defs = record_defs;

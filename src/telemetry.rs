@@ -40,6 +40,33 @@ pub struct PointType {
     pub r#type: String,
 }
 
+/// `{source, namespace, name}` of a DataRecords row that was skipped.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BadRowLabels {
+    /// The source (e.g. `postgres:kubedojo`).
+    pub source: String,
+    /// The row's namespace as stored.
+    pub namespace: String,
+    /// The row's name as stored.
+    pub name: String,
+}
+
+/// Process-wide count of skipped DataRecords rows (sources have no Telemetry handle;
+/// every Telemetry registry exposes this family).
+static BAD_ROWS: std::sync::LazyLock<Family<BadRowLabels, Counter>> =
+    std::sync::LazyLock::new(Family::default);
+
+/// Counts one skipped DataRecords row (`kubedojo_datarecords_bad_rows_total`).
+pub fn record_bad_row(source: &str, namespace: &str, name: &str) {
+    BAD_ROWS
+        .get_or_create(&BadRowLabels {
+            source: source.to_string(),
+            namespace: namespace.chars().take(253).collect(),
+            name: name.chars().take(253).collect(),
+        })
+        .inc();
+}
+
 type HistogramFactory = fn() -> Histogram;
 
 fn default_buckets() -> Histogram {
@@ -139,6 +166,11 @@ impl Telemetry {
             "kubedojo_kubelet_follow_up_scrapes",
             "Extra scrapes of a node whose new container becomes old enough for its first rate before the next tick",
             follow_up_scrapes.clone(),
+        );
+        registry.register(
+            "kubedojo_datarecords_bad_rows",
+            "DataRecords source rows skipped because they are not valid DataRecords, by row",
+            BAD_ROWS.clone(),
         );
         Arc::new(Telemetry {
             registry,

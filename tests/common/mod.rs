@@ -4,6 +4,7 @@
 
 pub mod fake_apiserver;
 pub mod harness;
+pub mod postgres;
 
 use std::path::PathBuf;
 use std::time::Duration;
