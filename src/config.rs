@@ -230,6 +230,9 @@ pub struct ServeArgs {
     /// Serving limits and shutdown.
     #[command(flatten)]
     pub serving: crate::server::options::ServingOptions,
+    /// Sharded scraping across replicas (`docs/ha.md`).
+    #[command(flatten)]
+    pub ha: crate::ha::args::HaArgs,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -271,6 +274,9 @@ pub struct DemoArgs {
     /// Serving limits and shutdown.
     #[command(flatten)]
     pub serving: crate::server::options::ServingOptions,
+    /// Replicas sharing the scraping (`docs/ha.md`).
+    #[command(flatten)]
+    pub ha: crate::ha::args::DemoHaArgs,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,

@@ -12,6 +12,7 @@ pub mod compat;
 pub mod config;
 pub mod demo;
 pub mod groups;
+pub mod ha;
 pub mod pipeline;
 pub mod records;
 pub mod runtime;

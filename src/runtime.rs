@@ -165,6 +165,9 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     args.metrics
         .validate(std::time::Duration::from_secs(10))
         .map_err(anyhow::Error::msg)?;
+    args.ha
+        .validate(args.metrics.metric_resolution)
+        .map_err(anyhow::Error::msg)?;
     let records = load_records(&args.common).await?;
     let files = match (&args.tls_cert_file, &args.tls_private_key_file) {
         (Some(cert), Some(key)) => CertFiles {
@@ -218,6 +221,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         view.clone(),
         node_selector,
     ));
+    let ha_client = client.clone();
     let watch_pods = tokio::spawn(crate::cluster::watch::watch_pods(client, view.clone()));
     let kubelet = crate::scrape::KubeletClient::new(crate::pipeline::kubelet_client_config(
         &args.metrics,
@@ -241,13 +245,25 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let store_config = crate::store::StoreConfig::new(args.metrics.metric_resolution)
         .with_stale_tolerance(args.metrics.metric_stale_tolerance);
-    let pipeline = crate::pipeline::Pipeline::with_store_config(
+    let mut pipeline = crate::pipeline::Pipeline::with_store_config(
         scraper_config,
         store_config,
         kubelet,
         view.clone(),
         args.metrics.request_timeout(),
     );
+    let shutdown = lifecycle.stop_token();
+    let ha = crate::ha::setup::start_in_cluster(
+        &args.ha,
+        args.bind_address,
+        args.metrics.metric_resolution,
+        ha_client,
+        shutdown.clone(),
+    )
+    .await?;
+    if let Some(ha) = &ha {
+        pipeline.scraper = pipeline.scraper.with_ha(ha.coordinator.clone());
+    }
     pipeline.add_to(&mut parts);
     let app = Arc::new(build_app(parts).with_serving(&args.serving));
     let listener = args
@@ -263,7 +279,6 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             )
         })?;
     tracing::info!(addr = %listener.local_addr()?, "serving");
-    let shutdown = lifecycle.stop_token();
     let refresh = tokio::spawn(records.run_refresh(args.common.records_refresh_interval));
     let watch = tokio::spawn(cert.watch(std::time::Duration::from_secs(10)));
     let delay = args.serving.shutdown_delay_duration;
@@ -283,6 +298,12 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     watch_pods.abort();
     scraper.abort();
     delegated.refresh.abort();
+    if let Some(ha) = ha {
+        // The Lease loop deletes this replica's Lease on shutdown, so its nodes move at once.
+        for task in ha.tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
+        }
+    }
     Ok(())
 }
 

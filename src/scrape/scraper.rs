@@ -69,6 +69,8 @@ struct Inner {
     follow_ups: Mutex<HashSet<Arc<str>>>,
     /// Cancels pending follow-ups when the scraper stops.
     stop: CancellationToken,
+    /// Sharing the scraping with other replicas (`docs/ha.md`); unset for a lone replica.
+    ha: std::sync::OnceLock<Arc<crate::ha::coordinator::Coordinator>>,
 }
 
 /// Scrapes kubelets into the store. Cheap to clone (shared state).
@@ -99,7 +101,18 @@ impl Scraper {
             failing: Mutex::new(HashSet::new()),
             follow_ups: Mutex::new(HashSet::new()),
             stop: CancellationToken::new(),
+            ha: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Shares the scraping with other replicas (`docs/ha.md`): each tick scrapes only the
+    /// nodes this replica owns and fetches the rest from their owners. Set once, before `run`.
+    #[must_use]
+    pub fn with_ha(self, ha: Arc<crate::ha::coordinator::Coordinator>) -> Self {
+        if self.0.ha.set(ha).is_err() {
+            tracing::warn!("sharding was already set up for this scraper");
+        }
+        self
     }
 
     /// Progress, for health checks.
@@ -111,7 +124,16 @@ impl Scraper {
     /// resolution, so one starts every resolution.
     pub async fn run(self, shutdown: CancellationToken) {
         let _stop_follow_ups = self.0.stop.clone().drop_guard();
-        let mut interval = tokio::time::interval(self.0.config.resolution);
+        let resolution = self.0.config.resolution;
+        let mut interval = match self.0.ha.get() {
+            // Replicas tick together (aligned to the wall clock), so a peer's shard fetched
+            // halfway through a tick holds that tick's readings.
+            Some(_) => tokio::time::interval_at(
+                tokio::time::Instant::now() + crate::ha::until_next_tick(resolution),
+                resolution,
+            ),
+            None => tokio::time::interval(resolution),
+        };
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -139,6 +161,11 @@ impl Scraper {
             .into_iter()
             .filter(|n| me.config.node_selector.matches(&n.labels))
             .collect();
+        let plan = me.ha.get().map(|ha| {
+            let mut plan = ha.plan(std::mem::take(&mut nodes));
+            nodes = std::mem::take(&mut plan.own);
+            (ha.clone(), plan)
+        });
         {
             let failing = me.failing.lock().unwrap_or_else(PoisonError::into_inner);
             // Stable: healthy nodes first, in the view's order.
@@ -156,6 +183,13 @@ impl Scraper {
                 progress.store(DONE, Ordering::Release);
             },
         );
+        // The nodes other replicas own: fetched from them halfway through the tick; what no
+        // owner delivered is scraped here (bounded by the same deadline).
+        // Boxed as `dyn Send`: joining the two streams' futures directly trips rustc's
+        // higher-ranked `Send` inference when the scraper is spawned.
+        let scrapes: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
+            Box::pin(scrapes);
+        let scrapes = futures::future::join(scrapes, self.remote(plan, started));
         let publisher = async {
             let mut every = tokio::time::interval(me.config.publish_interval);
             every.tick().await;
@@ -177,6 +211,9 @@ impl Scraper {
         let selector = &me.config.node_selector;
         me.store
             .retain_nodes(|name| view.node(name).is_some_and(|n| selector.matches(&n.labels)));
+        if let Some(ha) = me.ha.get() {
+            ha.end_tick();
+        }
         let snapshot = me.store.publish(now_millis());
         let points = snapshot.storage_points();
         me.telemetry
@@ -195,6 +232,33 @@ impl Scraper {
             timed_out,
             "scrape cycle done"
         );
+    }
+
+    /// The nodes other replicas own: fetched from them `fetch_offset` into the tick; what no
+    /// owner delivered is scraped here (bounded by the tick's deadline like the rest).
+    async fn remote(
+        &self,
+        plan: Option<(
+            Arc<crate::ha::coordinator::Coordinator>,
+            crate::ha::coordinator::Plan,
+        )>,
+        started: Instant,
+    ) {
+        let Some((ha, plan)) = plan else { return };
+        if plan.remote.is_empty() {
+            return;
+        }
+        tokio::time::sleep_until((started + ha.fetch_offset()).into()).await;
+        let missing = ha.fetch_remote(plan, &self.0.store).await;
+        self.scrape_all(missing).await;
+    }
+
+    async fn scrape_all(&self, nodes: Vec<Arc<NodeInfo>>) {
+        futures::stream::iter(nodes)
+            .for_each_concurrent(self.0.config.concurrency.max(1), |node| async move {
+                self.scrape_node(&node).await;
+            })
+            .await;
     }
 
     /// The tick's deadline passed: every node whose scrape was cut off or never started counts
@@ -272,6 +336,9 @@ impl Scraper {
                         .inc_by(decoded.skipped.len() as u64);
                     tracing::debug!(node = %node.name, skipped = ?decoded.skipped, "left out some series");
                 }
+                if let Some(ha) = me.ha.get() {
+                    ha.record(&node.name, Ok(&decoded.batch));
+                }
                 let due = me.store.ingest(&node.name, decoded.batch, now_millis());
                 if let Some(due) = due {
                     self.schedule_follow_up(&node.name, due);
@@ -279,6 +346,9 @@ impl Scraper {
             }
             Err(e) => {
                 me.telemetry.kubelet_failure(&node.name, e.reason());
+                if let Some(ha) = me.ha.get() {
+                    ha.record(&node.name, Err(()));
+                }
                 me.store.mark_failed(&node.name, now_millis());
                 if node.ready {
                     tracing::warn!(node = %node.name, error = %e, "failed to scrape node");
