@@ -179,9 +179,14 @@ pub struct CommonArgs {
     /// Log format (`--logging-format` as in metrics-server).
     #[arg(long, alias = "logging-format", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
-    /// A YAML or JSON list of DataRecords to serve (default: the three built-in lab records).
-    #[arg(long, value_name = "FILE")]
+    /// A YAML or JSON list of DataRecords to serve: the shorthand for a sources config
+    /// with one file source (default: the lab's three records plus computed records).
+    #[arg(long, value_name = "FILE", conflicts_with = "sources_config")]
     pub records_file: Option<PathBuf>,
+    /// A YAML file listing the DataRecord sources in order (file, postgres,
+    /// postgresQuery, computed) and their PostgreSQL connections; see docs/datarecords.md.
+    #[arg(long, value_name = "FILE")]
+    pub sources_config: Option<PathBuf>,
     /// How often record sources are re-read.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub records_refresh_interval: Duration,
