@@ -47,7 +47,8 @@ pub struct MetricsArgs {
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,
     /// Use the port in the node's status.daemonEndpoints.kubeletEndpoint.
-    #[arg(long)]
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_parser = parse_go_bool)]
     pub kubelet_use_node_status_port: bool,
     /// Node address types to use, in priority order.
     #[arg(
@@ -60,7 +61,8 @@ pub struct MetricsArgs {
     #[arg(long, value_parser = parse_duration)]
     pub kubelet_request_timeout: Option<Duration>,
     /// Do not verify kubelet serving certificates.
-    #[arg(long, conflicts_with = "kubelet_certificate_authority")]
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_parser = parse_go_bool)]
     pub kubelet_insecure_tls: bool,
     /// CA bundle (PEM) for kubelet serving certificates (default: the cluster CA).
     #[arg(long, value_name = "FILE")]
@@ -85,7 +87,7 @@ pub struct MetricsArgs {
     #[arg(long, default_value = "0s", value_parser = parse_duration_or_zero)]
     pub metric_stale_tolerance: Duration,
     /// Ask kubelets for gzip-compressed responses (Accept-Encoding: gzip).
-    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true, value_parser = parse_go_bool)]
     pub kubelet_gzip: bool,
 }
 
@@ -98,6 +100,11 @@ impl MetricsArgs {
 
     /// Cross-flag checks, as metrics-server does them.
     pub fn validate(&self, minimum_resolution: Duration) -> Result<(), String> {
+        if self.kubelet_insecure_tls && self.kubelet_certificate_authority.is_some() {
+            return Err(
+                "Cannot use both --kubelet-certificate-authority and --kubelet-insecure-tls".into(),
+            );
+        }
         if self.metric_resolution < minimum_resolution {
             return Err(format!(
                 "--metric-resolution must be at least {}",
@@ -202,8 +209,8 @@ pub struct CommonArgs {
     /// Log verbosity (0-10, as klog's -v: 0-1 info, 2-3 debug, 4+ trace).
     #[arg(short = 'v', long = "v", default_value_t = 0, global = true)]
     pub verbosity: u8,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    /// Log format (`--logging-format` as in metrics-server).
+    #[arg(long, alias = "logging-format", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
     /// A YAML or JSON list of DataRecords to serve: the shorthand for a sources config
     /// with one file source (default: the lab's three records plus computed records).
@@ -261,6 +268,9 @@ pub struct ServeArgs {
     /// DataRecords from a PostgreSQL table.
     #[command(flatten)]
     pub postgres: PostgresArgs,
+    /// Serving limits and shutdown.
+    #[command(flatten)]
+    pub serving: crate::server::options::ServingOptions,
     /// Sharded scraping across replicas (`docs/ha.md`).
     #[command(flatten)]
     pub ha: crate::ha::args::HaArgs,
@@ -305,6 +315,9 @@ pub struct DemoArgs {
     /// DataRecords from a PostgreSQL table.
     #[command(flatten)]
     pub postgres: PostgresArgs,
+    /// Serving limits and shutdown.
+    #[command(flatten)]
+    pub serving: crate::server::options::ServingOptions,
     /// Replicas sharing the scraping (`docs/ha.md`).
     #[command(flatten)]
     pub ha: crate::ha::args::DemoHaArgs,
@@ -325,7 +338,7 @@ pub struct PostgresArgs {
     #[arg(long, default_value = "kubedojo")]
     pub postgres_schema: String,
     /// Create or update the schema (idempotent) at start-up.
-    #[arg(long)]
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true, value_parser = parse_go_bool)]
     pub postgres_migrate: bool,
     /// Pooled query connections (the one listening connection is extra).
     #[arg(long, default_value_t = 8)]
@@ -345,6 +358,16 @@ pub struct PostgresArgs {
     /// Changes kept in the change log (older resourceVersions get 410 Expired).
     #[arg(long, default_value_t = 100_000)]
     pub postgres_keep_changes: i64,
+}
+
+/// Parses a boolean flag value as Go's `strconv.ParseBool` (pflag): `1 t T TRUE true
+/// True` and `0 f F FALSE false False`.
+pub fn parse_go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("invalid boolean {s:?}: use true or false")),
+    }
 }
 
 /// Parses a duration like [`parse_duration`], accepting `0` and `0s`.

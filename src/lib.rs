@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod cluster;
+pub mod compat;
 pub mod config;
 pub mod demo;
 pub mod groups;

@@ -12,7 +12,10 @@ fn main() -> std::process::ExitCode {
         eprintln!("error: a TLS crypto provider was already installed");
         return std::process::ExitCode::FAILURE;
     }
-    let cli = Cli::parse();
+    // metrics-server flags without a meaning here are taken out (and warned about
+    // once logging is up), so its manifests' `args` work unchanged.
+    let (args, warnings) = kubedojo_data_api::compat::filter_args(std::env::args().collect());
+    let cli = Cli::parse_from(args);
     match &cli.command {
         Some(Command::Demo(d)) => runtime::init_logging(&d.common),
         Some(Command::KubeletSim(k)) => {
@@ -22,6 +25,9 @@ fn main() -> std::process::ExitCode {
             })
         }
         None => runtime::init_logging(&cli.serve.common),
+    }
+    for w in &warnings {
+        tracing::warn!("{w}");
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::discovery::GroupVersion;
@@ -19,7 +18,7 @@ use crate::records::{
 use crate::server::app::{App, ExtraRoutes};
 use crate::server::health::Health;
 use crate::server::tls::{
-    CertFiles, ReloadingCert, default_sans, ensure_self_signed, server_config, service_sans,
+    CertFiles, ReloadingCert, default_sans, ensure_self_signed, service_sans,
 };
 
 /// Sets up tracing from `-v` and `--log-format`.
@@ -255,10 +254,15 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         args.authorization_always_allow_paths.clone(),
     )
     .await?;
-    let tls = server_config(
+    let suites = (!args.serving.tls_cipher_suites.is_empty())
+        .then(|| crate::server::options::cipher_suites(&args.serving.tls_cipher_suites))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let tls = crate::server::tls::server_config_with_suites(
         cert.clone(),
         Some(delegated.trust.verifier()),
         args.common.tls_min_version,
+        suites,
     )?;
     let kube_config = crate::auth::delegated::kube_config(args.kubeconfig.as_deref()).await?;
     let client =
@@ -308,7 +312,11 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     parts.records_backend = postgres
         .as_ref()
         .map(|p| p.backend.clone() as Arc<dyn crate::api::resource::AsyncBackend>);
-    let shutdown = CancellationToken::new();
+    let lifecycle = crate::server::lifecycle::Lifecycle::new();
+    parts
+        .health
+        .add_ready("shutdown", lifecycle.readiness_check());
+    let shutdown = lifecycle.stop_token();
     let ha = crate::ha::setup::start_in_cluster(
         &args.ha,
         args.bind_address,
@@ -321,9 +329,13 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         pipeline.scraper = pipeline.scraper.with_ha(ha.coordinator.clone());
     }
     pipeline.add_to(&mut parts);
-    let app = Arc::new(build_app(parts));
-    let listener = TcpListener::bind((args.bind_address, args.secure_port))
-        .await
+    let app = Arc::new(build_app(parts).with_serving(&args.serving));
+    let listener = args
+        .serving
+        .bind(std::net::SocketAddr::new(
+            args.bind_address,
+            args.secure_port,
+        ))
         .with_context(|| {
             format!(
                 "cannot listen on {}:{}",
@@ -333,18 +345,17 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "serving");
     let refresh = tokio::spawn(records.run_refresh(args.common.records_refresh_interval));
     let watch = tokio::spawn(cert.watch(std::time::Duration::from_secs(10)));
-    let stop = shutdown.clone();
+    let delay = args.serving.shutdown_delay_duration;
     tokio::spawn(async move {
         shutdown_signal().await;
-        tracing::info!("shutting down");
-        stop.cancel();
+        lifecycle.terminate(delay).await;
     });
     let scraper = tokio::spawn(wait_for_sync_then_scrape(
         view,
         pipeline.scraper,
         shutdown.clone(),
     ));
-    crate::server::serve(listener, Arc::new(tls), app, shutdown).await;
+    crate::server::serve_with(listener, Arc::new(tls), app, shutdown, &args.serving).await;
     refresh.abort();
     watch.abort();
     watch_nodes.abort();

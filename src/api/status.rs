@@ -232,6 +232,33 @@ impl ApiError {
         e
     }
 
+    /// 429 TooManyRequests with `details.retryAfterSeconds` (the server also sends a
+    /// `Retry-After` header).
+    pub fn too_many_requests(retry_after_seconds: u32) -> Self {
+        let mut e = Self::new(
+            429,
+            "TooManyRequests",
+            "Too many requests, please try again later.",
+        );
+        e.details = Some(Box::new(StatusDetails {
+            retry_after_seconds,
+            ..StatusDetails::default()
+        }));
+        e
+    }
+
+    /// 504 Timeout of a request that did not finish within `--request-timeout`
+    /// (kube-apiserver's exact Status).
+    pub fn request_timeout() -> Self {
+        let mut e = Self::new(
+            504,
+            "Timeout",
+            "Timeout: request did not complete within the allotted timeout",
+        );
+        e.details = Some(Box::default());
+        e
+    }
+
     /// 503 ServiceUnavailable.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "ServiceUnavailable", message)

@@ -73,11 +73,41 @@ pub fn error(e: &ApiError) -> Bytes {
     event("ERROR", &e.to_json())
 }
 
-/// How long a watch lasts: `timeoutSeconds`, else a random 30–60 minutes as
-/// kube-apiserver does with its default `--min-request-timeout`.
+/// How long a watch lasts: `timeoutSeconds`, else (also for `timeoutSeconds=0`, as
+/// kube-apiserver treats it) a random 30–60 minutes as kube-apiserver does with its
+/// default `--min-request-timeout`.
 pub fn timeout(timeout_seconds: Option<u64>) -> Duration {
     match timeout_seconds {
-        Some(s) => Duration::from_secs(s),
-        None => Duration::from_secs(1800 + rand::random_range(0..1800)),
+        Some(s) if s > 0 => Duration::from_secs(s),
+        _ => Duration::from_secs(
+            MIN_REQUEST_TIMEOUT_SECS + rand::random_range(0..MIN_REQUEST_TIMEOUT_SECS),
+        ),
+    }
+}
+
+/// kube-apiserver's default `--min-request-timeout`.
+pub const MIN_REQUEST_TIMEOUT_SECS: u64 = 1800;
+
+/// The longest any watch may last (the server ends the stream then, even if the
+/// client stopped reading and the producer is blocked).
+pub fn hard_deadline(timeout_seconds: Option<u64>) -> Duration {
+    match timeout_seconds {
+        Some(s) if s > 0 => Duration::from_secs(s),
+        _ => Duration::from_secs(2 * MIN_REQUEST_TIMEOUT_SECS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_timeout_means_the_default() {
+        for t in [None, Some(0)] {
+            let d = timeout(t).as_secs();
+            assert!((1800..3600).contains(&d), "{t:?}: {d}");
+        }
+        assert_eq!(timeout(Some(5)), Duration::from_secs(5));
+        assert_eq!(hard_deadline(Some(0)), Duration::from_secs(3600));
     }
 }

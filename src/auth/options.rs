@@ -81,10 +81,10 @@ pub struct DelegationArgs {
     #[arg(long, value_name = "FILE")]
     pub authorization_kubeconfig: Option<PathBuf>,
     /// Do not read the authentication ConfigMap from the cluster.
-    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, value_parser = crate::config::parse_go_bool)]
     pub authentication_skip_lookup: bool,
     /// Start even if the authentication ConfigMap cannot be read.
-    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, value_parser = crate::config::parse_go_bool)]
     pub authentication_tolerate_lookup_failure: bool,
     /// How long TokenReview answers are cached (0 disables).
     #[arg(long, default_value = "10s", value_parser = parse_ttl)]

@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use rand::Rng;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::server::lifecycle::Lifecycle;
 
 use crate::auth::configmap::{REFRESH_INTERVAL, TrustSource};
 use crate::auth::{
@@ -47,6 +48,8 @@ pub struct DemoServer {
     /// its feed and compaction tasks).
     pub postgres: Vec<crate::records::postgres::RunningTable>,
     shutdown: CancellationToken,
+    lifecycle: Lifecycle,
+    shutdown_delay: std::time::Duration,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -65,6 +68,17 @@ pub struct Replica {
 }
 
 impl DemoServer {
+    /// Runs the SIGTERM sequence: readiness fails, serving continues for
+    /// `--shutdown-delay-duration`, then the listener closes and requests drain.
+    pub async fn terminate(&self) {
+        self.lifecycle.terminate(self.shutdown_delay).await;
+    }
+
+    /// True once the server task has finished (listener closed, connections drained).
+    pub fn finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Stops the server and the simulated kubelets.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
@@ -146,7 +160,8 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
     let members: Vec<crate::ha::membership::Member> =
         peers.iter().map(|p| p.member.clone()).collect();
     let secret = random_token();
-    let shutdown = CancellationToken::new();
+    let lifecycle = Lifecycle::new();
+    let shutdown = lifecycle.stop_token();
     let mut handles = Vec::new();
     let mut tasks = Vec::new();
     let mut pipelines = Vec::new();
@@ -187,9 +202,12 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
                 Some(pg.backend.clone() as Arc<dyn crate::api::resource::AsyncBackend>);
             postgres.push(pg);
         }
+        parts
+            .health
+            .add_ready("shutdown", lifecycle.readiness_check());
         pipeline.add_to(&mut parts);
         parts.extra_routes.push(Arc::new(world.core_api()));
-        let app = Arc::new(build_app(parts));
+        let app = Arc::new(build_app(parts).with_serving(&args.serving));
         let port = if args.secure_port == 0 {
             0
         } else {
@@ -197,15 +215,17 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
                 .checked_add(i as u16)
                 .context("--secure-port + --replicas overflows")?
         };
-        let listener = TcpListener::bind((args.bind_address, port))
-            .await
+        let listener = args
+            .serving
+            .bind(SocketAddr::new(args.bind_address, port))
             .with_context(|| format!("cannot listen on {}:{port}", args.bind_address))?;
         let addr = listener.local_addr()?;
         let scraper = tokio::spawn(pipeline.scraper.run(stop.clone()));
         let server_tls = tls.clone();
         let server_stop = stop.clone();
+        let serving = args.serving.clone();
         tasks.push(tokio::spawn(async move {
-            crate::server::serve(listener, server_tls, app, server_stop).await;
+            crate::server::serve_with(listener, server_tls, app, server_stop, &serving).await;
             scraper.abort();
         }));
         handles.push(Replica {
@@ -256,6 +276,8 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
         replicas: handles,
         postgres,
         shutdown,
+        lifecycle,
+        shutdown_delay: args.serving.shutdown_delay_duration,
         task,
     })
 }
@@ -332,12 +354,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let stop = server.shutdown_token();
+    let server = Arc::new(server);
+    let s = server.clone();
     tokio::spawn(async move {
         crate::runtime::shutdown_signal().await;
-        tracing::info!("shutting down");
-        stop.cancel();
+        s.terminate().await;
     });
-    server.wait().await;
+    while !server.finished() {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     Ok(())
 }

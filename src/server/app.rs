@@ -10,6 +10,8 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use rustls_pki_types::CertificateDer;
 
 use super::health::Health;
+use super::limits::{ActiveGuard, GuardedBody, Limits, watch_stop};
+use super::options::ServingOptions;
 use crate::api::discovery::{
     AGGREGATED_CONTENT_TYPE, GroupVersion, aggregated, api_group_list, wants_aggregated,
 };
@@ -24,6 +26,24 @@ use crate::api::response::{self, Body};
 use crate::api::status::ApiError;
 use crate::api::time::now_millis;
 use crate::auth::{AuthChain, AuthError, AuthRequest, UserInfo, forbidden};
+use futures::FutureExt;
+use http_body_util::BodyExt;
+use std::panic::AssertUnwindSafe;
+
+/// Health endpoints (kubelet probes) are exempt from the in-flight limit.
+fn is_health_path(path: &str) -> bool {
+    ["/healthz", "/livez", "/readyz"]
+        .iter()
+        .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
+}
+
+/// 429 with `Retry-After: 1`, as kube-apiserver's max-in-flight filter.
+fn too_many_requests() -> Response<Body> {
+    let mut resp = response::error(&ApiError::too_many_requests(1));
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
 
 /// Extra endpoints outside our API groups (demo mode's read-only core API, `/metrics`).
 pub trait ExtraRoutes: Send + Sync {
@@ -59,6 +79,7 @@ pub struct App {
     health: Health,
     extra: Vec<Arc<dyn ExtraRoutes>>,
     version: serde_json::Value,
+    limits: Limits,
 }
 
 /// Build-time facts for `/version`.
@@ -119,25 +140,98 @@ impl App {
             health,
             extra,
             version: version_info(),
+            limits: Limits::default(),
         }
+    }
+
+    /// Applies the serving limits (`--request-timeout`, `--max-requests-inflight`).
+    pub fn with_serving(mut self, opts: &ServingOptions) -> Self {
+        self.limits = Limits::new(opts);
+        self
+    }
+
+    /// The limits requests pass through (the server cancels `closing` at shutdown).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Handles one request end to end and logs it.
     pub async fn handle<B>(&self, req: Request<B>, conn: &ConnInfo) -> Response<Body> {
+        self.handle_on(req, conn, None).await
+    }
+
+    /// Like [`App::handle`], holding `active` (the connection's in-flight marker)
+    /// until the response body is dropped.
+    pub async fn handle_on<B>(
+        &self,
+        req: Request<B>,
+        conn: &ConnInfo,
+        active: Option<ActiveGuard>,
+    ) -> Response<Body> {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         // Parsed once: authorization and the handler read the same values.
         let query = Query::parse(req.uri().query());
         let info = RequestInfo::new(&method, &path, &query);
+        let long_running = info.verb == "watch";
+        let exempt = long_running || is_health_path(&path);
+        let mut guards: Vec<Box<dyn std::any::Any + Send + Sync>> = Vec::new();
+        if let Some(a) = active {
+            guards.push(Box::new(a));
+        }
         let mut req = req;
-        let (user, mut resp) = self.pipeline(&mut req, conn, &info, &query).await;
+        let limited = match (&self.limits.inflight, exempt) {
+            (Some(sem), false) => match sem.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    guards.push(Box::new(permit));
+                    None
+                }
+                Err(_) => Some(too_many_requests()),
+            },
+            _ => None,
+        };
+        let (user, mut resp) = match limited {
+            Some(resp) => (None, resp),
+            None => {
+                let run =
+                    AssertUnwindSafe(self.pipeline(&mut req, conn, &info, &query)).catch_unwind();
+                let outcome = if long_running {
+                    Ok(run.await)
+                } else {
+                    tokio::time::timeout(self.limits.request_timeout, run).await
+                };
+                match outcome {
+                    Ok(Ok(done)) => done,
+                    Ok(Err(panic)) => {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        tracing::error!(path = %path, panic = %what, "request handler panicked");
+                        (
+                            None,
+                            response::error(&ApiError::internal("the request handler panicked")),
+                        )
+                    }
+                    Err(_) => (None, response::error(&ApiError::request_timeout())),
+                }
+            }
+        };
         resp.headers_mut()
             .entry(header::CACHE_CONTROL)
             .or_insert(HeaderValue::from_static("no-cache, private"));
         if method == Method::HEAD {
             *resp.body_mut() = response::empty();
         }
+        let stop = long_running.then(|| {
+            let timeout_seconds = query.get("timeoutSeconds").and_then(|v| v.parse().ok());
+            watch_stop(
+                self.limits.closing.clone(),
+                crate::api::watch::hard_deadline(timeout_seconds),
+            )
+        });
         let status = resp.status().as_u16();
         let content_type = resp
             .headers()
@@ -162,7 +256,10 @@ impl App {
             remote = %conn.remote.map(|a| a.to_string()).unwrap_or_default(),
             "request"
         );
-        resp
+        if stop.is_none() && guards.is_empty() {
+            return resp;
+        }
+        resp.map(|body| GuardedBody::new(body, stop, guards).boxed())
     }
 
     async fn pipeline<B>(
@@ -224,6 +321,11 @@ impl App {
                     ),
                 );
             }
+        }
+        // Test-only routes for misbehaving-handler tests; never in a release binary.
+        #[cfg(test)]
+        if let Some(resp) = test_routes(info, query).await {
+            return (Some(user), resp);
         }
         let accept = req
             .headers()
@@ -434,6 +536,19 @@ impl App {
             }
         })();
         result.unwrap_or_else(|e| response::error_negotiated(&e, accept, provider.protobuf()))
+    }
+}
+
+#[cfg(test)]
+async fn test_routes(info: &RequestInfo, query: &Query) -> Option<Response<Body>> {
+    match info.path.as_str() {
+        "/debug/test/panic" => panic!("test-only panic route"),
+        "/debug/test/sleep" => {
+            let ms: u64 = query.get("ms").and_then(|v| v.parse().ok()).unwrap_or(1000);
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            Some(response::text(StatusCode::OK, "slept"))
+        }
+        _ => None,
     }
 }
 

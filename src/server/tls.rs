@@ -230,7 +230,21 @@ pub fn server_config(
     client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     min_version: MinTlsVersion,
 ) -> Result<rustls::ServerConfig, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    server_config_with_suites(cert, client_verifier, min_version, None)
+}
+
+/// Like [`server_config`], restricted to `suites` (`--tls-cipher-suites`) when given.
+pub fn server_config_with_suites(
+    cert: Arc<dyn ResolvesServerCert>,
+    client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    min_version: MinTlsVersion,
+    suites: Option<Vec<rustls::SupportedCipherSuite>>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    if let Some(suites) = suites {
+        provider.cipher_suites = suites;
+    }
+    let provider = Arc::new(provider);
     let versions: &[&'static rustls::SupportedProtocolVersion] = match min_version {
         MinTlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         MinTlsVersion::Tls13 => &[&rustls::version::TLS13],

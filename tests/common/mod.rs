@@ -32,6 +32,7 @@ pub fn demo_args(dir: &std::path::Path, records_file: Option<PathBuf>) -> DemoAr
         sim_port: 0,
         cert_auth: Default::default(),
         postgres: Default::default(),
+        serving: Default::default(),
         ha: Default::default(),
         common: CommonArgs {
             verbosity: 0,
