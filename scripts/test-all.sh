@@ -16,9 +16,17 @@ command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup
 command -v go >/dev/null || { echo "go not found: install Go 1.26+ to build the pinned test tools" >&2; exit 1; }
 rustup show active-toolchain >/dev/null 2>&1 || true
 
+step "PostgreSQL server binaries (the DataRecords table source tests start their own server)"
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null; then
+    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql
+  else
+    echo "PostgreSQL server binaries not found: install PostgreSQL 13+ (Debian: apt-get install postgresql)" >&2; exit 1
+  fi
+fi
+
 step "pinned Go test tools (built once, cached in ${KUBEDOJO_CACHE:-$HOME/.cache/kubedojo})"
-bash tests/e2e/tools.sh kubectl kube-apiserver kube-controller-manager etcd helm metrics-server \
-  cert-manager-controller cert-manager-cainjector >/dev/null
+bash tests/e2e/tools.sh kubectl kube-apiserver kube-controller-manager etcd helm metrics-server >/dev/null
 bash tests/e2e/tools.sh cert-manager-crds >/dev/null
 KUBECTL=$(bash tests/e2e/tools.sh path kubectl)
 export KUBECTL

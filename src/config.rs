@@ -53,7 +53,7 @@ pub struct MetricsArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "InternalIP,ExternalIP,Hostname"
+        default_value = "Hostname,InternalDNS,InternalIP,ExternalDNS,ExternalIP"
     )]
     pub kubelet_preferred_address_types: Vec<String>,
     /// Timeout of one kubelet request (default 10s, or 90% of a shorter --metric-resolution).
@@ -80,6 +80,13 @@ pub struct MetricsArgs {
     /// Largest kubelet response accepted, in bytes.
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     pub kubelet_max_response_bytes: usize,
+    /// How long a node whose scrapes fail keeps serving its last values (0s: dropped at the
+    /// first failure, as metrics-server does).
+    #[arg(long, default_value = "0s", value_parser = parse_duration_or_zero)]
+    pub metric_stale_tolerance: Duration,
+    /// Ask kubelets for gzip-compressed responses (Accept-Encoding: gzip).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub kubelet_gzip: bool,
 }
 
 impl MetricsArgs {
@@ -137,8 +144,8 @@ pub struct KubeletSimArgs {
     /// Require this bearer token, as kubelets do.
     #[arg(long)]
     pub token: Option<String>,
-    /// Share of containers, in percent (0..=100), whose CPU counter never moves (metrics-server
-    /// drops a pod when one of its containers reports 0 CPU, so comparisons use 0).
+    /// Share of containers, in percent (0..=100), whose CPU counter never moves (it stays at a
+    /// small non-zero value, as a real idle container's does).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub idle_percent: u8,
     /// Log verbosity.
@@ -213,6 +220,9 @@ pub struct ServeArgs {
     /// TokenReview / SubjectAccessReview delegation.
     #[command(flatten)]
     pub delegation: DelegationArgs,
+    /// Sharded scraping across replicas (`docs/ha.md`).
+    #[command(flatten)]
+    pub ha: crate::ha::args::HaArgs,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -251,9 +261,20 @@ pub struct DemoArgs {
     /// Client-certificate and front-proxy trust (try the aggregator's path locally).
     #[command(flatten)]
     pub cert_auth: CertAuthArgs,
+    /// Replicas sharing the scraping (`docs/ha.md`).
+    #[command(flatten)]
+    pub ha: crate::ha::args::DemoHaArgs,
     /// Shared flags.
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// Parses a duration like [`parse_duration`], accepting `0` and `0s`.
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
 /// Parses `15s`, `1m30s`, `500ms` (humantime), rejecting zero.

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod groups;
+pub mod ha;
 pub mod pipeline;
 pub mod records;
 pub mod runtime;

@@ -36,15 +36,27 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Builds the store and scraper.
+    /// Builds the store (metrics-server's staleness: none) and scraper.
     pub fn new(
         config: ScraperConfig,
         client: KubeletClient,
         view: Arc<ClusterView>,
         request_timeout: Duration,
     ) -> Self {
+        let store_config = StoreConfig::new(config.resolution);
+        Self::with_store_config(config, store_config, client, view, request_timeout)
+    }
+
+    /// Builds the store with `store_config` (e.g. `--metric-stale-tolerance`) and the scraper.
+    pub fn with_store_config(
+        config: ScraperConfig,
+        store_config: StoreConfig,
+        client: KubeletClient,
+        view: Arc<ClusterView>,
+        request_timeout: Duration,
+    ) -> Self {
         let resolution = config.resolution;
-        let store = Arc::new(Store::new(StoreConfig::new(resolution)));
+        let store = Arc::new(Store::new(store_config));
         let telemetry = Telemetry::new(resolution.as_secs_f64());
         let scraper = Scraper::new(
             config,
@@ -88,10 +100,17 @@ impl Pipeline {
         let max_wait = self.resolution * 2 + self.request_timeout;
         let store = self.store.clone();
         let gave_up = Arc::new(AtomicBool::new(false));
+        // Once ready, always ready: kubelets failing later (a zone outage) must never take the
+        // whole metrics.k8s.io group down with a 503 from the aggregator.
+        let was_ready = AtomicBool::new(false);
         parts.health.add_ready(
             "metric-storage-ready",
             Arc::new(move || {
+                if was_ready.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
                 if store.has_complete_data() {
+                    was_ready.store(true, Ordering::Relaxed);
                     return Ok(());
                 }
                 if started.elapsed() > max_wait {
@@ -114,6 +133,8 @@ impl Pipeline {
                 }
             }),
         );
+        // Ticks end by the resolution (the scraper's deadline), so a tick starts at least every
+        // resolution however many kubelets hang; only a stuck loop trips this.
         let state: Arc<ScrapeState> = self.scraper.state();
         let late_after = (self.resolution.mul_f64(1.5)).max(self.resolution + self.request_timeout);
         parts.health.add_live(
@@ -155,9 +176,12 @@ impl ExtraRoutes for SelfMetrics {
     }
 }
 
-/// The kubelet client settings for a real cluster: TLS verified against the
-/// cluster CA unless `--kubelet-certificate-authority` or `--kubelet-insecure-tls`
-/// say otherwise; the bearer token (or client certificate) of the kube config.
+/// The kubelet client settings for a real cluster, from the kube config as metrics-server
+/// takes them from its rest config: TLS verified against the cluster CA unless
+/// `--kubelet-certificate-authority` or `--kubelet-insecure-tls` say otherwise; the user's
+/// credentials (bearer token, token file, exec plugin, basic auth) on every request; the
+/// user's client certificate as the TLS identity unless `--kubelet-client-certificate/-key`
+/// give one.
 pub fn kubelet_client_config(
     args: &crate::config::MetricsArgs,
     kube: &kube::Config,
@@ -165,7 +189,14 @@ pub fn kubelet_client_config(
     use anyhow::Context;
     let read =
         |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let mut config = base_config(args, kube);
+    let mut config = crate::scrape::KubeletClientConfig {
+        insecure: args.kubelet_insecure_tls,
+        auth: crate::scrape::KubeletAuth::Kubeconfig(Box::new(kube.clone())),
+        timeout: args.request_timeout(),
+        max_body_bytes: args.kubelet_max_response_bytes,
+        gzip: args.kubelet_gzip,
+        ..crate::scrape::KubeletClientConfig::default()
+    };
     config.ca_pem = if let Some(path) = &args.kubelet_certificate_authority {
         Some(read(path)?)
     } else if args.kubelet_insecure_tls {
@@ -182,35 +213,55 @@ pub fn kubelet_client_config(
     } else {
         None
     };
-    if let (Some(cert), Some(key)) = (&args.kubelet_client_certificate, &args.kubelet_client_key) {
-        let mut pem = read(cert)?;
-        pem.push(b'\n');
-        pem.extend(read(key)?);
-        config.client_identity_pem = Some(pem);
-    }
+    config.client_identity_pem = match (&args.kubelet_client_certificate, &args.kubelet_client_key)
+    {
+        (Some(cert), Some(key)) => {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend(read(key)?);
+            Some(pem)
+        }
+        _ => kubeconfig_identity(&kube.auth_info)?,
+    };
     Ok(config)
 }
 
-fn base_config(
-    args: &crate::config::MetricsArgs,
-    kube: &kube::Config,
-) -> crate::scrape::KubeletClientConfig {
+/// The kubeconfig user's client certificate and key (inline base64 data or files), PEM.
+fn kubeconfig_identity(auth: &kube::config::AuthInfo) -> anyhow::Result<Option<Vec<u8>>> {
+    use anyhow::Context;
+    use base64::Engine;
     use secrecy::ExposeSecret;
-    crate::scrape::KubeletClientConfig {
-        insecure: args.kubelet_insecure_tls,
-        token_file: kube
-            .auth_info
-            .token_file
-            .as_ref()
-            .map(std::path::PathBuf::from),
-        token: kube
-            .auth_info
-            .token
-            .as_ref()
-            .map(|t| t.expose_secret().to_string()),
-        timeout: args.request_timeout(),
-        max_body_bytes: args.kubelet_max_response_bytes,
-        ..crate::scrape::KubeletClientConfig::default()
+    let load = |data: Option<&str>,
+                file: Option<&String>,
+                what: &str|
+     -> anyhow::Result<Option<Vec<u8>>> {
+        if let Some(data) = data {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .with_context(|| format!("kubeconfig {what}-data is not base64"))?;
+            return Ok(Some(bytes));
+        }
+        file.map(|f| std::fs::read(f).with_context(|| format!("reading kubeconfig {what} {f}")))
+            .transpose()
+    };
+    let cert = load(
+        auth.client_certificate_data.as_deref(),
+        auth.client_certificate.as_ref(),
+        "client-certificate",
+    )?;
+    let key = load(
+        auth.client_key_data.as_ref().map(|k| k.expose_secret()),
+        auth.client_key.as_ref(),
+        "client-key",
+    )?;
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(mut cert), Some(key)) => {
+            cert.push(b'\n');
+            cert.extend(key);
+            Ok(Some(cert))
+        }
+        _ => anyhow::bail!("the kubeconfig user has a client certificate or key without the other"),
     }
 }
 

@@ -76,6 +76,9 @@ pub struct AppParts {
     )>,
     /// Routes outside our groups.
     pub extra_routes: Vec<Arc<dyn ExtraRoutes>>,
+    /// DataRecords answered by an asynchronous backend (a PostgreSQL table) instead of
+    /// the in-memory record set.
+    pub records_backend: Option<Arc<dyn crate::api::resource::AsyncBackend>>,
 }
 
 impl AppParts {
@@ -89,6 +92,7 @@ impl AppParts {
             extra_providers: Vec::new(),
             extra_schemas: Vec::new(),
             extra_routes: Vec::new(),
+            records_backend: None,
         }
     }
 }
@@ -98,9 +102,12 @@ pub fn build_app(parts: AppParts) -> App {
     let mut groups = parts.extra_groups;
     groups.push(records_group::group_version());
     let mut providers = parts.extra_providers;
-    providers.push(Arc::new(records_group::DataRecordsProvider::new(
-        parts.records.clone(),
-    )));
+    providers.push(Arc::new(match parts.records_backend {
+        Some(backend) => {
+            records_group::DataRecordsProvider::with_backend(parts.records.clone(), backend)
+        }
+        None => records_group::DataRecordsProvider::new(parts.records.clone()),
+    }));
     let (record_schema, record_defs) = records_group::schemas();
     let mut resource_schemas = vec![record_schema];
     let mut defs = record_defs;
@@ -159,6 +166,9 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     args.metrics
         .validate(std::time::Duration::from_secs(10))
         .map_err(anyhow::Error::msg)?;
+    args.ha
+        .validate(args.metrics.metric_resolution)
+        .map_err(anyhow::Error::msg)?;
     let records = load_records(&args.common).await?;
     let files = match (&args.tls_cert_file, &args.tls_private_key_file) {
         (Some(cert), Some(key)) => CertFiles {
@@ -203,6 +213,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         view.clone(),
         node_selector,
     ));
+    let ha_client = client.clone();
     let watch_pods = tokio::spawn(crate::cluster::watch::watch_pods(client, view.clone()));
     let kubelet = crate::scrape::KubeletClient::new(crate::pipeline::kubelet_client_config(
         &args.metrics,
@@ -224,12 +235,27 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         publish_interval: std::time::Duration::from_secs(1),
     };
-    let pipeline = crate::pipeline::Pipeline::new(
+    let store_config = crate::store::StoreConfig::new(args.metrics.metric_resolution)
+        .with_stale_tolerance(args.metrics.metric_stale_tolerance);
+    let mut pipeline = crate::pipeline::Pipeline::with_store_config(
         scraper_config,
+        store_config,
         kubelet,
         view.clone(),
         args.metrics.request_timeout(),
     );
+    let shutdown = CancellationToken::new();
+    let ha = crate::ha::setup::start_in_cluster(
+        &args.ha,
+        args.bind_address,
+        args.metrics.metric_resolution,
+        ha_client,
+        shutdown.clone(),
+    )
+    .await?;
+    if let Some(ha) = &ha {
+        pipeline.scraper = pipeline.scraper.with_ha(ha.coordinator.clone());
+    }
     pipeline.add_to(&mut parts);
     let app = Arc::new(build_app(parts));
     let listener = TcpListener::bind((args.bind_address, args.secure_port))
@@ -241,7 +267,6 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             )
         })?;
     tracing::info!(addr = %listener.local_addr()?, "serving");
-    let shutdown = CancellationToken::new();
     let refresh = tokio::spawn(records.run_refresh(args.common.records_refresh_interval));
     let watch = tokio::spawn(cert.watch(std::time::Duration::from_secs(10)));
     let stop = shutdown.clone();
@@ -262,6 +287,12 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     watch_pods.abort();
     scraper.abort();
     delegated.refresh.abort();
+    if let Some(ha) = ha {
+        // The Lease loop deletes this replica's Lease on shutdown, so its nodes move at once.
+        for task in ha.tasks {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
+        }
+    }
     Ok(())
 }
 

@@ -26,11 +26,45 @@ pub struct SuccessLabel {
     pub success: String,
 }
 
+/// `{reason="timeout"|"tls"|"status"|...}`: why a kubelet request failed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// A short, stable failure kind (`ScrapeError::reason`, or `deadline`).
+    pub reason: String,
+}
+
 /// The `type` label of `metrics_server_storage_points`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PointType {
     /// `node` or `container`.
     pub r#type: String,
+}
+
+/// `{source, namespace, name}` of a DataRecords row that was skipped.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BadRowLabels {
+    /// The source (e.g. `postgres:kubedojo`).
+    pub source: String,
+    /// The row's namespace as stored.
+    pub namespace: String,
+    /// The row's name as stored.
+    pub name: String,
+}
+
+/// Process-wide count of skipped DataRecords rows (sources have no Telemetry handle;
+/// every Telemetry registry exposes this family).
+static BAD_ROWS: std::sync::LazyLock<Family<BadRowLabels, Counter>> =
+    std::sync::LazyLock::new(Family::default);
+
+/// Counts one skipped DataRecords row (`kubedojo_datarecords_bad_rows_total`).
+pub fn record_bad_row(source: &str, namespace: &str, name: &str) {
+    BAD_ROWS
+        .get_or_create(&BadRowLabels {
+            source: source.to_string(),
+            namespace: namespace.chars().take(253).collect(),
+            name: name.chars().take(253).collect(),
+        })
+        .inc();
 }
 
 type HistogramFactory = fn() -> Histogram;
@@ -58,6 +92,11 @@ pub struct Telemetry {
     pub api_metric_freshness: Histogram,
     /// Our own: series or pods the decoder left out.
     pub decode_skipped: Counter,
+    /// Our own: failed kubelet requests by reason (no node label: bounded cardinality; the
+    /// node is in `metrics_server_kubelet_last_request_time_seconds` and the logs).
+    pub kubelet_failures: Family<ReasonLabel, Counter>,
+    /// Our own: extra scrapes of a node to serve a new container's first rate in time.
+    pub follow_up_scrapes: Counter,
 }
 
 impl Telemetry {
@@ -116,6 +155,23 @@ impl Telemetry {
             "Series or pods left out of kubelet payloads (bad values, timestamps or incomplete pods)",
             decode_skipped.clone(),
         );
+        let kubelet_failures = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "kubedojo_kubelet_request_failures",
+            "Failed kubelet requests by reason (transport, tls, timeout, status, too_large, decode, address, credentials, deadline)",
+            kubelet_failures.clone(),
+        );
+        let follow_up_scrapes = Counter::default();
+        registry.register(
+            "kubedojo_kubelet_follow_up_scrapes",
+            "Extra scrapes of a node whose new container becomes old enough for its first rate before the next tick",
+            follow_up_scrapes.clone(),
+        );
+        registry.register(
+            "kubedojo_datarecords_bad_rows",
+            "DataRecords source rows skipped because they are not valid DataRecords, by row",
+            BAD_ROWS.clone(),
+        );
         Arc::new(Telemetry {
             registry,
             kubelet_request_duration,
@@ -125,6 +181,8 @@ impl Telemetry {
             storage_points,
             api_metric_freshness,
             decode_skipped,
+            kubelet_failures,
+            follow_up_scrapes,
         })
     }
 
@@ -142,6 +200,15 @@ impl Telemetry {
         self.kubelet_requests
             .get_or_create(&SuccessLabel {
                 success: success.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one failed kubelet request by reason (after [`Telemetry::kubelet_request`]).
+    pub fn kubelet_failure(&self, _node: &str, reason: &str) {
+        self.kubelet_failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
             })
             .inc();
     }

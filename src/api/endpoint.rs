@@ -7,10 +7,10 @@ use http::Response;
 
 use super::list_options::{IncludeObject, ListOptions};
 use super::meta::write_partial_object_metadata;
-use super::negotiate::{Output, Target, negotiate_output};
+use super::negotiate::{Output, Target, negotiate, negotiate_output};
 use super::paging::ContinueToken;
 use super::protobuf::{Envelope, Writer};
-use super::resource::{ApiObject, ResourceDescriptor, ResourceProvider};
+use super::resource::{ApiObject, AsyncBackend, ResourceDescriptor, ResourceProvider};
 use super::response::{self, Body};
 use super::status::ApiError;
 
@@ -198,6 +198,71 @@ pub fn list(
     let mut out = Vec::with_capacity(items.iter().map(Vec::len).sum::<usize>() + 256);
     write_list_head(&mut out, d, output, &list_meta);
     write_joined(&mut out, &items);
+    out.extend_from_slice(b"]}");
+    Ok(response::json(out))
+}
+
+/// Serves `GET .../<resource>/<name>` from an asynchronous backend.
+pub async fn get_async(
+    d: &'static ResourceDescriptor,
+    backend: &dyn AsyncBackend,
+    namespace: Option<&str>,
+    name: &str,
+    accept: Option<&str>,
+    now_ms: i64,
+) -> Result<Response<Body>, ApiError> {
+    let output = negotiate(accept, Target::Object, !d.columns.is_empty())?;
+    let Some(obj) = backend.get(namespace, name).await? else {
+        return Err(d.not_found(namespace, name));
+    };
+    let mut out = Vec::with_capacity(1024);
+    match output {
+        // Negotiated without protobuf: JSON is what it falls back to.
+        Output::Json | Output::Protobuf => obj.write_json(&mut out),
+        Output::PartialObjectMetadata { version } => {
+            write_partial_object_metadata(&mut out, version, obj.meta())
+        }
+        Output::Table { version } => write_table(
+            &mut out,
+            d,
+            version,
+            &TableMeta::default(),
+            &[obj.as_ref()],
+            IncludeObject::Metadata,
+            now_ms,
+        ),
+        Output::PartialObjectMetadataList { .. } => {}
+    }
+    Ok(response::json(out))
+}
+
+/// Serves `GET .../<resource>` (list) from an asynchronous backend (selectors and
+/// paging are the backend's).
+pub async fn list_async(
+    d: &'static ResourceDescriptor,
+    backend: &dyn AsyncBackend,
+    namespace: Option<&str>,
+    opts: &ListOptions,
+    accept: Option<&str>,
+    now_ms: i64,
+) -> Result<Response<Body>, ApiError> {
+    let output = negotiate(accept, Target::List, !d.columns.is_empty())?;
+    let page = backend.list(namespace, opts).await?;
+    let list_meta = TableMeta {
+        resource_version: d
+            .lists_have_resource_version
+            .then_some(page.resource_version),
+        continue_token: page.continue_token,
+        remaining_item_count: None,
+    };
+    let mut out = Vec::with_capacity(page.items.len() * 768 + 256);
+    write_list_head(&mut out, d, output, &list_meta);
+    for (i, obj) in page.items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_item(&mut out, obj.as_ref(), output, opts.include_object, now_ms);
+    }
     out.extend_from_slice(b"]}");
     Ok(response::json(out))
 }

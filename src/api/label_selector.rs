@@ -364,6 +364,17 @@ fn is_dns1123_subdomain(s: &str) -> bool {
         })
 }
 
+/// True when `key` is a valid label key (optional DNS subdomain prefix and `/`, then a
+/// qualified name).
+pub fn is_valid_label_key(key: &str) -> bool {
+    validate_key(key).is_ok()
+}
+
+/// True when `value` is a valid label value (empty, or a qualified name part).
+pub fn is_valid_label_value(value: &str) -> bool {
+    validate_value(value).is_ok()
+}
+
 fn validate_key(key: &str) -> Result<(), SelectorError> {
     let (prefix, name) = match key.split_once('/') {
         Some((p, n)) => (Some(p), n),

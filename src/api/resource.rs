@@ -4,6 +4,8 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+
 use super::list_options::ListOptions;
 use super::meta::ObjectMeta;
 use super::response::Body;
@@ -105,6 +107,12 @@ pub trait ResourceProvider: Send + Sync {
     fn descriptor(&self) -> &'static ResourceDescriptor;
     /// The current snapshot (cheap: an `Arc` clone).
     fn snapshot(&self) -> Arc<dyn ResourceSnapshot>;
+    /// A backend that answers get, list and watch asynchronously (a database) instead
+    /// of from [`ResourceProvider::snapshot`]; `None` (the default) serves snapshots.
+    fn backend(&self) -> Option<&dyn AsyncBackend> {
+        None
+    }
+
     /// True when objects can be written as protobuf ([`ApiObject::write_protobuf`]).
     fn protobuf(&self) -> bool {
         false
@@ -126,4 +134,42 @@ pub trait ResourceProvider: Send + Sync {
         let d = self.descriptor();
         Err(ApiError::watch_not_supported(d.group, d.plural))
     }
+}
+
+/// An object served by an [`AsyncBackend`].
+pub type SharedObject = Arc<dyn ApiObject + Send + Sync>;
+
+/// One page of a list answered by an [`AsyncBackend`].
+pub struct ListPage {
+    /// The list's resourceVersion.
+    pub resource_version: String,
+    /// The items, in (namespace, name) order.
+    pub items: Vec<SharedObject>,
+    /// The token for the next page, when there is one.
+    pub continue_token: Option<String>,
+}
+
+/// Get, list and watch answered asynchronously, for objects that do not live in
+/// memory (rows of a database table). Errors are `metav1.Status` values (a database
+/// that is down is a 503 with `Retry-After`).
+pub trait AsyncBackend: Send + Sync {
+    /// The named object, or `None`.
+    fn get<'a>(
+        &'a self,
+        namespace: Option<&'a str>,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<SharedObject>, ApiError>>;
+    /// One page (or all) of the objects matching `opts`.
+    fn list<'a>(
+        &'a self,
+        namespace: Option<&'a str>,
+        opts: &'a ListOptions,
+    ) -> BoxFuture<'a, Result<ListPage, ApiError>>;
+    /// A watch stream.
+    fn watch<'a>(
+        &'a self,
+        namespace: Option<&'a str>,
+        opts: &'a ListOptions,
+        accept: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<http::Response<Body>, ApiError>>;
 }

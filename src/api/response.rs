@@ -89,7 +89,12 @@ pub fn json_value<T: serde::Serialize>(value: &T) -> Response<Body> {
 /// A `metav1.Status` error response.
 pub fn error(err: &ApiError) -> Response<Body> {
     let status = StatusCode::from_u16(err.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json_with_status(status, err.to_json())
+    let mut resp = json_with_status(status, err.to_json());
+    if let Some(s) = err.retry_after() {
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(s));
+    }
+    resp
 }
 
 /// A `metav1.Status` error response in the type the request's `Accept` header asks for, as

@@ -33,6 +33,13 @@ pub struct StatusDetails {
     /// Individual causes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub causes: Vec<StatusCause>,
+    /// Seconds the client should wait before retrying (also sent as `Retry-After`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retry_after_seconds: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// `metav1.StatusCause`.
@@ -110,7 +117,7 @@ impl ApiError {
             name: name.to_string(),
             group: group.to_string(),
             kind: resource.to_string(),
-            causes: Vec::new(),
+            ..StatusDetails::default()
         }));
         e
     }
@@ -218,6 +225,44 @@ impl ApiError {
     /// 503 ServiceUnavailable.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "ServiceUnavailable", message)
+    }
+
+    /// 503 ServiceUnavailable with `retryAfterSeconds` (and a `Retry-After` header).
+    pub fn unavailable_retry(message: impl Into<String>, retry_after_seconds: u32) -> Self {
+        let mut e = Self::new(503, "ServiceUnavailable", message);
+        e.details = Some(Box::new(StatusDetails {
+            retry_after_seconds,
+            ..StatusDetails::default()
+        }));
+        e
+    }
+
+    /// 504 Timeout for a resourceVersion newer than anything the source has
+    /// (kube-apiserver's `ResourceVersionTooLarge` cause).
+    pub fn too_large_resource_version(requested: u64, current: u64) -> Self {
+        let mut e = Self::new(
+            504,
+            "Timeout",
+            format!("Timeout: Too large resource version: {requested}, current: {current}"),
+        );
+        e.details = Some(Box::new(StatusDetails {
+            causes: vec![StatusCause {
+                reason: "ResourceVersionTooLarge".into(),
+                message: "Too large resource version".into(),
+                ..StatusCause::default()
+            }],
+            retry_after_seconds: 1,
+            ..StatusDetails::default()
+        }));
+        e
+    }
+
+    /// `retryAfterSeconds` of the details, if any.
+    pub fn retry_after(&self) -> Option<u32> {
+        self.details
+            .as_ref()
+            .map(|d| d.retry_after_seconds)
+            .filter(|s| *s > 0)
     }
 
     /// The `metav1.Status` JSON body.

@@ -57,7 +57,7 @@ pub fn forbidden(user: &str, info: &RequestInfo, reason: &str) -> ApiError {
             name: info.name.clone(),
             group: info.api_group.clone(),
             kind: info.resource.clone(),
-            causes: Vec::new(),
+            ..StatusDetails::default()
         },
     )
 }

@@ -41,8 +41,24 @@ pub struct DemoServer {
     pub kubeconfig: PathBuf,
     /// The simulated kubelets.
     pub sim: Option<crate::sim::SimHandle>,
+    /// Every replica (one unless `--replicas`); the first serves on `addr`.
+    pub replicas: Vec<Replica>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// One replica of the demo.
+pub struct Replica {
+    /// The address it serves the API on.
+    pub addr: SocketAddr,
+    /// Cancel to stop this replica alone (its API, scraper and peer listener).
+    pub stop: CancellationToken,
+    /// Its store.
+    pub store: Arc<crate::store::Store>,
+    /// Its sharding state (`None` for a lone replica).
+    pub coordinator: Option<Arc<crate::ha::coordinator::Coordinator>>,
+    /// The members it sees (fixed in the demo; tests replace it as a Lease expiry would).
+    pub membership: Option<Arc<crate::ha::membership::Membership>>,
 }
 
 impl DemoServer {
@@ -80,7 +96,8 @@ pub fn random_token() -> String {
         .collect()
 }
 
-/// Starts the demo server; returns once it is listening.
+/// Starts the demo server (and with `--replicas N`, N replicas sharing the simulated
+/// kubelets); returns once every replica is listening.
 pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
     let records = load_records(&args.common).await?;
     let ca = CertificateAuthority::new("kubedojo-demo-ca").context("generating the demo CA")?;
@@ -103,24 +120,155 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
         .map_err(anyhow::Error::msg)
         .context("client certificate flags")?;
     let trust = TrustStore::new(trust_config);
-    let tls = server_config(
+    let tls = Arc::new(server_config(
         resolver,
         Some(trust.verifier()),
         args.common.tls_min_version,
-    )?;
+    )?);
 
     let token = args.token.clone().unwrap_or_else(random_token);
+    let mut world = world::SimulatedWorld::start(args).await?;
+    let replicas = usize::from(args.ha.replicas.max(1));
+    // Peer listeners first: every replica needs every member's address and pin.
+    let mut peers = Vec::new();
+    if replicas > 1 {
+        for i in 0..replicas {
+            peers.push(
+                crate::ha::setup::LocalPeer::bind(&format!("replica-{i}"), args.bind_address)
+                    .await
+                    .context("binding a replica's peer listener")?,
+            );
+        }
+    }
+    let members: Vec<crate::ha::membership::Member> =
+        peers.iter().map(|p| p.member.clone()).collect();
+    let secret = random_token();
+    let shutdown = CancellationToken::new();
+    let mut handles = Vec::new();
+    let mut tasks = Vec::new();
+    let mut pipelines = Vec::new();
+    for i in 0..replicas {
+        let pipeline = if i == 0 {
+            let spare = world.replica_pipeline()?;
+            std::mem::replace(&mut world.pipeline, spare)
+        } else {
+            world.replica_pipeline()?
+        };
+        pipelines.push(pipeline);
+    }
+    let mut peers = peers.into_iter();
+    for (i, mut pipeline) in pipelines.into_iter().enumerate() {
+        let stop = shutdown.child_token();
+        let mut coordinator = None;
+        let mut membership = None;
+        if let Some(peer) = peers.next() {
+            let started = peer.start(
+                &members,
+                usize::from(args.ha.scrape_replication.max(1)),
+                &secret,
+                args.metric_resolution,
+                stop.clone(),
+            );
+            coordinator = Some(started.coordinator.clone());
+            membership = Some(started.membership.clone());
+            pipeline.scraper = pipeline.scraper.with_ha(started.coordinator);
+            tasks.extend(started.tasks);
+        }
+        let mut parts = AppParts::new(records.clone(), demo_auth(&trust, &token));
+        pipeline.add_to(&mut parts);
+        parts.extra_routes.push(Arc::new(world.core_api()));
+        let app = Arc::new(build_app(parts));
+        let port = if args.secure_port == 0 {
+            0
+        } else {
+            args.secure_port
+                .checked_add(i as u16)
+                .context("--secure-port + --replicas overflows")?
+        };
+        let listener = TcpListener::bind((args.bind_address, port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{port}", args.bind_address))?;
+        let addr = listener.local_addr()?;
+        let scraper = tokio::spawn(pipeline.scraper.run(stop.clone()));
+        let server_tls = tls.clone();
+        let server_stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            crate::server::serve(listener, server_tls, app, server_stop).await;
+            scraper.abort();
+        }));
+        handles.push(Replica {
+            addr,
+            stop,
+            store: pipeline.store.clone(),
+            coordinator,
+            membership,
+        });
+    }
+    let addr = handles[0].addr;
+    let kubeconfig_text = kubeconfig::render(addr, &ca.cert_pem, DEMO_ADMIN, &token);
+    kubeconfig::write(&args.write_kubeconfig, &kubeconfig_text).with_context(|| {
+        format!(
+            "cannot write the kubeconfig to {}",
+            args.write_kubeconfig.display()
+        )
+    })?;
+    for (i, r) in handles.iter().enumerate().skip(1) {
+        let path = replica_kubeconfig(&args.write_kubeconfig, i);
+        let text = kubeconfig::render(r.addr, &ca.cert_pem, DEMO_ADMIN, &token);
+        kubeconfig::write(&path, &text)
+            .with_context(|| format!("cannot write the kubeconfig to {}", path.display()))?;
+    }
+
+    let refresh = tokio::spawn(
+        records
+            .clone()
+            .run_refresh(args.common.records_refresh_interval),
+    );
+    let trust_refresh = tokio::spawn(trust_source.run(trust, None, REFRESH_INTERVAL));
+    let all_stopped = shutdown.clone();
+    let task = tokio::spawn(async move {
+        all_stopped.cancelled().await;
+        for t in tasks {
+            let _ = t.await;
+        }
+        refresh.abort();
+        trust_refresh.abort();
+    });
+    let world::SimulatedWorld { sim, .. } = world;
+    Ok(DemoServer {
+        addr,
+        ca_pem: ca.cert_pem,
+        token,
+        kubeconfig: args.write_kubeconfig.clone(),
+        sim: Some(sim),
+        replicas: handles,
+        shutdown,
+        task,
+    })
+}
+
+/// The kubeconfig of replica `i` (> 0): `<file>-<i>` beside the main one.
+pub fn replica_kubeconfig(main: &std::path::Path, i: usize) -> PathBuf {
+    let mut name = main.file_name().unwrap_or_default().to_os_string();
+    name.push(format!("-{i}"));
+    main.with_file_name(name)
+}
+
+fn demo_auth(trust: &Arc<TrustStore>, token: &str) -> AuthChain {
     let admin = UserInfo {
         name: DEMO_ADMIN.into(),
         uid: "kubedojo-demo-admin".into(),
         groups: vec![MASTERS_GROUP.into()],
         ..UserInfo::default()
     };
-    let auth = AuthChain::new(
+    AuthChain::new(
         vec![
             Arc::new(FrontProxyAuthenticator::new(trust.clone())),
             Arc::new(ClientCertAuthenticator::new(trust.clone())),
-            Arc::new(StaticTokenAuthenticator::new(vec![(token.clone(), admin)])),
+            Arc::new(StaticTokenAuthenticator::new(vec![(
+                token.to_string(),
+                admin,
+            )])),
         ],
         vec![
             Arc::new(AlwaysAllowGroups(vec![MASTERS_GROUP.into()])),
@@ -132,55 +280,7 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
             Arc::new(StaticUsers(vec![DEMO_ADMIN.into()])),
         ],
         true,
-    );
-    let mut parts = AppParts::new(records.clone(), auth);
-    let world = world::SimulatedWorld::start(args).await?;
-    world.pipeline.add_to(&mut parts);
-    parts.extra_routes.push(Arc::new(world.core_api()));
-    let app = Arc::new(build_app(parts));
-
-    let listener = TcpListener::bind((args.bind_address, args.secure_port))
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}:{}",
-                args.bind_address, args.secure_port
-            )
-        })?;
-    let addr = listener.local_addr()?;
-    let kubeconfig_text = kubeconfig::render(addr, &ca.cert_pem, DEMO_ADMIN, &token);
-    kubeconfig::write(&args.write_kubeconfig, &kubeconfig_text).with_context(|| {
-        format!(
-            "cannot write the kubeconfig to {}",
-            args.write_kubeconfig.display()
-        )
-    })?;
-
-    let shutdown = CancellationToken::new();
-    let refresh = tokio::spawn(
-        records
-            .clone()
-            .run_refresh(args.common.records_refresh_interval),
-    );
-    let trust_refresh = tokio::spawn(trust_source.run(trust, None, REFRESH_INTERVAL));
-    let server_shutdown = shutdown.clone();
-    let world::SimulatedWorld { pipeline, sim, .. } = world;
-    let scraper = tokio::spawn(pipeline.scraper.run(shutdown.clone()));
-    let task = tokio::spawn(async move {
-        crate::server::serve(listener, Arc::new(tls), app, server_shutdown).await;
-        refresh.abort();
-        scraper.abort();
-        trust_refresh.abort();
-    });
-    Ok(DemoServer {
-        addr,
-        ca_pem: ca.cert_pem,
-        token,
-        kubeconfig: args.write_kubeconfig.clone(),
-        sim: Some(sim),
-        shutdown,
-        task,
-    })
+    )
 }
 
 /// Runs the demo until Ctrl-C / SIGTERM.
@@ -199,6 +299,26 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          kubectl --kubeconfig {kc} top pod -A",
         addr = server.addr
     );
+    if server.replicas.len() > 1 {
+        println!(
+            "{} replicas share the {} simulated kubelets (each node scraped by {}):",
+            server.replicas.len(),
+            args.nodes,
+            args.ha.scrape_replication
+        );
+        for (i, r) in server.replicas.iter().enumerate() {
+            let kc = if i == 0 {
+                server.kubeconfig.clone()
+            } else {
+                replica_kubeconfig(&server.kubeconfig, i)
+            };
+            println!(
+                "  replica-{i}: https://{} (kubeconfig: {})",
+                r.addr,
+                kc.display()
+            );
+        }
+    }
     let stop = server.shutdown_token();
     tokio::spawn(async move {
         crate::runtime::shutdown_signal().await;

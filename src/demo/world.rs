@@ -24,6 +24,12 @@ pub struct SimulatedWorld {
     pub pipeline: Pipeline,
     nodes: Vec<serde_json::Value>,
     pods: Vec<serde_json::Value>,
+    replica: (
+        ScraperConfig,
+        KubeletClientConfig,
+        Arc<ClusterView>,
+        Duration,
+    ),
 }
 
 fn labels(l: &sim::Labels) -> Arc<BTreeMap<String, String>> {
@@ -88,14 +94,14 @@ impl SimulatedWorld {
         view.set_pods_synced();
 
         let timeout = Duration::from_secs(5).min(args.metric_resolution);
-        let client = KubeletClient::new(KubeletClientConfig {
+        let client_config = KubeletClientConfig {
             ca_pem: Some(sim.ca_pem().as_bytes().to_vec()),
-            token: Some(token),
+            auth: crate::scrape::KubeletAuth::Bearer(token),
             timeout,
             max_body_bytes: 32 * 1024 * 1024,
             ..KubeletClientConfig::default()
-        })
-        .map_err(anyhow::Error::msg)?;
+        };
+        let client = KubeletClient::new(client_config.clone()).map_err(anyhow::Error::msg)?;
         let config = ScraperConfig {
             resolution: args.metric_resolution,
             concurrency: 64,
@@ -106,13 +112,27 @@ impl SimulatedWorld {
             },
             publish_interval: Duration::from_secs(1),
         };
+        let replica = (config.clone(), client_config, view.clone(), timeout);
         let pipeline = Pipeline::new(config, client, view, timeout);
         Ok(SimulatedWorld {
             nodes: sim.node_objects(),
             pods,
+            replica,
             sim,
             pipeline,
         })
+    }
+
+    /// Another pipeline over the same simulated kubelets (`demo --replicas`).
+    pub fn replica_pipeline(&self) -> anyhow::Result<Pipeline> {
+        let (config, client_config, view, timeout) = &self.replica;
+        let client = KubeletClient::new(client_config.clone()).map_err(anyhow::Error::msg)?;
+        Ok(Pipeline::new(
+            config.clone(),
+            client,
+            view.clone(),
+            *timeout,
+        ))
     }
 
     /// The demo-only core API over the simulated nodes and pods.

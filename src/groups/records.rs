@@ -11,7 +11,9 @@ use crate::api::list_options::ListOptions;
 use crate::api::meta::ObjectMeta;
 use crate::api::negotiate::{Output, Target, negotiate};
 use crate::api::openapi::{ResourceSchema, Schemas};
-use crate::api::resource::{ApiObject, ResourceDescriptor, ResourceProvider, ResourceSnapshot};
+use crate::api::resource::{
+    ApiObject, AsyncBackend, ResourceDescriptor, ResourceProvider, ResourceSnapshot,
+};
 use crate::api::response::Body;
 use crate::api::status::ApiError;
 use crate::api::table::{AGE_COLUMN, Column, NAME_COLUMN};
@@ -78,15 +80,25 @@ pub fn group_version() -> GroupVersion {
     }
 }
 
-/// Serves DataRecords from a record set.
+/// Serves DataRecords from a record set, or from an asynchronous backend (a
+/// PostgreSQL table) when one is configured.
 pub struct DataRecordsProvider {
     set: Arc<RecordSet>,
+    backend: Option<Arc<dyn AsyncBackend>>,
 }
 
 impl DataRecordsProvider {
     /// A provider over `set`.
     pub fn new(set: Arc<RecordSet>) -> Self {
-        DataRecordsProvider { set }
+        DataRecordsProvider { set, backend: None }
+    }
+
+    /// A provider whose get, list and watch are answered by `backend`.
+    pub fn with_backend(set: Arc<RecordSet>, backend: Arc<dyn AsyncBackend>) -> Self {
+        DataRecordsProvider {
+            set,
+            backend: Some(backend),
+        }
     }
 }
 
@@ -97,6 +109,10 @@ impl ResourceProvider for DataRecordsProvider {
 
     fn snapshot(&self) -> Arc<dyn ResourceSnapshot> {
         Arc::new(RecordsView(self.set.snapshot()))
+    }
+
+    fn backend(&self) -> Option<&dyn AsyncBackend> {
+        self.backend.as_deref()
     }
 
     fn watch(

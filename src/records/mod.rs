@@ -3,6 +3,7 @@
 //! API layer; a [`RecordSet`] merges their output into one served snapshot.
 
 mod file;
+pub mod postgres;
 pub mod set;
 mod types;
 

@@ -5,5 +5,5 @@ pub mod client;
 pub mod decode;
 pub mod scraper;
 
-pub use client::{KubeletClient, KubeletClientConfig, ScrapeError};
+pub use client::{KubeletAuth, KubeletClient, KubeletClientConfig, ScrapeError};
 pub use scraper::{ScrapeState, Scraper, ScraperConfig};

@@ -233,18 +233,20 @@ impl App {
             .headers()
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok());
-        let resp = self.route(
-            req.method(),
-            info,
-            query,
-            accept,
-            if_none_match,
-            (&user, req.headers()),
-        );
+        let resp = self
+            .route(
+                req.method(),
+                info,
+                query,
+                accept,
+                if_none_match,
+                (&user, req.headers()),
+            )
+            .await;
         (Some(user), resp)
     }
 
-    fn route(
+    async fn route(
         &self,
         method: &Method,
         info: &RequestInfo,
@@ -255,7 +257,7 @@ impl App {
     ) -> Response<Body> {
         let is_read = *method == Method::GET || *method == Method::HEAD;
         if info.is_resource_request && info.api_prefix == "apis" {
-            return self.resource(method, info, query, accept);
+            return self.resource(method, info, query, accept).await;
         }
         for extra in &self.extra {
             if let Some(resp) = extra.handle_authenticated(info, query, accept, user, headers) {
@@ -363,7 +365,7 @@ impl App {
         response::page_not_found()
     }
 
-    fn resource(
+    async fn resource(
         &self,
         method: &Method,
         info: &RequestInfo,
@@ -386,6 +388,12 @@ impl App {
             return response::error(&ApiError::unknown_resource());
         };
         let d = provider.descriptor();
+        if let Some(backend) = provider.backend() {
+            return self
+                .backend_resource(d, backend, method, info, query, accept)
+                .await
+                .unwrap_or_else(|e| response::error(&e));
+        }
         let result = (|| {
             if !info.subresource.is_empty() || (!d.namespaced && !info.namespace.is_empty()) {
                 return Err(ApiError::unknown_resource());
@@ -426,6 +434,54 @@ impl App {
             }
         })();
         result.unwrap_or_else(|e| response::error_negotiated(&e, accept, provider.protobuf()))
+    }
+}
+
+impl App {
+    /// A resource request answered by an asynchronous backend (a database).
+    async fn backend_resource(
+        &self,
+        d: &'static crate::api::resource::ResourceDescriptor,
+        backend: &dyn crate::api::resource::AsyncBackend,
+        method: &Method,
+        info: &RequestInfo,
+        query: &Query,
+        accept: Option<&str>,
+    ) -> Result<Response<Body>, ApiError> {
+        if !info.subresource.is_empty() || (!d.namespaced && !info.namespace.is_empty()) {
+            return Err(ApiError::unknown_resource());
+        }
+        if *method != Method::GET && *method != Method::HEAD {
+            return Err(ApiError::method_not_allowed());
+        }
+        let namespace = (!info.namespace.is_empty()).then_some(info.namespace.as_str());
+        let now = now_millis();
+        match info.verb.as_str() {
+            "get" => endpoint::get_async(d, backend, namespace, &info.name, accept, now).await,
+            "list" => {
+                let opts = ListOptions::from_query(query, false)?;
+                endpoint::list_async(d, backend, namespace, &opts, accept, now).await
+            }
+            "watch" => {
+                let mut opts = ListOptions::from_query(query, true)?;
+                if !info.name.is_empty() {
+                    if opts
+                        .field_selector
+                        .required_name()
+                        .is_some_and(|n| n != info.name)
+                    {
+                        return Err(ApiError::bad_request(
+                            "fieldSelector metadata.name doesn't match requested name",
+                        ));
+                    }
+                    opts.field_selector = crate::api::field_selector::FieldSelector::parse(
+                        &format!("metadata.name={}", info.name),
+                    )?;
+                }
+                backend.watch(namespace, &opts, accept).await
+            }
+            _ => Err(ApiError::method_not_allowed()),
+        }
     }
 }
 

@@ -234,7 +234,9 @@ pub struct SimContainer {
     pub image: Arc<str>,
     /// CPU usage rate in nanocores: whole microcores between 1m and 500m, or exactly 0
     /// for an idle container. The cumulative counter is
-    /// `cpu_nanocores × (t − started_at_ms) / 1000` nanoseconds at `t` ms.
+    /// `cpu_nanocores × (t − started_at_ms) / 1000` nanoseconds at `t` ms; an idle
+    /// container's stays at [`IDLE_COUNTER_NS`] (a real container has used some CPU to
+    /// start, and a 0 counter is the kubelet's "no stats yet" placeholder).
     pub cpu_nanocores: u64,
     /// Working set in bytes (a multiple of 4 KiB, constant).
     pub memory_bytes: u64,
@@ -316,9 +318,15 @@ impl SimPod {
 impl SimContainer {
     /// Cumulative CPU time in nanoseconds at `at_ms` (0 before the container started).
     pub fn cumulative_cpu_ns(&self, at_ms: i64) -> u64 {
+        if self.cpu_nanocores == 0 {
+            return IDLE_COUNTER_NS;
+        }
         cumulative_ns(self.cpu_nanocores, self.started_at_ms, at_ms)
     }
 }
+
+/// The constant cumulative CPU of an idle simulated container: 1 µs.
+pub const IDLE_COUNTER_NS: u64 = 1_000;
 
 /// Nanoseconds of CPU used at `rate` nanocores from `since_ms` to `at_ms` (saturating).
 pub(crate) fn cumulative_ns(rate: u64, since_ms: i64, at_ms: i64) -> u64 {

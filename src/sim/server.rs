@@ -18,11 +18,13 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::{
     Method, Request, Response, StatusCode,
-    body::Incoming,
-    header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue},
+    body::{Frame, Incoming},
+    header::{
+        ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue,
+    },
     service::service_fn,
 };
 use hyper_util::{
@@ -69,6 +71,27 @@ pub enum Behaviour {
     Hang,
     /// Close the listener and every open connection: connections are refused.
     Down,
+    /// Send the normal body `chunk` bytes at a time, pausing `every` between chunks.
+    SlowDrip {
+        /// Bytes per chunk (at least 1).
+        chunk: usize,
+        /// Pause between chunks.
+        every: Duration,
+    },
+    /// Answer 200 with a body of this many bytes (comment lines, streamed, no length).
+    HugeBody(usize),
+    /// Serve TLS with a certificate from another CA (the client's verification fails).
+    WrongCertificate,
+    /// Every CPU counter (node and containers) restarts from 0 when this behaviour is set (as
+    /// after a kubelet or cgroup reset without a new start time) and then grows at the normal
+    /// rate: the counter is the normal value minus the normal value at that moment.
+    CounterReset,
+    /// Timestamps (and the counters at them) shifted by this many ms from the simulator clock.
+    ClockSkew(i64),
+    /// Every container's CPU counter and working set reported as 0 (the node's too).
+    ZeroValues,
+    /// Also report the pods of the node with this index (a pod on two nodes).
+    AlsoReport(usize),
 }
 
 /// Where rendered payloads take "now" from.
@@ -148,6 +171,14 @@ struct NodeSlot {
     listening: watch::Sender<bool>,
     connections: watch::Sender<usize>,
     requests: AtomicU64,
+    /// Response body bytes written (after compression): bytes on the wire, less framing.
+    body_bytes: AtomicU64,
+    /// Requests answered with a gzip-compressed body.
+    gzipped: AtomicU64,
+    /// When the current behaviour was set (simulator clock, ms).
+    since_ms: AtomicI64,
+    /// The [`Behaviour::WrongCertificate`] acceptor, made on first use.
+    rogue: std::sync::OnceLock<Option<TlsAcceptor>>,
 }
 
 /// Everything the tasks share.
@@ -233,6 +264,10 @@ impl NodeSlot {
             listening: watch::Sender::new(true),
             connections: watch::Sender::new(0),
             requests: AtomicU64::new(0),
+            body_bytes: AtomicU64::new(0),
+            gzipped: AtomicU64::new(0),
+            since_ms: AtomicI64::new(0),
+            rogue: std::sync::OnceLock::new(),
         })
     }
 }
@@ -364,6 +399,15 @@ async fn connection(ctx: TaskCtx, index: usize, tcp: TcpStream, acceptor: TlsAcc
     let _open = Open::new(slot);
     let _ = tcp.set_nodelay(true);
     let mut behaviour = slot.behaviour.subscribe();
+    let rogue = *slot.behaviour.borrow() == Behaviour::WrongCertificate;
+    let acceptor = if rogue {
+        match rogue_acceptor(shared, index) {
+            Some(rogue) => rogue,
+            None => return,
+        }
+    } else {
+        acceptor
+    };
     let serve = async {
         let Ok(Ok(tls)) = timeout(shared.handshake_timeout, acceptor.accept(tcp)).await else {
             return;
@@ -381,8 +425,44 @@ async fn connection(ctx: TaskCtx, index: usize, tcp: TcpStream, acceptor: TlsAcc
     tokio::select! {
         () = serve => {}
         () = ctx.cancel.cancelled() => {}
-        _ = behaviour.wait_for(|b| *b == Behaviour::Down) => {}
+        // Down closes every connection; so does a change of certificate, so clients reconnect.
+        _ = behaviour.wait_for(|b| *b == Behaviour::Down || (*b == Behaviour::WrongCertificate) != rogue) => {}
     }
+}
+
+/// A response body: whole, or streamed for the drip and huge-body faults.
+type SimBody = BoxBody<Bytes, Infallible>;
+
+/// The acceptor with a certificate from a CA nobody trusts, made once per node.
+fn rogue_acceptor(shared: &Shared, index: usize) -> Option<TlsAcceptor> {
+    shared.nodes[index]
+        .rogue
+        .get_or_init(|| {
+            let made = Pki::new().and_then(|pki| pki.server_config(&shared.fleet.nodes[index]));
+            match made {
+                Ok(config) => Some(TlsAcceptor::from(config)),
+                Err(error) => {
+                    tracing::warn!(node = index, %error, "cannot make the rogue certificate");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// Whether the client accepts a gzip-compressed body (`Accept-Encoding: gzip`, no `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| p.replace(' ', "") == "q=0");
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
 }
 
 /// Answers one request according to the node's behaviour.
@@ -390,28 +470,164 @@ async fn respond(
     shared: Arc<Shared>,
     index: usize,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<SimBody>, Infallible> {
     let slot = &shared.nodes[index];
     slot.requests.fetch_add(1, Ordering::Relaxed);
     let behaviour = delay(slot).await;
     if !shared.authorized(req.headers()) {
-        return Ok(text(StatusCode::UNAUTHORIZED, "Unauthorized\n"));
+        return Ok(boxed(text(StatusCode::UNAUTHORIZED, "Unauthorized\n")));
     }
     if req.method() != Method::GET || req.uri().path() != METRICS_PATH {
-        return Ok(text(StatusCode::NOT_FOUND, "404 page not found\n"));
+        return Ok(boxed(text(StatusCode::NOT_FOUND, "404 page not found\n")));
     }
+    let gzip = accepts_gzip(req.headers());
+    let now = shared.clock.now_ms();
+    let node = &shared.fleet.nodes[index];
+    let rendered = |at: i64| {
+        let mut body = Vec::new();
+        render(node, at, &mut body);
+        body
+    };
     Ok(match behaviour {
         Behaviour::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            text(status, format!("simulated kubelet status {code}\n"))
+            boxed(text(status, format!("simulated kubelet status {code}\n")))
         }
-        Behaviour::Garbage => metrics_response(Bytes::from_static(GARBAGE)),
-        Behaviour::Normal | Behaviour::Slow(_) | Behaviour::Hang | Behaviour::Down => {
-            let mut body = Vec::new();
-            render(&shared.fleet.nodes[index], shared.clock.now_ms(), &mut body);
-            metrics_response(Bytes::from(body))
+        Behaviour::Garbage => metrics_response(slot, Bytes::from_static(GARBAGE), gzip),
+        Behaviour::HugeBody(size) => huge_body(size),
+        Behaviour::SlowDrip { chunk, every } => drip(Bytes::from(rendered(now)), chunk, every),
+        Behaviour::CounterReset => {
+            let at_reset: Vec<Option<f64>> = rendered(slot.since_ms.load(Ordering::Relaxed))
+                .split_inclusive(|b| *b == b'\n')
+                .map(|line| sample_value(std::str::from_utf8(line).unwrap_or_default()))
+                .collect();
+            let body = rewrite_values(&rendered(now), |line, metric, v| {
+                let base = at_reset.get(line).copied().flatten().unwrap_or(0.0);
+                metric
+                    .ends_with("_cpu_usage_seconds_total")
+                    .then(|| (v - base).max(0.0))
+            });
+            metrics_response(slot, Bytes::from(body), gzip)
         }
+        Behaviour::ZeroValues => {
+            let body = rewrite_values(&rendered(now), |_, metric, _| {
+                (metric.ends_with("_cpu_usage_seconds_total")
+                    || metric.ends_with("_memory_working_set_bytes"))
+                .then_some(0.0)
+            });
+            metrics_response(slot, Bytes::from(body), gzip)
+        }
+        Behaviour::ClockSkew(ms) => {
+            metrics_response(slot, Bytes::from(rendered(now.saturating_add(ms))), gzip)
+        }
+        Behaviour::AlsoReport(other) => {
+            let mut body = rendered(now);
+            if let Some(other) = shared.fleet.nodes.get(other) {
+                let mut theirs = Vec::new();
+                render(other, now, &mut theirs);
+                for line in theirs.split_inclusive(|b| *b == b'\n') {
+                    if line.starts_with(b"container_") {
+                        body.extend_from_slice(line);
+                    }
+                }
+            }
+            metrics_response(slot, Bytes::from(body), gzip)
+        }
+        Behaviour::Normal
+        | Behaviour::Slow(_)
+        | Behaviour::Hang
+        | Behaviour::Down
+        | Behaviour::WrongCertificate => metrics_response(slot, Bytes::from(rendered(now)), gzip),
     })
+}
+
+/// The sample value of a series line (`None` for comments and anything unparsable).
+fn sample_value(text: &str) -> Option<f64> {
+    if text.starts_with('#') {
+        return None;
+    }
+    let name_end = text.find(['{', ' '])?;
+    let after_labels = text.find('}').map_or(name_end, |i| i + 1);
+    text[after_labels..].split_whitespace().next()?.parse().ok()
+}
+
+/// Rewrites sample values: `change(line index, metric, value)` returns the new value, or
+/// `None` to keep the line as it is. Comment lines and timestamps are kept.
+fn rewrite_values(body: &[u8], change: impl Fn(usize, &str, f64) -> Option<f64>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    for (index, line) in body.split_inclusive(|b| *b == b'\n').enumerate() {
+        let text = std::str::from_utf8(line).unwrap_or_default();
+        let rewritten = (!text.starts_with('#'))
+            .then(|| {
+                let name_end = text.find(['{', ' '])?;
+                let metric = &text[..name_end];
+                let after_labels = text.find('}').map_or(name_end, |i| i + 1);
+                let rest = text[after_labels..].trim_start();
+                let (value, tail) = rest.split_once(' ').unwrap_or((rest.trim_end(), ""));
+                let new = change(index, metric, value.parse().ok()?)?;
+                let tail = tail.trim_end();
+                let sep = if tail.is_empty() { "" } else { " " };
+                Some(format!("{} {new:e}{sep}{tail}\n", &text[..after_labels]))
+            })
+            .flatten();
+        match rewritten {
+            Some(new) => out.extend_from_slice(new.as_bytes()),
+            None => out.extend_from_slice(line),
+        }
+    }
+    out
+}
+
+/// A body of `size` bytes of comment lines, streamed in 64 KiB frames without a length.
+fn huge_body(size: usize) -> Response<SimBody> {
+    const FRAME: usize = 64 * 1024;
+    let mut line = vec![b'#'; FRAME];
+    line[FRAME - 1] = b'\n';
+    let frame = Bytes::from(line);
+    let frames = size.div_ceil(FRAME);
+    let stream = futures::stream::iter((0..frames).map(move |i| {
+        let len = if i + 1 == frames {
+            size - i * FRAME
+        } else {
+            FRAME
+        };
+        Ok::<_, Infallible>(Frame::data(frame.slice(..len)))
+    }));
+    stream_response(stream)
+}
+
+/// `body` in `chunk`-byte frames, `every` apart.
+fn drip(body: Bytes, chunk: usize, every: Duration) -> Response<SimBody> {
+    let chunk = chunk.max(1);
+    let stream = futures::stream::unfold(0usize, move |at| {
+        let body = body.clone();
+        async move {
+            if at >= body.len() {
+                return None;
+            }
+            if at > 0 {
+                sleep(every).await;
+            }
+            let end = (at + chunk).min(body.len());
+            Some((Ok::<_, Infallible>(Frame::data(body.slice(at..end))), end))
+        }
+    });
+    stream_response(stream)
+}
+
+fn stream_response(
+    stream: impl futures::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + Sync + 'static,
+) -> Response<SimBody> {
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(payload::CONTENT_TYPE),
+    );
+    response
+}
+
+fn boxed(response: Response<Full<Bytes>>) -> Response<SimBody> {
+    response.map(BodyExt::boxed)
 }
 
 /// Applies [`Behaviour::Slow`] and [`Behaviour::Hang`]; returns the behaviour to answer with.
@@ -430,12 +646,37 @@ async fn delay(slot: &NodeSlot) -> Behaviour {
     rx.borrow().clone()
 }
 
-fn metrics_response(body: Bytes) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
+/// A metrics body, gzip-compressed (default level, as the kubelet's Prometheus handler) when
+/// the client accepts it.
+fn metrics_response(slot: &NodeSlot, body: Bytes, gzip: bool) -> Response<SimBody> {
+    let compressed = gzip.then(|| {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(
+            Vec::with_capacity(body.len() / 4),
+            flate2::Compression::default(),
+        );
+        encoder
+            .write_all(&body)
+            .and_then(|()| encoder.finish())
+            .ok()
+    });
+    let (body, gzipped) = match compressed.flatten() {
+        Some(bytes) => (Bytes::from(bytes), true),
+        None => (body, false),
+    };
+    slot.body_bytes
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
+    let mut response = Response::new(BodyExt::boxed(Full::new(body)));
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static(payload::CONTENT_TYPE),
     );
+    if gzipped {
+        slot.gzipped.fetch_add(1, Ordering::Relaxed);
+        response
+            .headers_mut()
+            .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     response
 }
 
@@ -490,6 +731,23 @@ impl SimHandle {
             .collect()
     }
 
+    /// Response body bytes node `node` has sent (compressed size when gzipped): what the
+    /// scraper reads off the wire, less HTTP and TLS framing.
+    pub fn body_bytes(&self, node: usize) -> u64 {
+        self.shared
+            .nodes
+            .get(node)
+            .map_or(0, |s| s.body_bytes.load(Ordering::Relaxed))
+    }
+
+    /// Requests node `node` answered with a gzip-compressed body.
+    pub fn gzipped(&self, node: usize) -> u64 {
+        self.shared
+            .nodes
+            .get(node)
+            .map_or(0, |s| s.gzipped.load(Ordering::Relaxed))
+    }
+
     /// Requests node `node` has received (any path, any outcome); 0 for an unknown index.
     pub fn requests(&self, node: usize) -> u64 {
         self.shared
@@ -525,6 +783,8 @@ impl SimHandle {
             .get(node)
             .ok_or(SimError::NoSuchNode(node))?;
         let down = behaviour == Behaviour::Down;
+        slot.since_ms
+            .store(self.shared.clock.now_ms(), Ordering::Relaxed);
         let mut listening = slot.listening.subscribe();
         let mut connections = slot.connections.subscribe();
         slot.behaviour.send_replace(behaviour);

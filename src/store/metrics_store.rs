@@ -24,6 +24,7 @@ pub struct Store {
     config: StoreConfig,
     resolution_ms: i64,
     keep_stale_ms: i64,
+    unscraped_expiry_ms: i64,
     entries: DashMap<Arc<str>, Arc<NodeEntry>>,
     current: ArcSwap<Snapshot>,
     interner: Interner,
@@ -43,6 +44,7 @@ impl Store {
             config,
             resolution_ms: config.resolution_ms(),
             keep_stale_ms: config.keep_stale_ms(),
+            unscraped_expiry_ms: config.unscraped_expiry_ms(),
             entries: DashMap::new(),
             current: ArcSwap::from_pointee(Snapshot::empty(0)),
             interner: Interner::default(),
@@ -64,11 +66,15 @@ impl Store {
     /// good reading (except the fresh-container rule); otherwise the usage is Δcpu/Δt over the
     /// real window between the two CPU timestamps. Pods and containers missing from `batch` are
     /// dropped. Visible to readers after the next [`publish`](Self::publish).
+    ///
+    /// Returns when a container of this node that has no usage yet becomes old enough for its
+    /// first rate (ms since the epoch), so the scraper can scrape the node again then instead
+    /// of a resolution later.
     #[allow(
         clippy::needless_pass_by_value,
         reason = "the scraper hands its batch over; it is freed here, off the API's path"
     )]
-    pub fn ingest(&self, node: &str, batch: NodeBatch, now_ms: i64) {
+    pub fn ingest(&self, node: &str, batch: NodeBatch, now_ms: i64) -> Option<i64> {
         let ctx = MergeContext {
             fresh_limit_ms: self.resolution_ms,
             interner: &self.interner,
@@ -85,6 +91,7 @@ impl Store {
                 now_ms,
                 &ctx,
             ));
+            let fresh_due = next.fresh_due_ms;
             let done = match &prev {
                 Some(prev) => {
                     let replaced = match self.entries.get_mut(node) {
@@ -105,17 +112,19 @@ impl Store {
                 },
             };
             if done {
-                return;
+                return fresh_due;
             }
         }
     }
 
-    /// Records a failed scrape of `node` at `now_ms`: its last good values stay until
-    /// `keep_stale_for` after its last success, then the node and its pods are dropped.
+    /// Records a failed scrape of `node` at `now_ms`: the node and its pods are dropped, unless
+    /// its last success is within `keep_stale_for` (`--metric-stale-tolerance`, default 0:
+    /// dropped at once, as metrics-server does).
     pub fn mark_failed(&self, node: &str, now_ms: i64) {
-        let removed = self
-            .entries
-            .remove_if(node, |_, entry| self.is_expired(entry, now_ms));
+        let removed = self.entries.remove_if(node, |_, entry| {
+            self.keep_stale_ms == 0
+                || now_ms.saturating_sub(entry.last_success_ms) > self.keep_stale_ms
+        });
         drop(removed);
     }
 
@@ -190,8 +199,10 @@ impl Store {
         self.entries.len()
     }
 
+    /// A node neither scraped successfully nor failed for longer than a healthy node ever goes
+    /// between two scrapes, plus the stale tolerance.
     fn is_expired(&self, entry: &NodeEntry, now_ms: i64) -> bool {
-        now_ms.saturating_sub(entry.last_success_ms) > self.keep_stale_ms
+        now_ms.saturating_sub(entry.last_success_ms) > self.unscraped_expiry_ms
     }
 }
 
@@ -381,32 +392,49 @@ mod tests {
         s.ingest("n1", web(T0 + RES, 11 * SEC, SEC), T0 + RES);
         s.publish(T0 + RES);
 
-        // app restarted 40 s before the sample (outside the fresh window): no usage this cycle,
-        // even though its new counter happens to be higher.
+        // app restarted after the previous sample (its start time is after it): no usage this
+        // cycle, even though its new counter happens to be higher.
         let t2 = T0 + 2 * RES;
+        let restarted_at = T0 + RES + 1_000;
         let mut b = web(t2, 12 * SEC, SEC);
-        b.pods[0].containers[0].point.start_time_ms = t2 - 40_000;
+        b.pods[0].containers[0].point.start_time_ms = restarted_at;
         s.ingest("n1", b, t2);
         assert_eq!(s.publish(t2).pod("default", "web"), None);
 
         let t3 = T0 + 3 * RES;
         let mut b = web(t3, 12 * SEC + 300_000_000, SEC);
-        b.pods[0].containers[0].point.start_time_ms = t2 - 40_000;
+        b.pods[0].containers[0].point.start_time_ms = restarted_at;
         s.ingest("n1", b, t3);
         assert_eq!(
             cpu_of(&s.publish(t3), "default", "web"),
             Some(vec![20_000_000, 0])
         );
 
-        // Restarted 12 s before the sample (fresh): served at once, rated from its start.
+        // Restarted 12 s before the sample (inside the fresh window): a restart never gets a
+        // first rate from its start time (its counter may have kept running), so not served.
         let t4 = T0 + 4 * RES;
         let mut b = web(t4, 600_000_000, SEC);
         b.pods[0].containers[0].point.start_time_ms = t4 - 12_000;
         s.ingest("n1", b, t4);
-        let snap = s.publish(t4);
-        let pod = snap.pod("default", "web").unwrap();
-        assert_eq!(pod.containers[0].usage.cpu_nanocores, 50_000_000);
-        assert_eq!((pod.timestamp_ms, pod.window_ms), (t4, 12_000));
+        assert_eq!(s.publish(t4).pod("default", "web"), None);
+    }
+
+    /// Defect 6: start times that jitter between scrapes (but stay before the last sample) are
+    /// the same run: the pod stays served.
+    #[test]
+    fn start_time_jitter_keeps_the_pod_served() {
+        let s = store();
+        s.ingest("n1", web(T0, 10 * SEC, SEC), T0);
+        s.ingest("n1", web(T0 + RES, 11 * SEC, SEC), T0 + RES);
+        let t2 = T0 + 2 * RES;
+        let mut b = web(t2, 12 * SEC, SEC);
+        b.pods[0].containers[0].point.start_time_ms = LONG_AGO + 1_000;
+        b.pods[0].containers[1].point.start_time_ms = LONG_AGO - 1_000;
+        s.ingest("n1", b, t2);
+        assert_eq!(
+            cpu_of(&s.publish(t2), "default", "web"),
+            Some(vec![66_666_666, 0])
+        );
     }
 
     #[test]
@@ -459,10 +487,36 @@ mod tests {
         );
     }
 
+    /// Defect 8: by default (metrics-server) a failed scrape drops the node and its pods at
+    /// once; a node neither scraped nor failing expires two resolutions after its last success.
+    #[test]
+    fn failed_scrape_drops_the_node_at_once_by_default() {
+        let s = store();
+        s.ingest("n1", web(T0, 10 * SEC, SEC), T0);
+        s.ingest("n1", web(T0 + RES, 11 * SEC, SEC), T0 + RES);
+        s.ingest("n2", web(T0, 10 * SEC, SEC), T0);
+        s.ingest("n2", web(T0 + RES, 11 * SEC, SEC), T0 + RES);
+        assert_eq!(s.publish(T0 + RES).node_count(), 2);
+        s.mark_failed("n1", T0 + RES + 1);
+        let snap = s.publish(T0 + RES + 1);
+        assert_eq!(snap.node("n1"), None);
+        assert_eq!(snap.node_count(), 1);
+        assert_eq!(snap.tracked_node_count(), 1);
+        // n2 is not scraped at all: kept through two resolutions, then dropped.
+        assert_eq!(s.publish(T0 + 3 * RES).node_count(), 1);
+        assert_eq!(s.publish(T0 + 3 * RES + 1).node_count(), 0);
+        // Back after a failure: a first sighting again (two scrapes, as metrics-server).
+        s.ingest("n1", web(T0 + 4 * RES, 14 * SEC, SEC), T0 + 4 * RES);
+        assert_eq!(s.publish(T0 + 4 * RES).node_count(), 0);
+    }
+
     #[test]
     fn missed_scrapes_keep_old_values_then_drop() {
-        const KEEP: i64 = 3 * RES; // the default: 3 resolutions after the last success
-        let s = store();
+        const KEEP: i64 = 3 * RES; // --metric-stale-tolerance=45s
+        let s = Store::new(
+            StoreConfig::new(Duration::from_millis(RES as u64))
+                .with_stale_tolerance(Duration::from_millis(KEEP as u64)),
+        );
         s.ingest("n1", web(T0, 10 * SEC, SEC), T0);
         s.ingest("n1", web(T0 + RES, 11 * SEC, SEC), T0 + RES);
         let before = s.publish(T0 + RES);
@@ -480,7 +534,8 @@ mod tests {
             assert_eq!(snap.pod("default", "web"), before.pod("default", "web"));
             assert_eq!(snap.pod("default", "web").unwrap().timestamp_ms, T0 + RES);
         }
-        // One millisecond past keep_stale_for: dropped at publish.
+        // Past keep_stale_for: dropped by the next failure, or at publish two resolutions later.
+        s.mark_failed("n1", last_success + KEEP + 1);
         let snap = s.publish(last_success + KEEP + 1);
         assert_eq!(
             (
@@ -509,14 +564,19 @@ mod tests {
         });
         s.ingest("n1", web(T0, 10 * SEC, SEC), T0);
         s.ingest("n1", web(T0 + RES, 11 * SEC, SEC), T0 + RES);
+        s.mark_failed("n1", T0 + 2 * RES);
         assert_eq!(s.publish(T0 + 2 * RES).node_count(), 1);
+        s.mark_failed("n1", T0 + 2 * RES + 1);
         assert_eq!(s.publish(T0 + 2 * RES + 1).node_count(), 0);
         assert_eq!(s.config().keep_stale_for, Duration::from_millis(RES as u64));
     }
 
     #[test]
     fn success_after_a_miss_rates_over_the_real_gap() {
-        let s = store();
+        let s = Store::new(
+            StoreConfig::new(Duration::from_millis(RES as u64))
+                .with_stale_tolerance(Duration::from_millis(2 * RES as u64)),
+        );
         s.ingest("n1", web(T0, 10 * SEC, SEC), T0);
         s.ingest("n1", web(T0 + RES, 11 * SEC, SEC), T0 + RES);
         s.mark_failed("n1", T0 + 2 * RES);
@@ -637,14 +697,89 @@ mod tests {
     #[test]
     fn idle_container_is_served_with_zero_cpu() {
         let s = store();
-        s.ingest("n1", web(T0, 10 * SEC, 0), T0);
-        s.ingest("n1", web(T0 + RES, 10 * SEC, 0), T0 + RES);
+        s.ingest("n1", web(T0, 10 * SEC, 3), T0);
+        s.ingest("n1", web(T0 + RES, 10 * SEC, 3), T0 + RES);
         let snap = s.publish(T0 + RES);
         assert_eq!(cpu_of(&snap, "default", "web"), Some(vec![0, 0]));
         assert_eq!(
             snap.pod("default", "web").unwrap().total().memory_bytes,
             120 * MIB
         );
+    }
+
+    /// Defect 5: a placeholder 0 followed by the real counter with the same start time must
+    /// not put the container's whole lifetime CPU into one window.
+    #[test]
+    fn placeholder_zero_cpu_never_becomes_usage() {
+        let s = store();
+        // An hour-old container whose kubelet reports a placeholder first, then its counter
+        // (3,600 cpu-seconds: one core for an hour).
+        let b = |ts: i64, cpu: u64| NodeBatch {
+            node: Some(node_pt(ts, 100 * SEC + ts.unsigned_abs() / 1000)),
+            pods: vec![pod(
+                "ns",
+                "p",
+                vec![c("app", pt(T0 - 3_600_000, ts, cpu, MIB))],
+            )],
+        };
+        s.ingest("n1", b(T0, 0), T0);
+        s.ingest("n1", b(T0 + RES, 3_600 * SEC), T0 + RES);
+        assert_eq!(
+            s.publish(T0 + RES).pod("ns", "p"),
+            None,
+            "no rate from a placeholder"
+        );
+        s.ingest("n1", b(T0 + 2 * RES, 3_615 * SEC), T0 + 2 * RES);
+        assert_eq!(
+            cpu_of(&s.publish(T0 + 2 * RES), "ns", "p"),
+            Some(vec![1_000_000_000])
+        );
+        // A placeholder after real readings hides the pod for that scrape only; the next real
+        // reading is rated against the last real one.
+        s.ingest("n1", b(T0 + 3 * RES, 0), T0 + 3 * RES);
+        assert_eq!(s.publish(T0 + 3 * RES).pod("ns", "p"), None);
+        s.ingest("n1", b(T0 + 4 * RES, 3_645 * SEC), T0 + 4 * RES);
+        let snap = s.publish(T0 + 4 * RES);
+        assert_eq!(cpu_of(&snap, "ns", "p"), Some(vec![1_000_000_000]));
+        assert_eq!(snap.pod("ns", "p").unwrap().window_ms, 2 * RES);
+    }
+
+    /// Defect 5: a 0 working set is not real memory (a memory HPA would scale down on it).
+    #[test]
+    fn zero_working_set_is_not_served() {
+        let s = store();
+        s.ingest("n1", web(T0, 10 * SEC, SEC), T0);
+        let mut b = web(T0 + RES, 11 * SEC, 2 * SEC);
+        b.pods[0].containers[1].point.memory_bytes = 0;
+        b.node.as_mut().unwrap().memory_bytes = 0;
+        s.ingest("n1", b, T0 + RES);
+        let snap = s.publish(T0 + RES);
+        assert_eq!(snap.pod("default", "web"), None);
+        assert_eq!(snap.node("n1"), None);
+        // The CPU readings stay valid bases: served on the next scrape.
+        s.ingest("n1", web(T0 + 2 * RES, 12 * SEC, 3 * SEC), T0 + 2 * RES);
+        let snap = s.publish(T0 + 2 * RES);
+        assert_eq!(
+            cpu_of(&snap, "default", "web"),
+            Some(vec![66_666_666, 66_666_666])
+        );
+        assert!(snap.node("n1").is_some());
+    }
+
+    /// §4: ingest tells the scraper when a young container can get its first rate.
+    #[test]
+    fn ingest_reports_when_a_young_container_is_due() {
+        let s = store();
+        let young = NodeBatch {
+            node: Some(node_pt(T0, 100 * SEC)),
+            pods: vec![pod(
+                "ns",
+                "new",
+                vec![c("app", pt(T0 - 2_000, T0, SEC / 10, MIB))],
+            )],
+        };
+        assert_eq!(s.ingest("n1", young, T0), Some(T0 + 8_000));
+        assert_eq!(s.ingest("n2", web(T0, 10 * SEC, SEC), T0), None);
     }
 
     #[test]

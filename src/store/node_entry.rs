@@ -21,7 +21,7 @@ use std::sync::{
 use crate::store::{
     batch::{ContainerPoint, MetricsPoint, NodeBatch, PodPoints},
     intern::Interner,
-    rate::{Rate, Reading, Step, step},
+    rate::{Prior, Rate, Reading, Step, fresh_due_ms, step},
     usage::{ContainerUsage, NodeUsage, PodUsage, Usage},
 };
 
@@ -47,18 +47,59 @@ impl MergeContext<'_> {
 struct Track {
     reading: Reading,
     window_ms: i64,
+    /// See [`Prior::first_run`].
+    first_run: bool,
 }
 
 impl Track {
-    fn new(point: &MetricsPoint, rate: Option<Rate>) -> Self {
+    fn new(point: &MetricsPoint, rate: Option<Rate>, first_run: bool) -> Self {
         Track {
             reading: Reading::of(point),
             window_ms: rate.map_or(0, |r| r.window_ms),
+            first_run,
+        }
+    }
+
+    fn prior(&self) -> Prior {
+        Prior {
+            reading: self.reading,
+            first_run: self.first_run,
         }
     }
 
     fn has_usage(&self) -> bool {
         self.window_ms > 0
+    }
+
+    /// The same base, without usage for this scrape.
+    fn held(self) -> Self {
+        Track {
+            window_ms: 0,
+            ..self
+        }
+    }
+}
+
+/// A usage is servable only with a real working set: metrics-server drops a container whose
+/// working set is 0 (`checkContainerMetrics`), and a memory HPA would scale down on it. The CPU
+/// reading stays the base of the next rate.
+fn servable(point: &MetricsPoint, rate: Option<Rate>) -> Option<Rate> {
+    rate.filter(|_| point.memory_bytes > 0)
+}
+
+/// What a series' new reading becomes: its track and usage rate (`Keep` handled by callers).
+fn advance(
+    last: Option<&Track>,
+    point: &MetricsPoint,
+    fresh_limit_ms: i64,
+) -> Option<(Track, Option<Rate>)> {
+    match step(last.map(Track::prior).as_ref(), point, fresh_limit_ms) {
+        Step::Keep => None,
+        Step::Hold => last.map(|t| (t.held(), None)),
+        Step::Advance { rate, first_run } => {
+            let rate = servable(point, rate);
+            Some((Track::new(point, rate, first_run), rate))
+        }
     }
 }
 
@@ -137,6 +178,10 @@ pub(crate) struct NodeEntry {
     pub(crate) published_containers: usize,
     /// Containers with a usage (metrics-server's `storage_points{type="container"}`).
     pub(crate) container_points: usize,
+    /// The earliest time (ms since the epoch) at which a container of this node that has no
+    /// usage yet becomes old enough for its first rate: a scrape then serves it within one
+    /// resolution of its start (see `rate::fresh_due_ms`).
+    pub(crate) fresh_due_ms: Option<i64>,
 }
 
 impl NodeEntry {
@@ -170,6 +215,7 @@ impl NodeEntry {
             tracks: Vec::with_capacity(capacity),
             published_containers: 0,
             container_points: 0,
+            fresh_due_ms: None,
         };
         let mut same_layout = prev.is_some();
         let mut old_index = 0;
@@ -292,30 +338,35 @@ impl NodeEntry {
             };
             let point = &container.point;
             let (usage, track) = match matched {
-                Some((old, track)) => match step(Some(&track.reading), point, ctx.fresh_limit_ms) {
-                    Step::Keep => (old.clone(), *track),
-                    Step::Advance(rate) => (
+                Some((old, track)) => match advance(Some(track), point, ctx.fresh_limit_ms) {
+                    None => (old.clone(), *track),
+                    Some((next, rate)) => (
                         ContainerUsage {
                             name: Arc::clone(&old.name),
                             usage: usage_of(point, rate),
                         },
-                        Track::new(point, rate),
+                        next,
                     ),
                 },
                 None => {
-                    let rate = match step(None, point, ctx.fresh_limit_ms) {
-                        Step::Advance(rate) => rate,
-                        Step::Keep => None,
-                    };
+                    let (track, rate) = advance(None, point, ctx.fresh_limit_ms)
+                        .unwrap_or((Track::new(point, None, true), None));
                     (
                         ContainerUsage {
                             name: ctx.interner.intern(&container.name),
                             usage: usage_of(point, rate),
                         },
-                        Track::new(point, rate),
+                        track,
                     )
                 }
             };
+            if !track.has_usage() && track.first_run {
+                let due = fresh_due_ms(point, ctx.fresh_limit_ms);
+                self.fresh_due_ms = match (self.fresh_due_ms, due) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
             self.containers.push(usage);
             self.tracks.push(track);
         }
@@ -353,10 +404,11 @@ fn merge_node(
         return (prev_track, None);
     };
     // Nodes have no start time: no fresh rule (limit 0); a reboot shows as a counter decrease.
-    match step(prev_track.as_ref().map(|t| &t.reading), point, 0) {
-        Step::Keep => (prev_track, prev.and_then(|p| p.usage.clone())),
-        Step::Advance(rate) => (
-            Some(Track::new(point, rate)),
+    // A 0 CPU counter or working set is no reading (metrics-server drops such a node point).
+    match advance(prev_track.as_ref(), point, 0) {
+        None => (prev_track, prev.and_then(|p| p.usage.clone())),
+        Some((track, rate)) => (
+            Some(track),
             rate.map(|r| NodeUsage {
                 name: Arc::clone(name),
                 timestamp_ms: point.timestamp_ms,
@@ -462,7 +514,7 @@ mod tests {
     fn layout_id_follows_pod_keys_and_published_flags() {
         let ctx = Ctx::new();
         let pods = [("a", "p1"), ("b", "p2")];
-        let e1 = ctx.merge(None, &batch(T0, 0, &pods));
+        let e1 = ctx.merge(None, &batch(T0, 1, &pods));
         assert_eq!(e1.published_pods(), 0);
         // Same keys, but every pod becomes published: layout changes.
         let e2 = ctx.merge(Some(&e1), &batch(T0 + RES, 1_000, &pods));
@@ -479,6 +531,40 @@ mod tests {
         let e5 = ctx.merge(Some(&e4), &batch(T0 + 4 * RES, 4_000, &pods));
         assert_ne!(e5.layout_id, e4.layout_id);
         assert_eq!(e5.published_pods(), 1);
+    }
+
+    /// §4: a container first seen in its first 10 s makes the node due a follow-up scrape at
+    /// start + 10 s; that scrape serves it with a rate over its whole life.
+    #[test]
+    fn young_container_is_due_a_follow_up_scrape() {
+        let ctx = Ctx::new();
+        let young = |ts: i64, cpu: u64| NodeBatch {
+            node: Some(point(ts, 1 << 40)),
+            pods: vec![PodPoints {
+                namespace: "a".into(),
+                name: "new".into(),
+                containers: vec![ContainerPoint {
+                    name: "app".into(),
+                    point: MetricsPoint {
+                        start_time_ms: T0 - 3_000,
+                        timestamp_ms: ts,
+                        cumulative_cpu_ns: cpu,
+                        memory_bytes: 1 << 20,
+                    },
+                }],
+            }],
+        };
+        let e1 = ctx.merge(None, &young(T0, 300_000_000));
+        assert_eq!(e1.fresh_due_ms, Some(T0 + 7_000));
+        assert_eq!(e1.published_pods(), 0);
+        let e2 = ctx.merge(Some(&e1), &young(T0 + 7_100, 1_010_000_000));
+        assert_eq!(e2.fresh_due_ms, None);
+        let pod = e2.pod_usage(0).unwrap();
+        assert_eq!((pod.window_ms, pod.timestamp_ms), (10_100, T0 + 7_100));
+        assert_eq!(pod.containers[0].usage.cpu_nanocores, 100_000_000);
+        // Old containers are never due one.
+        let e = ctx.merge(None, &batch(T0, 1, &[("a", "old")]));
+        assert_eq!(e.fresh_due_ms, None);
     }
 
     #[test]
@@ -514,14 +600,28 @@ mod tests {
     fn counts_points_and_published_containers() {
         let ctx = Ctx::new();
         let pods = [("a", "p1"), ("a", "p2")];
-        let e1 = ctx.merge(None, &batch(T0, 0, &pods));
+        let e1 = ctx.merge(None, &batch(T0, 1, &pods));
         assert_eq!((e1.container_points, e1.published_containers), (0, 0));
         let mut b = batch(T0 + RES, 10, &pods);
-        b.pods[1].containers[0].point.cumulative_cpu_ns = 0; // no decrease: 0 → 0 is idle
-        b.pods[1].containers[1].point.start_time_ms = T0 + RES - 60_000; // restart: no usage
+        b.pods[1].containers[0].point.cumulative_cpu_ns = 1; // no increase: idle, usage 0
+        b.pods[1].containers[1].point.start_time_ms = T0 + 1; // restart after T0: no usage
         let e2 = ctx.merge(Some(&e1), &b);
         assert_eq!(e2.container_points, 3);
         assert_eq!(e2.published_containers, 2);
         assert!(e2.usage.is_some());
+        // A 0 working set: that container has no servable usage this scrape, nor its pod.
+        let mut b = batch(T0 + 2 * RES, 20, &pods);
+        b.pods[0].containers[1].point.memory_bytes = 0;
+        b.pods[1].containers[1].point.start_time_ms = T0 + 1;
+        let e3 = ctx.merge(Some(&e2), &b);
+        assert_eq!(
+            e3.published_pods(),
+            1,
+            "p1 has a 0 working set; p2's new run is rated"
+        );
+        assert_eq!(e3.container_points, 3);
+        // Next scrape: p1 served again at once (its CPU base was kept).
+        let e4 = ctx.merge(Some(&e3), &batch(T0 + 3 * RES, 30, &pods));
+        assert_eq!(e4.published_pods(), 2);
     }
 }

@@ -416,6 +416,11 @@ def t_tls_cert_manager():
     check(not find(docs, "Issuer"), "Issuer rendered with existingIssuer")
     eq(one(docs, "Certificate")["spec"]["issuerRef"], {"group": "cert-manager.io", "kind": "ClusterIssuer", "name": "corp-ca"},
        "issuerRef with existingIssuer")
+    # tls.certManager.certificateName names the Certificate and the inject-ca-from target
+    docs, _ = template(sets=["tls.type=cert-manager", "tls.certManager.certificateName=my-cert"])
+    eq(one(docs, "Certificate")["metadata"]["name"], "my-cert", "Certificate name")
+    for n, a in apiservices(docs).items():
+        eq(a["metadata"]["annotations"].get("cert-manager.io/inject-ca-from"), f"{NS}/my-cert", f"{n} inject-ca-from")
 
 
 @test("tls.type=existingSecret: mounts the named Secret; caBundle from value, or inject-ca-from")

@@ -4,6 +4,7 @@
 
 pub mod fake_apiserver;
 pub mod harness;
+pub mod postgres;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +31,7 @@ pub fn demo_args(dir: &std::path::Path, records_file: Option<PathBuf>) -> DemoAr
         sim_first_address: "127.1.0.1".parse().unwrap(),
         sim_port: 0,
         cert_auth: Default::default(),
+        ha: Default::default(),
         common: CommonArgs {
             verbosity: 0,
             log_format: LogFormat::Text,

@@ -1,8 +1,29 @@
 #!/usr/bin/env python3
-"""What a kind cluster has and tests/e2e/lab.sh's control plane (etcd + kube-apiserver, plus
-cert-manager's real controller and cainjector) lacks, played by the harness against the real
-API:
+"""What a kind cluster with cert-manager has and tests/e2e/lab.sh's control plane (etcd +
+kube-apiserver with cert-manager's real CRDs, nothing else) lacks, played by the harness
+against the real API:
 
+  cert-manager   (its controller and cainjector mains are not on the Go module proxy, so
+                 they cannot be built as our other test tools are: tests/e2e/README.md)
+                 Issuers with spec.selfSigned get condition Ready. Certificates of such an
+                 Issuer are issued with openssl as cert-manager's selfSigned issuer does:
+                 a private key per spec.privateKey (a new one at every issuance with
+                 rotationPolicy Always, else the Secret's key is kept), a certificate
+                 signed by that key (subject spec.commonName or empty, SANs spec.dnsNames
+                 and spec.ipAddresses, critical when the subject is empty, key usages and
+                 extended key usages from spec.usages, a random serial, spec.duration,
+                 default 2160h); Secret spec.secretName of type kubernetes.io/tls with
+                 tls.crt, tls.key and ca.crt (= the certificate itself, as for selfSigned)
+                 and cert-manager's annotations; the Certificate's status through its
+                 status subresource: Ready, notBefore, notAfter, renewalTime (renewBefore,
+                 default a third of the duration), revision. Re-issues when the Secret is
+                 missing, was not issued for this Certificate or its SANs differ from the
+                 spec, at renewalTime, or when the Certificate has condition Issuing=True
+                 (what `cmctl renew` sets); the new status drops Issuing, as cert-manager's.
+                 Other issuer kinds are left alone (logged once).
+  cainjector     copies ca.crt of the Secret of the Certificate named by an APIService's
+                 annotation `cert-manager.io/inject-ca-from: <namespace>/<name>` into its
+                 spec.caBundle (only a Secret annotated as issued for that Certificate).
   ReplicaSet controller + scheduler
                  creates spec.replicas Pods from each Deployment's template (labels +
                  pod-template-hash) bound to the one Node; Deployment status.
@@ -20,7 +41,7 @@ API:
 
 Usage: lab_sim.py --dir DIR --bin SERVER_BINARY --node-ip IP --kubelet-port PORT --pod-ips IP,IP
 Runs until SIGTERM; stops the server processes it started. Logs to stdout.
-Standard library only (openssl CLI for the kubelet's certificate).
+Standard library only (openssl CLI for the certificates).
 """
 
 from __future__ import annotations
@@ -33,6 +54,7 @@ import http.server
 import json
 import os
 import random
+import re
 import signal
 import ssl
 import string
@@ -89,7 +111,7 @@ def merge_patch(path, body):
     return api("PATCH", path, body, "application/merge-patch+json")
 
 
-# ---------------------------------------------------------------- helpers
+# ---------------------------------------------------------------- openssl
 
 def openssl(*args, input_bytes=None) -> bytes:
     p = subprocess.run(["openssl", *args], input=input_bytes, capture_output=True)
@@ -103,6 +125,207 @@ def condition(obj, ctype):
         if c.get("type") == ctype:
             return c
     return None
+
+
+# ---------------------------------------------------------------- cert-manager + cainjector
+
+def parse_duration(s: str) -> float:
+    """Go duration (e.g. 2160h, 1h30m, 90s) -> seconds; ValueError when it is not one."""
+    s = s.strip()
+    parts = re.findall(r"([0-9.]+)(ns|us|µs|ms|s|m|h)", s)
+    if not parts or "".join(n + u for n, u in parts) != s:
+        raise ValueError(f"not a Go duration: {s!r}")
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def cert_dates(pem: bytes):
+    out = openssl("x509", "-noout", "-startdate", "-enddate", "-dateopt", "iso_8601", input_bytes=pem).decode()
+    f = "%Y-%m-%d %H:%M:%SZ"
+    nb, na = (dt.datetime.strptime(re.search(rf"{k}=(\S+ \S+)", out).group(1), f).replace(tzinfo=dt.timezone.utc)
+              for k in ("notBefore", "notAfter"))
+    return nb, na
+
+
+def cert_sans(pem: bytes) -> list[str]:
+    try:
+        out = openssl("x509", "-noout", "-ext", "subjectAltName", input_bytes=pem).decode()
+    except RuntimeError:
+        return []
+    return sorted(re.findall(r"DNS:([^,\s]+)", out))
+
+
+def new_key(spec) -> bytes:
+    pk = spec.get("privateKey") or {}
+    alg = pk.get("algorithm", "RSA")
+    if alg == "ECDSA":
+        curve = {256: "prime256v1", 384: "secp384r1", 521: "secp521r1"}[int(pk.get("size", 256))]
+        return openssl("genpkey", "-algorithm", "EC", "-pkeyopt", f"ec_paramgen_curve:{curve}")
+    if alg == "Ed25519":
+        return openssl("genpkey", "-algorithm", "ED25519")
+    return openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", f"rsa_keygen_bits:{int(pk.get('size', 2048))}")
+
+
+def issue_self_signed(cert: dict, old_key: bytes | None) -> tuple[bytes, bytes]:
+    """Key and self-signed certificate for a Certificate spec, as cert-manager's selfSigned issuer."""
+    spec, m = cert["spec"], cert["metadata"]
+    work = DIR / "cert-manager" / f"{m['namespace']}_{m['name']}"
+    work.mkdir(parents=True, exist_ok=True)
+    rotate = ((spec.get("privateKey") or {}).get("rotationPolicy") or "Never") == "Always"
+    key = old_key if old_key and not rotate else new_key(spec)
+    (work / "tls.key").write_bytes(key)
+    (work / "tls.key").chmod(0o600)
+    usage_map = {"digital signature": "digitalSignature", "key encipherment": "keyEncipherment",
+                 "cert sign": "keyCertSign", "crl sign": "cRLSign", "content commitment": "nonRepudiation",
+                 "key agreement": "keyAgreement", "data encipherment": "dataEncipherment"}
+    eku_map = {"server auth": "serverAuth", "client auth": "clientAuth", "code signing": "codeSigning",
+               "email protection": "emailProtection", "timestamping": "timeStamping", "ocsp signing": "OCSPSigning"}
+    usages = spec.get("usages") or ["digital signature", "key encipherment"]
+    ku = [usage_map[u] for u in usages if u in usage_map]
+    eku = [eku_map[u] for u in usages if u in eku_map]
+    if spec.get("isCA") and "keyCertSign" not in ku:
+        ku.append("keyCertSign")
+    ext = [f"basicConstraints=critical,CA:{'TRUE' if spec.get('isCA') else 'FALSE'}"]
+    if ku:
+        ext.append("keyUsage=critical," + ",".join(ku))
+    if eku:
+        ext.append("extendedKeyUsage=" + ",".join(eku))
+    sans = [f"DNS:{n}" for n in spec.get("dnsNames") or []] + [f"IP:{i}" for i in spec.get("ipAddresses") or []]
+    if sans:  # critical when the subject is empty (RFC 5280 4.2.1.6), as cert-manager does
+        ext.append("subjectAltName=" + ("" if spec.get("commonName") else "critical,") + ",".join(sans))
+    # openssl can only count days; the Certificates issued here have whole-day durations
+    days = max(1, int(-(-parse_duration(spec.get("duration") or "2160h") // 86400)))
+    subj = f"/CN={spec['commonName']}" if spec.get("commonName") else "/"
+    crt = openssl("req", "-x509", "-new", "-key", str(work / "tls.key"), "-subj", subj, "-days", str(days),
+                  "-set_serial", str(random.getrandbits(63)), "-extensions", "v3", "-config", "/dev/stdin",
+                  input_bytes=("[req]\ndistinguished_name=dn\n[dn]\n[v3]\n" + "\n".join(ext) + "\n").encode())
+    return key, crt
+
+
+def write_cert_status(cert, crt: bytes, revision: int):
+    m, spec = cert["metadata"], cert["spec"]
+    nb, na = cert_dates(crt)
+    renew_before = parse_duration(spec["renewBefore"]) if spec.get("renewBefore") else (na - nb).total_seconds() / 3
+    renewal = na - dt.timedelta(seconds=renew_before)
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    # a merge patch replaces the whole conditions list: Issuing goes, as after cert-manager's issuance
+    merge_patch(f"/apis/cert-manager.io/v1/namespaces/{m['namespace']}/certificates/{m['name']}/status", {"status": {
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Ready",
+                        "message": "Certificate is up to date and has not expired",
+                        "lastTransitionTime": now_rfc3339(), "observedGeneration": m.get("generation", 1)}],
+        "notBefore": nb.strftime(fmt), "notAfter": na.strftime(fmt), "renewalTime": renewal.strftime(fmt),
+        "revision": revision}})
+
+
+UNPLAYED: set = set()  # Certificates of issuers this harness does not play (logged once)
+
+
+def reconcile_issuers():
+    issuers = {}
+    for iss in items("/apis/cert-manager.io/v1/issuers"):
+        m = iss["metadata"]
+        issuers[(m["namespace"], m["name"])] = iss
+        ready = condition(iss, "Ready")
+        if "selfSigned" in iss["spec"] and not (ready and ready.get("observedGeneration") == m.get("generation", 1)):
+            merge_patch(f"/apis/cert-manager.io/v1/namespaces/{m['namespace']}/issuers/{m['name']}/status",
+                        {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "IsReady",
+                                                    "message": "", "lastTransitionTime": now_rfc3339(),
+                                                    "observedGeneration": m.get("generation", 1)}]}})
+            log(f"cert-manager: issuer {m['namespace']}/{m['name']} Ready (selfSigned)")
+    return issuers
+
+
+def reissue_reason(cert, secret) -> str | None:
+    name, spec, st = cert["metadata"]["name"], cert["spec"], cert.get("status") or {}
+    issuing = condition(cert, "Issuing")
+    if secret is None:
+        return "the Secret does not exist"
+    if (secret["metadata"].get("annotations") or {}).get("cert-manager.io/certificate-name") != name:
+        return "the Secret was not issued for this Certificate"
+    if cert_sans(base64.b64decode((secret.get("data") or {}).get("tls.crt", ""))) != sorted(spec.get("dnsNames") or []):
+        return "the Secret's DNS names differ from spec.dnsNames"
+    if issuing and issuing.get("status") == "True":
+        return f"Issuing=True ({issuing.get('reason')})"
+    if st.get("renewalTime") and now_rfc3339() >= st["renewalTime"]:
+        return "renewalTime reached"
+    return None
+
+
+def reconcile_certificates(issuers):
+    certs = {}
+    for cert in items("/apis/cert-manager.io/v1/certificates"):
+        m, spec = cert["metadata"], cert["spec"]
+        ns, name = m["namespace"], m["name"]
+        certs[(ns, name)] = cert
+        ref = spec.get("issuerRef") or {}
+        iss = issuers.get((ns, ref.get("name"))) if ref.get("kind", "Issuer") == "Issuer" and \
+            ref.get("group", "cert-manager.io") == "cert-manager.io" else None
+        if not iss or "selfSigned" not in iss["spec"]:
+            if (ns, name) not in UNPLAYED:
+                UNPLAYED.add((ns, name))
+                log(f"cert-manager: certificate {ns}/{name}: issuer {ref} is not a selfSigned Issuer; not played here")
+            continue
+        secret_path = f"/api/v1/namespaces/{ns}/secrets/{spec['secretName']}"
+        secret = get(secret_path)
+        st = cert.get("status") or {}
+        why = reissue_reason(cert, secret)
+        if why is None:
+            ready = condition(cert, "Ready")
+            if not ready or ready.get("observedGeneration") != m.get("generation"):
+                write_cert_status(cert, base64.b64decode(secret["data"]["tls.crt"]), int(st.get("revision", 1)))
+            continue
+        old_key = None  # kept unless rotationPolicy is Always, only from a Secret issued for this Certificate
+        if secret and (secret["metadata"].get("annotations") or {}).get("cert-manager.io/certificate-name") == name:
+            old_key = base64.b64decode((secret.get("data") or {}).get("tls.key", "")) or None
+        key, crt = issue_self_signed(cert, old_key)
+        body = {
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+            "metadata": {"name": spec["secretName"], "namespace": ns,
+                         "labels": {"controller.cert-manager.io/fao": "true"},
+                         "annotations": {"cert-manager.io/certificate-name": name,
+                                         "cert-manager.io/issuer-name": ref["name"],
+                                         "cert-manager.io/issuer-kind": ref.get("kind", "Issuer"),
+                                         "cert-manager.io/issuer-group": ref.get("group", "cert-manager.io"),
+                                         "cert-manager.io/alt-names": ",".join(spec.get("dnsNames") or []),
+                                         "cert-manager.io/ip-sans": ",".join(spec.get("ipAddresses") or []),
+                                         "cert-manager.io/uri-sans": ",".join(spec.get("uris") or []),
+                                         "cert-manager.io/common-name": spec.get("commonName", "")}},
+            "data": {"tls.crt": base64.b64encode(crt).decode(), "tls.key": base64.b64encode(key).decode(),
+                     "ca.crt": base64.b64encode(crt).decode()},
+        }
+        if secret is None:
+            api("POST", f"/api/v1/namespaces/{ns}/secrets", body)
+        else:
+            body["metadata"]["resourceVersion"] = secret["metadata"]["resourceVersion"]
+            api("PUT", secret_path, body)
+        revision = int(st.get("revision", 0)) + 1
+        write_cert_status(cert, crt, revision)
+        serial = openssl("x509", "-noout", "-serial", input_bytes=crt).decode().strip()
+        log(f"cert-manager: certificate {ns}/{name}: issued revision {revision} ({serial}) into Secret "
+            f"{spec['secretName']} ({why})")
+    return certs
+
+
+def reconcile_cainjector(certs):
+    for a in items("/apis/apiregistration.k8s.io/v1/apiservices"):
+        src = (a["metadata"].get("annotations") or {}).get("cert-manager.io/inject-ca-from")
+        if not src or "/" not in src:
+            continue
+        cert = certs.get(tuple(src.split("/", 1)))
+        if not cert:
+            continue
+        secret = get(f"/api/v1/namespaces/{cert['metadata']['namespace']}/secrets/{cert['spec']['secretName']}")
+        if not secret or (secret["metadata"].get("annotations") or {}).get("cert-manager.io/certificate-name") != \
+                cert["metadata"]["name"]:
+            continue
+        ca = (secret.get("data") or {}).get("ca.crt")
+        if ca and a["spec"].get("caBundle") != ca:
+            merge_patch(f"/apis/apiregistration.k8s.io/v1/apiservices/{a['metadata']['name']}", {"spec": {"caBundle": ca}})
+            log(f"cainjector: APIService {a['metadata']['name']} caBundle from Certificate {src}")
+
+
+def reconcile_cert_manager():
+    reconcile_cainjector(reconcile_certificates(reconcile_issuers()))
 
 
 # ---------------------------------------------------------------- ReplicaSet controller + scheduler
@@ -185,7 +408,6 @@ def volume_files(ns, vol):
     elif "configMap" in vol:
         obj = get(f"/api/v1/namespaces/{ns}/configmaps/{vol['configMap']['name']}")
         data = {k: v.encode() for k, v in ((obj or {}).get("data") or {}).items()}
-        src = vol["configMap"]
     else:
         return {}
     if obj is None:
@@ -548,8 +770,9 @@ def main():
     signal.signal(signal.SIGINT, on_term)
     start_kubelet_server()
     register_node()
-    log("running: ReplicaSet controller + scheduler, kubelet, endpoints controllers")
-    steps = [reconcile_deployments, reconcile_kubelet, reconcile_endpoints]
+    log("running: cert-manager (selfSigned) + cainjector, ReplicaSet controller + scheduler, kubelet, "
+        "endpoints controllers")
+    steps = [reconcile_cert_manager, reconcile_deployments, reconcile_kubelet, reconcile_endpoints]
     while not STOP.is_set():
         for fn in steps:
             try:

@@ -7,8 +7,7 @@
 #   tests/e2e/tools.sh path TOOL       print the cached binary path (exit 1 if not built yet)
 #   tests/e2e/tools.sh version TOOL    print the pinned version of TOOL
 #   TOOL is one of: kubectl kube-apiserver kube-controller-manager etcd helm
-#   metrics-server metrics-server-legacy cert-manager-controller cert-manager-cainjector
-#   (no argument = kubectl kube-apiserver etcd helm)
+#   metrics-server metrics-server-legacy (no argument = kubectl kube-apiserver etcd helm)
 #   tests/e2e/tools.sh cert-manager-crds
 #                                      render cert-manager's CRDs (CERT_MANAGER_VERSION) from
 #                                      the chart and CRD templates under deploy/ in its Go
@@ -43,15 +42,14 @@ CACHE_DIR=${KUBEDOJO_CACHE:-$HOME/.cache/kubedojo}
 BIN_DIR=$CACHE_DIR/bin
 BUILD_DIR=$CACHE_DIR/build
 BUILD_NICE=${KUBEDOJO_BUILD_NICE:-10}
-ALL_TOOLS=(kubectl kube-apiserver kube-controller-manager etcd helm metrics-server metrics-server-legacy
-  cert-manager-controller cert-manager-cainjector)
+ALL_TOOLS=(kubectl kube-apiserver kube-controller-manager etcd helm metrics-server metrics-server-legacy)
 DEFAULT_TOOLS=(kubectl kube-apiserver etcd helm)
 
 log() { printf '[tools.sh] %s\n' "$*" >&2; }
 die() { printf '[tools.sh] ERROR: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-  sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 tool_version() {
@@ -61,7 +59,6 @@ tool_version() {
     helm) echo "$HELM_VERSION" ;;
     metrics-server) echo "$METRICS_SERVER_VERSION" ;;
     metrics-server-legacy) echo "$METRICS_SERVER_LEGACY_VERSION" ;;
-    cert-manager-controller | cert-manager-cainjector) echo "$CERT_MANAGER_VERSION" ;;
     *) die "unknown tool '$1' (known: ${ALL_TOOLS[*]})" ;;
   esac
 }
@@ -73,7 +70,6 @@ tool_module() {
     etcd) echo go.etcd.io/etcd/server/v3 ;;
     helm) echo helm.sh/helm/v3 ;;
     metrics-server | metrics-server-legacy) echo sigs.k8s.io/metrics-server ;;
-    cert-manager-*) echo github.com/cert-manager/cert-manager ;;
   esac
 }
 tool_package() {
@@ -84,7 +80,6 @@ tool_package() {
     etcd) echo go.etcd.io/etcd/server/v3 ;;
     helm) echo helm.sh/helm/v3/cmd/helm ;;
     metrics-server | metrics-server-legacy) echo sigs.k8s.io/metrics-server/cmd/metrics-server ;;
-    cert-manager-*) echo . ;; # the copied main module itself (make_cert_manager_module)
   esac
 }
 
@@ -99,8 +94,6 @@ run_version() {
     etcd) timeout 30 "$bin" --version 2>&1 ;;
     helm) timeout 30 "$bin" version 2>&1 ;;
     metrics-server | metrics-server-legacy) timeout 30 "$bin" --version 2>&1 ;;
-    # no --version flag: the module versions embedded in the binary, once --help runs
-    cert-manager-*) timeout 30 "$bin" --help >/dev/null 2>&1 && go version -m "$bin" 2>&1 ;;
   esac
 }
 
@@ -116,7 +109,6 @@ check_binary() {
     etcd) want="etcd Version: ${ver#v}" ;;
     helm) want="Version:\"$ver\"" ;;
     metrics-server | metrics-server-legacy) want="$ver" ;;
-    cert-manager-*) want=$(printf 'dep\tgithub.com/cert-manager/cert-manager\t%s\t' "$ver") ;;
   esac
   [[ $out == *"$want"* ]] || {
     log "$bin does not report '$want': $out"
@@ -197,33 +189,6 @@ make_module() {
   }
 }
 
-# cert-manager's controller and cainjector: their mains are sub-modules of the
-# cert-manager repository (cmd/controller = module .../controller-binary,
-# cmd/cainjector = .../cainjector-binary) that `replace` the main module with ../../
-# and are not on the Go module proxy (every path and version answers 404; the main
-# module's zip leaves cmd/ out). tests/e2e/cert-manager/<name>/ holds those mains as
-# released in tag CERT_MANAGER_VERSION (tests removed), with the replace turned into a
-# require of the published main module; everything else comes from the proxy.
-make_cert_manager_module() {
-  local tool=$1 dir=$2 ver src
-  ver=$(tool_version "$tool")
-  src=$E2E_DIR/cert-manager/${tool#cert-manager-}
-  [[ -f $src/go.mod ]] || die "$tool: no $src/go.mod"
-  grep -q "^[[:space:]]*github.com/cert-manager/cert-manager $ver\$" "$src/go.mod" ||
-    die "$tool: $src/go.mod does not require github.com/cert-manager/cert-manager $ver (CERT_MANAGER_VERSION); copy cmd/${tool#cert-manager-} of that tag again (tests/e2e/cert-manager/README.md)"
-  rm -rf "$dir"
-  mkdir -p "$(dirname "$dir")"
-  cp -r "$src" "$dir"
-  chmod -R u+w "$dir"
-  cd "$dir"
-  log "$tool: go mod download (github.com/cert-manager/cert-manager@$ver and its dependencies)"
-  go mod download >"$dir/go-get.log" 2>&1 || {
-    cat "$dir/go-get.log" >&2
-    die "$tool: go mod download failed"
-  }
-  MOD_INFO=$(go mod download -json "github.com/cert-manager/cert-manager@$ver" | json_field Info)
-}
-
 release_date() {
   local t
   t=$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$MOD_INFO" 2>/dev/null || true)
@@ -267,10 +232,6 @@ tool_ldflags() {
         -X "helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=$cmaj"
         -X "helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$cmin")
       ;;
-    cert-manager-*)
-      # mirrors cert-manager's make/ (the version cert-manager logs at start-up)
-      f+=(-X "github.com/cert-manager/cert-manager/pkg/util.AppVersion=$ver")
-      ;;
     metrics-server | metrics-server-legacy)
       # mirrors metrics-server's Makefile
       f+=(-X "k8s.io/client-go/pkg/version.gitVersion=$ver"
@@ -311,11 +272,7 @@ build_tool() {
   start=$(date +%s)
   dir=$BUILD_DIR/$tool-$ver
   (
-    if [[ $tool == cert-manager-* ]]; then
-      make_cert_manager_module "$tool" "$dir"
-    else
-      make_module "$tool" "$dir"
-    fi
+    make_module "$tool" "$dir"
     tmp="$bin.tmp.$$"
     trap 'rm -f "$tmp"' EXIT
     log "$tool: go build $(tool_package "$tool") (this takes minutes on a cold build cache)"
@@ -335,7 +292,11 @@ build_tool() {
 # chart (deploy/charts/cert-manager: values.yaml, templates/_helpers.tpl,
 # Chart.template.yaml) and the CRD templates (deploy/crds/crd-*.yaml, which the
 # release tooling copies into the chart's templates/). We assemble that chart and
-# `helm template` only the CRDs. Cached as $CACHE_DIR/cert-manager/crds-<ver>.yaml.
+# `helm template` only the CRDs. Its controller and cainjector are NOT built: their
+# mains live in sub-modules (cmd/controller = module .../controller-binary,
+# cmd/cainjector = .../cainjector-binary) that `replace` the main module with ../../
+# and are not published on the Go module proxy (404 for every path and version), and
+# the main module's zip leaves cmd/ out. Cached as $CACHE_DIR/cert-manager/crds-<ver>.yaml.
 cert_manager_crds() {
   local ver=$CERT_MANAGER_VERSION mod=github.com/cert-manager/cert-manager out dl src helm tmp n
   out=$CACHE_DIR/cert-manager/crds-$ver.yaml
