@@ -124,6 +124,7 @@ fn build(nodes: usize) -> World {
             kubelet_port: 10250,
             metrics_path: None,
             ready: true,
+            allocatable: None,
         });
     }
     // Pods of one deployment share one label map (as the watcher's interning would not, this

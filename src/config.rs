@@ -148,9 +148,42 @@ pub struct KubeletSimArgs {
     /// small non-zero value, as a real idle container's does).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub idle_percent: u8,
+    /// Namespaces the deployments spread over: `default`, `team-a`, `team-b`, then
+    /// `team-3`, `team-4`… (at least 1).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    pub namespaces: u16,
+    /// Deployment sizes `MIN-MAX` (pods): many deployments of sizes drawn from that range
+    /// (the HPA's targets: hundreds of deployments of 5 to 50 pods) instead of one
+    /// deployment per (namespace, app) sharing the pods equally.
+    #[arg(long, value_name = "MIN-MAX", value_parser = parse_range)]
+    pub deployment_pods: Option<(usize, usize)>,
+    /// Node indices (0-based) whose kubelet answers every request after `--slow-delay`.
+    #[arg(long, value_delimiter = ',')]
+    pub slow_nodes: Vec<usize>,
+    /// Delay of the `--slow-nodes` kubelets.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub slow_delay: Duration,
+    /// Node indices (0-based) whose kubelet answers `/metrics/resource` with 500.
+    #[arg(long, value_delimiter = ',')]
+    pub failing_nodes: Vec<usize>,
     /// Log verbosity.
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,
+}
+
+/// Parses `MIN-MAX` (two positive integers, MIN <= MAX).
+fn parse_range(s: &str) -> Result<(usize, usize), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("expected MIN-MAX, got {s:?}"))?;
+    let (a, b): (usize, usize) = (
+        a.trim().parse().map_err(|e| format!("{s:?}: {e}"))?,
+        b.trim().parse().map_err(|e| format!("{s:?}: {e}"))?,
+    );
+    if a == 0 || a > b {
+        return Err(format!("{s:?}: need 1 <= MIN <= MAX"));
+    }
+    Ok((a, b))
 }
 
 /// Log output format.
@@ -172,9 +205,14 @@ pub struct CommonArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
-    /// A YAML or JSON list of DataRecords to serve (default: the three built-in lab records).
-    #[arg(long, value_name = "FILE")]
+    /// A YAML or JSON list of DataRecords to serve: the shorthand for a sources config
+    /// with one file source (default: the lab's three records plus computed records).
+    #[arg(long, value_name = "FILE", conflicts_with = "sources_config")]
     pub records_file: Option<PathBuf>,
+    /// A YAML file listing the DataRecord sources in order (file, postgres,
+    /// postgresQuery, computed) and their PostgreSQL connections; see docs/datarecords.md.
+    #[arg(long, value_name = "FILE")]
+    pub sources_config: Option<PathBuf>,
     /// How often record sources are re-read.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub records_refresh_interval: Duration,

@@ -75,8 +75,20 @@ impl Pipeline {
         }
     }
 
+    /// What the computed DataRecords read: this pipeline's store and cluster view.
+    pub fn metrics_inputs(&self) -> crate::records::MetricsInputs {
+        crate::records::MetricsInputs {
+            store: self.store.clone(),
+            view: self.view.clone(),
+            resolution: self.resolution,
+        }
+    }
+
     /// Adds the metrics.k8s.io group, `/metrics` and the health checks to the app.
     pub fn add_to(&self, parts: &mut AppParts) {
+        parts
+            .records
+            .count_conflicts_in(self.telemetry.record_name_conflicts.clone());
         let sources = Sources {
             store: self.store.clone(),
             cluster: self.view.clone(),

@@ -13,7 +13,9 @@ use crate::api::resource::ResourceProvider;
 use crate::auth::AuthChain;
 use crate::config::{CommonArgs, LogFormat, ServeArgs};
 use crate::groups::records as records_group;
-use crate::records::{FileSource, RecordSet, RecordSource};
+use crate::records::{
+    MetricsInputs, RecordSet, RecordSource, SourcesConfig, build_sources, default_sources,
+};
 use crate::server::app::{App, ExtraRoutes};
 use crate::server::health::Health;
 use crate::server::tls::{
@@ -44,13 +46,30 @@ pub fn init_logging(common: &CommonArgs) {
     };
 }
 
-/// Loads the records (file or embedded default); a bad file fails start-up.
-pub async fn load_records(common: &CommonArgs) -> anyhow::Result<Arc<RecordSet>> {
-    let source: Box<dyn RecordSource> = match &common.records_file {
-        Some(path) => Box::new(FileSource::new(path.clone())),
-        None => Box::new(FileSource::embedded()),
+/// Reads `--sources-config` (or turns `--records-file` into one file source); `None`
+/// when neither is given. A bad file fails start-up with its file, key and line.
+pub fn sources_config(common: &CommonArgs) -> anyhow::Result<Option<SourcesConfig>> {
+    match (&common.sources_config, &common.records_file) {
+        (Some(path), _) => Ok(Some(SourcesConfig::load(path)?)),
+        (None, Some(file)) => Ok(Some(SourcesConfig::single_file(file.clone()))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Builds the record sources (the configured ones, else the lab's embedded records plus
+/// the computed ones when `metrics` is given) and loads them once; a bad records file
+/// fails start-up.
+pub async fn load_records(
+    config: Option<&SourcesConfig>,
+    metrics: Option<MetricsInputs>,
+) -> anyhow::Result<Arc<RecordSet>> {
+    let sources: Vec<Box<dyn RecordSource>> = match config {
+        Some(config) => build_sources(config, metrics.as_ref())
+            .map_err(|e| anyhow::anyhow!("cannot build the DataRecord sources: {e}"))?,
+        None => default_sources(metrics.as_ref()),
     };
-    let set = Arc::new(RecordSet::new(vec![source]));
+    let set = Arc::new(RecordSet::new(sources));
+    tracing::info!(sources = ?set.source_names(), epoch = %set.epoch(), "DataRecord sources");
     if let Some(e) = set.refresh().await.into_iter().next() {
         return Err(anyhow::Error::new(e).context("cannot load DataRecords"));
     }
@@ -169,7 +188,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     args.ha
         .validate(args.metrics.metric_resolution)
         .map_err(anyhow::Error::msg)?;
-    let records = load_records(&args.common).await?;
+    let sources = sources_config(&args.common)?;
     let files = match (&args.tls_cert_file, &args.tls_private_key_file) {
         (Some(cert), Some(key)) => CertFiles {
             cert: cert.clone(),
@@ -201,7 +220,6 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(delegated.trust.verifier()),
         args.common.tls_min_version,
     )?;
-    let mut parts = AppParts::new(records.clone(), delegated.chain);
     let kube_config = crate::auth::delegated::kube_config(args.kubeconfig.as_deref()).await?;
     let client =
         kube::Client::try_from(kube_config.clone()).context("creating the Kubernetes client")?;
@@ -244,6 +262,8 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         view.clone(),
         args.metrics.request_timeout(),
     );
+    let records = load_records(sources.as_ref(), Some(pipeline.metrics_inputs())).await?;
+    let mut parts = AppParts::new(records.clone(), delegated.chain);
     let shutdown = CancellationToken::new();
     let ha = crate::ha::setup::start_in_cluster(
         &args.ha,

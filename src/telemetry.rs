@@ -92,6 +92,8 @@ pub struct Telemetry {
     pub api_metric_freshness: Histogram,
     /// Our own: series or pods the decoder left out.
     pub decode_skipped: Counter,
+    /// Our own: DataRecord names produced by two sources (the later one ignored).
+    pub record_name_conflicts: Counter,
     /// Our own: failed kubelet requests by reason (no node label: bounded cardinality; the
     /// node is in `metrics_server_kubelet_last_request_time_seconds` and the logs).
     pub kubelet_failures: Family<ReasonLabel, Counter>,
@@ -155,6 +157,12 @@ impl Telemetry {
             "Series or pods left out of kubelet payloads (bad values, timestamps or incomplete pods)",
             decode_skipped.clone(),
         );
+        let record_name_conflicts = Counter::default();
+        registry.register(
+            "kubedojo_datarecord_name_conflicts",
+            "Times a DataRecord (namespace, name) came from two sources; the earlier source in the configuration is served",
+            record_name_conflicts.clone(),
+        );
         let kubelet_failures = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "kubedojo_kubelet_request_failures",
@@ -181,6 +189,7 @@ impl Telemetry {
             storage_points,
             api_metric_freshness,
             decode_skipped,
+            record_name_conflicts,
             kubelet_failures,
             follow_up_scrapes,
         })

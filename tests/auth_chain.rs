@@ -9,9 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::fake_apiserver::FakeApiServer;
-use common::harness::{
-    DR_LIST, Harness, Options, UNAUTHORIZED, aggregator_headers, common_args, configmap,
-};
+use common::harness::{DR_LIST, Harness, Options, UNAUTHORIZED, aggregator_headers, configmap};
 use kubedojo_data_api::auth::delegated::{Tuning, start_with_clients};
 use kubedojo_data_api::auth::options::{CertAuthArgs, DelegationArgs};
 use kubedojo_data_api::auth::{AlwaysAllowPaths, AuthChain};
@@ -513,7 +511,7 @@ async fn serving_certificate_rotation_without_restart() {
     let cert = ReloadingCert::new(files.clone()).unwrap();
     let watch = tokio::spawn(cert.clone().watch(Duration::from_millis(50)));
     let tls = server_config(cert, None, MinTlsVersion::Tls12).unwrap();
-    let records = load_records(&common_args()).await.unwrap();
+    let records = load_records(None, None).await.unwrap();
     let chain = AuthChain::new(
         vec![],
         vec![Arc::new(AlwaysAllowPaths(vec!["/healthz".into()]))],

@@ -274,6 +274,7 @@ fn node(name: &str) -> Arc<NodeInfo> {
         kubelet_port: 0,
         metrics_path: None,
         ready: true,
+        allocatable: None,
     })
 }
 

@@ -150,7 +150,7 @@ fn kubectl_against_demo() {
         "{out}"
     );
 
-    let out = demo.ok(&["get", "dr", "-A"]);
+    let out = demo.ok(&["get", "dr", "-A", "-l", "!data.kubedojo.io/source"]);
     let r = rows(&out);
     assert_eq!(
         r[0],
@@ -171,14 +171,21 @@ fn kubectl_against_demo() {
         "{out}"
     );
 
-    let out = demo.ok(&["get", "dr", "-n", "default"]);
+    let out = demo.ok(&[
+        "get",
+        "dr",
+        "-n",
+        "default",
+        "-l",
+        "!data.kubedojo.io/source",
+    ]);
     let names: Vec<String> = rows(&out)[1..].iter().map(|r| r[0].clone()).collect();
     assert_eq!(names, vec!["feature-flags", "user-config"], "{out}");
 
     let out = demo.ok(&["get", "datarecords", "-n", "default", "-o", "wide"]);
     assert!(out.lines().next().unwrap().contains("QUERY"), "{out}");
     assert!(
-        out.contains("SELECT key, value FROM user_settings"),
+        out.contains("SELECT * FROM config WHERE env='production'"),
         "{out}"
     );
 
@@ -188,12 +195,14 @@ fn kubectl_against_demo() {
         "kind: DataRecord",
         "name: user-config",
         "namespace: default",
-        "uid: ",
+        "uid: a1b2c3d4-0001-0001-0001-000000000001",
         "resourceVersion: ",
         "creationTimestamp: ",
-        "source: configdb",
-        "theme: dark",
-        "syncStatus: Synced",
+        "source: postgres",
+        "max_connections: \"100\"",
+        "timeout_ms: \"5000\"",
+        "log_level: info",
+        "syncStatus: Current",
         "lastSyncTime: ",
     ] {
         assert!(out.contains(want), "-o yaml lacks {want:?}:\n{out}");
@@ -210,14 +219,32 @@ fn kubectl_against_demo() {
     ]);
     let data: serde_json::Value =
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    assert_eq!(data["theme"], "dark");
-    assert_eq!(data["language"], "en");
-
-    let out = demo.ok(&["get", "dr", "-A", "-l", "tier=config", "-o", "name"]);
     assert_eq!(
-        out,
-        "datarecord.data.kubedojo.io/feature-flags\ndatarecord.data.kubedojo.io/user-config\n"
+        data,
+        serde_json::json!({"max_connections": "100", "timeout_ms": "5000", "log_level": "info"})
     );
+
+    let out = demo.ok(&[
+        "get",
+        "dr",
+        "-A",
+        "--field-selector",
+        "metadata.name=feature-flags",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(out, "datarecord.data.kubedojo.io/feature-flags\n");
+
+    let out = demo.ok(&[
+        "get",
+        "dr",
+        "metrics-config",
+        "-n",
+        "monitoring",
+        "-o",
+        "yaml",
+    ]);
+    assert!(out.contains("syncStatus: Stale"), "{out}");
 
     let out = demo.ok(&["describe", "dr", "user-config", "-n", "default"]);
     for want in [
@@ -225,13 +252,11 @@ fn kubectl_against_demo() {
         "user-config",
         "Namespace:",
         "default",
-        "Labels:",
-        "app=user-service",
         "Spec:",
         "Source:",
-        "configdb",
+        "postgres",
         "Sync Status:",
-        "Synced",
+        "Current",
     ] {
         assert!(out.contains(want), "describe lacks {want:?}:\n{out}");
     }

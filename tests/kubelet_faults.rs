@@ -394,6 +394,7 @@ async fn a_tick_ends_by_the_resolution_and_healthy_nodes_go_first() {
             kubelet_port: addr.port(),
             metrics_path: None,
             ready: true,
+            allocatable: None,
         });
     }
     for i in 0..8 {

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# CI hook for issue #7: the 100 nodes × 30 pods comparison with metrics-server v0.8.0.
-# Exits non-zero unless our server is ahead (ours/metrics-server < 1 for peak and steady
-# resident memory and CPU seconds per scrape cycle) with zero request errors; prints
-# `N passed, M failed` last. Wall time ~3-4 min warm (both orders, 10 s resolution).
+# CI hook (issues #7, #15): the 100 nodes × 30 pods comparison with metrics-server v0.9.0
+# (`run.sh --scenario ci`: 2 rounds, one per order, 20 s of recorded load per server and
+# round, every response checked against the fleet). Exits non-zero unless the gates of
+# report.py hold: ours/metrics-server peak and steady RSS <= 0.5, CPU seconds per scrape cycle
+# <= 0.4, HPA p50 latency <= 1.25 and full pod list p50 <= 0.6 of metrics-server's; zero errors
+# and every scheduled request answered with the whole fleet, for both servers (a broken
+# baseline fails the run). Prints `N passed, M failed` last.
 # Output: target/scale/ci-<timestamp>/ (results.md, results.json, logs). Extra arguments are
 # passed to run.sh (e.g. --rounds 1).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-exec bash "$ROOT/bench/scale/run.sh" --nodes 100 --pods 30 --containers 2 --resolution 10s \
-  --idle-cycles 2 --load-seconds 10 --hpa-rate 20 --top-pods-rate 1 --top-nodes-rate 1 \
-  --rounds 2 --out "$ROOT/target/scale/ci-$(date -u +%Y%m%dT%H%M%SZ)" --check "$@"
+exec bash "$ROOT/bench/scale/run.sh" --scenario ci \
+  --out "$ROOT/target/scale/ci-$(date -u +%Y%m%dT%H%M%SZ)" --check "$@"

@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
 """Summarises a bench/scale/run.sh output directory into results.md and results.json.
 
-Per server, the median over rounds of each figure; ratio = ours / metrics-server (< 1 means we
-are ahead). With --check, exits 1 unless the CI gates hold, printing `N passed, M failed` last.
+Each figure: the median across rounds, with the min–max across rounds; ratio = median of ours /
+median of the baseline (< 1: we are ahead). Latency percentiles come from kd-load, which gives
+a percentile only where a round holds enough successful requests (p50 ≥ 20, p90 ≥ 100,
+p99 ≥ 1,000); otherwise the table shows the max and n. Error latencies are not in the
+distributions; errors are listed by reason.
+
+With --check, exits 1 unless the CI gates hold, printing `N passed, M failed` last.
 """
 import argparse
 import glob
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -14,111 +20,235 @@ import sys
 
 ap = argparse.ArgumentParser()
 ap.add_argument("out")
-for k in ("nodes", "pods", "containers", "rounds", "wall"):
+for k in ("nodes", "pods", "containers", "rounds", "wall", "namespaces", "deployments",
+          "expect-nodes", "expect-pods"):
     ap.add_argument(f"--{k}", type=int, default=0)
-for k in ("hpa-rate", "top-pods-rate", "top-nodes-rate", "load-seconds"):
+for k in ("top-pods-rate", "top-nodes-rate", "load-seconds", "warmup", "hpa-period"):
     ap.add_argument(f"--{k}", type=float, default=0)
-ap.add_argument("--resolution", default="")
-ap.add_argument("--kd-load", default="")
+for k in ("resolution", "scenario", "deployment-pods", "hpa-mode", "hpa-via", "hpa-accept",
+          "top-accept", "slow-nodes", "failing-nodes", "kd-load"):
+    ap.add_argument(f"--{k}", default="")
+ap.add_argument("--baselines", default="metrics-server")
 ap.add_argument("--check", action="store_true")
+# CI gates (ours / baseline): near the ratios measured at 100 × 30 with a margin for noise.
+ap.add_argument("--max-rss-ratio", type=float, default=0.5)
+ap.add_argument("--max-cpu-ratio", type=float, default=0.4)
+ap.add_argument("--max-hpa-latency-ratio", type=float, default=1.25)
+ap.add_argument("--max-list-latency-ratio", type=float, default=0.6)
 a = ap.parse_args()
+BASELINES = a.baselines.split()
+NAMES = {"ours": "ours", "metrics-server": "metrics-server v0.9.0",
+         "metrics-server-legacy": "metrics-server v0.8.0"}
 
 runs = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(a.out, "*-r[0-9]*.json")))
         if not p.endswith(".load.json")]
 by = {}
 for r in runs:
     by.setdefault(r["server"], []).append(r)
+try:
+    machine = json.load(open(os.path.join(a.out, "machine.json")))
+except Exception:  # noqa: BLE001
+    machine = {}
+KINDS = [("hpa", "HPA list, straight to the server"),
+         ("hpa-aggregated", "HPA list, through kube-apiserver's aggregator"),
+         ("top-pods", "full pod list (`kubectl top pod -A`)"),
+         ("top-nodes", "node list (`kubectl top node`)")]
+present = {k for r in runs for k in r["load"] if isinstance(r["load"][k], dict)}
+KINDS = [(k, lbl) for k, lbl in KINDS if k in present]
 
 
-def med(server, f):
-    vals = [f(r) for r in by.get(server, [])]
-    vals = [v for v in vals if v is not None]
-    return statistics.median(vals) if vals else None
+def stats(server, f):
+    vals = [v for v in (f(r) for r in by.get(server, [])) if v is not None]
+    if not vals:
+        return None
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals),
+            "runs": vals}
 
 
-def load_field(kind, field):
-    return lambda r: r["load"].get(kind, {}).get(field)
+def lat(kind, field):
+    return lambda r: (r["load"].get(kind) or {}).get("ok", {}).get(field)
+
+
+def load(kind, field):
+    return lambda r: (r["load"].get(kind) or {}).get(field)
 
 
 rows = [
-    ("Resident memory, peak (VmHWM), MiB", lambda r: r["rss_peak_mib"], "{:.1f}"),
-    ("Resident memory, steady (median VmRSS, idle), MiB", lambda r: r["rss_steady_mib"], "{:.1f}"),
-    ("CPU seconds per scrape cycle (idle)", lambda r: r["cpu_seconds_per_cycle"], "{:.3f}"),
-    ("Scrape cycle (tick) duration, mean, s", lambda r: r["tick_seconds_mean"], "{:.3f}"),
-    ("CPU under load, cores", lambda r: r["load_cpu_cores"], "{:.3f}"),
-    ("Seconds from start to serving every pod", lambda r: r["ready_seconds"], "{:.0f}"),
+    ("Resident memory, peak (VmHWM), MiB", lambda r: r["rss_peak_mib"], "{:.1f}", True),
+    ("Resident memory, steady (median VmRSS, idle), MiB", lambda r: r["rss_steady_mib"], "{:.1f}", True),
+    ("CPU seconds per scrape cycle (idle: the work of one cycle)", lambda r: r["cpu_seconds_per_cycle"], "{:.3f}", True),
+    ("CPU under load, cores", lambda r: r["load_cpu_cores"], "{:.3f}", True),
+    ("Seconds from start to serving every expected pod", lambda r: r["ready_seconds"], "{:.1f}", True),
 ]
-for kind, label in (("hpa", "HPA list (namespace + labelSelector)"),
-                    ("top-pods", "full pod list (`kubectl top pod -A`)"),
-                    ("top-nodes", "node list (`kubectl top node`)")):
+for kind, label in KINDS:
     rows += [
-        (f"{label}: p50 ms", load_field(kind, "p50_ms"), "{:.2f}"),
-        (f"{label}: p99 ms", load_field(kind, "p99_ms"), "{:.2f}"),
-        (f"{label}: max ms", load_field(kind, "max_ms"), "{:.2f}"),
-        (f"{label}: errors", load_field(kind, "errors"), "{:.0f}"),
-        (f"{label}: response bytes (mean)", load_field(kind, "mean_bytes"), "{:.0f}"),
+        (f"{label}: successful requests per round (n)", lat(kind, "n"), "{:.0f}", False),
+        (f"{label}: p50 ms", lat(kind, "p50_ms"), "{:.2f}", True),
+        (f"{label}: p90 ms", lat(kind, "p90_ms"), "{:.2f}", True),
+        (f"{label}: p99 ms", lat(kind, "p99_ms"), "{:.2f}", True),
+        (f"{label}: max ms", lat(kind, "max_ms"), "{:.2f}", True),
+        (f"{label}: errors (all reasons, recorded window)", load(kind, "errors"), "{:.0f}", False),
+        (f"{label}: response bytes (mean)", load(kind, "mean_bytes"), "{:.0f}", True),
     ]
+    if any((r["load"].get(kind) or {}).get("bursts") for r in runs):
+        rows.append((f"{label}: burst completion (every deployment), slowest burst of the round, ms",
+                     lambda r, k=kind: ((r["load"].get(k) or {}).get("bursts") or {}).get("max_ms"),
+                     "{:.0f}", True))
+# Not compared: metrics-server sleeps a random 0..min(4 s, 8 ms × nodes) before each node's
+# scrape (pkg/scraper/scraper.go), so its tick duration measures that wait, not work.
+info_rows = [("Wall time of one scrape cycle (tick), mean, s", lambda r: r["tick_seconds_mean"], "{:.3f}")]
 
+servers = ["ours"] + BASELINES
 table = []
-for label, f, fmt in rows:
-    o, m = med("ours", f), med("metrics-server", f)
-    ratio = (o / m) if (o is not None and m) else None
-    table.append({"figure": label, "ours": o, "metrics_server": m, "ratio": ratio,
-                  "ours_runs": [f(r) for r in by.get("ours", [])],
-                  "metrics_server_runs": [f(r) for r in by.get("metrics-server", [])], "fmt": fmt})
+for label, f, fmt, ratio in rows:
+    t = {"figure": label, "fmt": fmt, "servers": {s: stats(s, f) for s in servers}, "ratios": {}}
+    o = t["servers"]["ours"]
+    for b in BASELINES:
+        m = t["servers"][b]
+        if ratio and o and m and m["median"]:
+            t["ratios"][b] = o["median"] / m["median"]
+    table.append(t)
+info = [{"figure": label, "fmt": fmt, "servers": {s: stats(s, f) for s in servers}}
+        for label, f, fmt in info_rows]
+
+
+def row(label):
+    return next(t for t in table if t["figure"] == label)
+
 
 payload = {}
 try:
     payload = json.load(open(os.path.join(a.out, "payload.json")))
-except Exception:
+except Exception:  # noqa: BLE001
     pass
-largest = max((r["load"].get(k, {}).get("max_bytes", 0) for r in runs for k in ("top-pods", "hpa", "top-nodes")), default=0)
+floor = {}
+try:
+    floor = json.load(open(os.path.join(a.out, "floor.json")))
+except Exception:  # noqa: BLE001
+    pass
+floor_lean = {}
+try:
+    floor_lean = json.load(open(os.path.join(a.out, "floor-lean.json")))
+except Exception:  # noqa: BLE001
+    pass
+largest = max((r["load"].get(k, {}).get("max_bytes", 0) for r in runs for k, _ in KINDS), default=0)
 socket = {}
 kd_load = a.kd_load or os.environ.get("KD_LOAD", "")
 if largest and kd_load:
     try:
         socket = json.loads(subprocess.run([kd_load, "socket", "--bytes", str(largest)],
                                            capture_output=True, text=True, check=True).stdout)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001
         socket = {"error": str(e)}
 
 checks = []
 if a.check:
     def gate(name, ok):
         checks.append((name, bool(ok)))
-    for label in ("Resident memory, peak (VmHWM), MiB",
-                  "Resident memory, steady (median VmRSS, idle), MiB",
-                  "CPU seconds per scrape cycle (idle)"):
-        t = next(t for t in table if t["figure"] == label)
-        gate(f"{label}: ours/metrics-server < 1 (got {t['ratio']})", t["ratio"] is not None and t["ratio"] < 1)
-    ours_err = sum((r["load"].get(k, {}).get("errors", 0) or 0) for r in by.get("ours", []) for k in ("hpa", "top-pods", "top-nodes"))
-    gate(f"our server: zero request errors (got {ours_err})", ours_err == 0)
-    ours_req = sum((r["load"].get(k, {}).get("requests", 0) or 0) for r in by.get("ours", []) for k in ("hpa", "top-pods", "top-nodes"))
-    gate(f"our server: load was sent ({ours_req} requests)", ours_req > 0)
 
-res = {"params": vars(a), "table": [{k: v for k, v in t.items() if k != "fmt"} for t in table],
-       "payload": payload, "largest_response": {"bytes": largest, "socket": socket}, "runs": runs,
-       "checks": [{"name": n, "ok": ok} for n, ok in checks]}
+    base = BASELINES[0]
+    for label, limit in (("Resident memory, peak (VmHWM), MiB", a.max_rss_ratio),
+                         ("Resident memory, steady (median VmRSS, idle), MiB", a.max_rss_ratio),
+                         ("CPU seconds per scrape cycle (idle: the work of one cycle)", a.max_cpu_ratio)):
+        r = row(label)["ratios"].get(base)
+        gate(f"{label}: ours/{base} <= {limit} (got {r})", r is not None and r <= limit)
+    # Latency: the HPA's p50 and the full pod list's p50 (enough samples at CI scale).
+    for label, limit in (("HPA list, straight to the server: p50 ms", a.max_hpa_latency_ratio),
+                         ("full pod list (`kubectl top pod -A`): p50 ms", a.max_list_latency_ratio)):
+        r = next((t for t in table if t["figure"] == label), {"ratios": {}})["ratios"].get(base)
+        gate(f"{label}: ours/{base} <= {limit} (got {r})", r is not None and r <= limit)
+    expected_runs = max(a.rounds, 1)
+    for s in servers:
+        rs = by.get(s, [])
+        gate(f"{s}: measured in every round ({len(rs)} of {expected_runs})", len(rs) == expected_runs)
+        errs = sum((r["load"].get(k, {}).get("errors", 0) or 0) + (r["load"].get(k, {}).get("warmup_errors", 0) or 0)
+                   for r in rs for k, _ in KINDS)
+        gate(f"{s}: zero errors, every response a full list (got {errs})", errs == 0 and rs)
+        # Every scheduled request answered and checked (a server that served nothing, or a
+        # load that was not sent, fails here).
+        short = []
+        for r in rs:
+            for k, _ in KINDS:
+                d = r["load"].get(k) or {}
+                rate = {"top-pods": a.top_pods_rate, "top-nodes": a.top_nodes_rate}.get(k)
+                want = math.floor(a.load_seconds * rate) if rate else None
+                n = d.get("ok", {}).get("n", 0)
+                if n == 0 or (want is not None and n < want):
+                    short.append(f"{k} r{r['round']}: {n} of {want}")
+        gate(f"{s}: every scheduled request answered with the whole fleet ({'; '.join(short) or 'all'})",
+             not short and rs)
+
+res = {"params": vars(a), "machine": machine,
+       "table": [{k: v for k, v in t.items() if k != "fmt"} for t in table],
+       "info": [{k: v for k, v in t.items() if k != "fmt"} for t in info],
+       "payload": payload, "floor": floor, "floor_lean": floor_lean, "largest_response": {"bytes": largest, "socket": socket},
+       "runs": runs, "checks": [{"name": n, "ok": ok} for n, ok in checks]}
 json.dump(res, open(os.path.join(a.out, "results.json"), "w"), indent=1)
 
 
-def f(v, fmt):
-    return "—" if v is None else fmt.format(v)
+def cell(st, fmt):
+    if not st:
+        return "—"
+    if st["n"] > 1 and st["min"] != st["max"]:
+        return f"{fmt.format(st['median'])} [{fmt.format(st['min'])}–{fmt.format(st['max'])}]"
+    return fmt.format(st["median"])
 
 
-md = [f"## {a.nodes} nodes × {a.pods} pods × {a.containers} containers "
+def latency_cell(t, s):
+    """A percentile row whose rounds lack the samples: say so and point at max and n."""
+    st = t["servers"][s]
+    if st is None and (" p50 ms" in t["figure"] or " p90 ms" in t["figure"] or " p99 ms" in t["figure"]):
+        return "n too small (see max, n)"
+    return cell(st, t["fmt"])
+
+
+loads = [r.get("loadavg_before", ["?"])[0] for r in runs] + [r.get("loadavg_after", ["?"])[0] for r in runs]
+md = [f"## {a.scenario}: {a.nodes} nodes × {a.pods} pods × {a.containers} containers "
       f"({a.nodes * a.pods} pods), resolution {a.resolution}",
       "",
-      f"Load (open loop, per server): {a.hpa_rate:g} HPA lists/s over every (namespace, app), "
-      f"{a.top_pods_rate:g} full pod lists/s, {a.top_nodes_rate:g} node lists/s for "
-      f"{a.load_seconds:g} s, JSON, HTTP/2, admin client certificate. Median of {a.rounds} "
-      f"round(s) (round 1: ours first; round 2: metrics-server first). Wall time {a.wall} s.",
+      f"Machine: {machine.get('cpu_model', '?')}, {machine.get('cpus', '?')} CPUs, "
+      f"{machine.get('mem_gib', '?')} GiB, kernel {machine.get('kernel', '?')}, "
+      f"{machine.get('rustc', '?')}; baselines built with "
+      + ", ".join(f"{os.path.basename(b)}: {v.get('go', '?')}" for b, v in machine.get("baselines", {}).items())
+      + f"; our build {machine.get('kd_git', '?')}. Load average (1 min) at the start "
+      f"{machine.get('loadavg_at_start', ['?'])[0]}, before/after each measurement "
+      f"{min(loads, default='?')}–{max(loads, default='?')} (shared machine: other builds ran).",
       "",
-      "| Figure | ours | metrics-server v0.8.0 | ours / metrics-server |",
-      "|---|---:|---:|---:|"]
+      f"Fleet: {a.namespaces} namespaces, {a.deployments} deployments of {a.deployment_pods or 'equal'} pods"
+      + (f"; slow kubelets (nodes {a.slow_nodes})" if a.slow_nodes else "")
+      + (f"; failing kubelets (nodes {a.failing_nodes}, not expected)" if a.failing_nodes else "")
+      + f". Every response checked: {a.expect_nodes} nodes, {a.expect_pods} pods, each deployment's pods.",
+      "",
+      f"Load per server and round: every deployment's HPA query (namespace + labelSelector) once per "
+      f"{a.hpa_period:g} s ({a.hpa_mode}, via {a.hpa_via}, Accept {a.hpa_accept}), "
+      f"{a.top_pods_rate:g} full pod lists/s and {a.top_nodes_rate:g} node lists/s (Accept {a.top_accept}), "
+      f"each kind on its own connections, {a.warmup:g} s warm-up discarded then {a.load_seconds:g} s recorded. "
+      f"{a.rounds} rounds (odd: ours first; even: baseline first). Cells: median across rounds "
+      f"[min–max]. Wall time {a.wall} s.",
+      "",
+      "| Figure | " + " | ".join(NAMES.get(s, s) for s in servers) + " | "
+      + " | ".join(f"ours / {NAMES.get(b, b)}" for b in BASELINES) + " |",
+      "|---|" + "---:|" * (len(servers) + len(BASELINES))]
 for t in table:
-    md.append(f"| {t['figure']} | {f(t['ours'], t['fmt'])} | {f(t['metrics_server'], t['fmt'])} | "
-              f"{f(t['ratio'], '{:.3f}')} |")
+    md.append(f"| {t['figure']} | " + " | ".join(latency_cell(t, s) for s in servers) + " | "
+              + " | ".join("—" if b not in t["ratios"] else f"{t['ratios'][b]:.3f}" for b in BASELINES) + " |")
+md.append("")
+md.append("Not compared (waiting, not work):")
+for t in info:
+    md.append(f"- {t['figure']}: " + ", ".join(f"{NAMES.get(s, s)} {cell(t['servers'][s], t['fmt'])}" for s in servers)
+              + ". metrics-server sleeps a random 0..min(4 s, 8 ms × nodes) before each node's scrape "
+              "(`pkg/scraper/scraper.go`), so its tick measures that stagger.")
+errs = {(r["server"], k): (r["load"].get(k) or {}).get("errors_by_reason") for r in runs for k, _ in KINDS}
+errs = {k: v for k, v in errs.items() if v}
+if errs:
+    md.append("")
+    md.append("Errors by reason (recorded window, summed over rounds; latencies kept out of the distributions):")
+    agg = {}
+    for (s, k), v in errs.items():
+        for reason, n in v.items():
+            agg[(s, k, reason)] = agg.get((s, k, reason), 0) + n
+    for (s, k, reason), n in sorted(agg.items()):
+        md.append(f"- {NAMES.get(s, s)}, {k}: {n} × {reason}")
 md.append("")
 if payload:
     md.append(f"Physical limits: kubelet payload per cycle {payload['bytes_per_cycle'] / 1e6:.2f} MB "
@@ -126,6 +256,28 @@ if payload:
               f"{payload['lines_per_cycle']} lines); a plain byte scan (memchr line count) of it takes "
               f"{payload['byte_scan_seconds'] * 1e3:.2f} ms ({payload['byte_scan_gb_per_s']:.1f} GB/s); "
               f"fetching it with 64 concurrent TLS requests took {payload['fetch_seconds_64_concurrent']:.2f} s.")
+if floor.get("cpu_seconds_per_cycle_median") is not None:
+    o_cpu = row("CPU seconds per scrape cycle (idle: the work of one cycle)")["servers"]["ours"]
+    o_rss = row("Resident memory, steady (median VmRSS, idle), MiB")["servers"]["ours"]
+    f_cpu = floor["cpu_seconds_per_cycle_median"]
+    f_bpn = floor["rss_bytes_per_node"]
+    o_bpn = o_rss["median"] * 2**20 / max(a.nodes, 1) if o_rss else None
+    res["floor_ratios"] = {"cpu_per_cycle": o_cpu["median"] / f_cpu if o_cpu and f_cpu else None,
+                           "bytes_per_node": o_bpn / f_bpn if o_bpn and f_bpn else None}
+    md.append(f"Floor (`kd-load floor`: every kubelet body over {floor['concurrency']}-way persistent TLS "
+              f"connections, values into one flat Vec, nothing else; same machine, no server running): "
+              f"{f_cpu:.3f} CPU-s per cycle (median of {floor['cycles']}), "
+              f"{floor['wall_seconds_per_cycle_median']:.3f} s wall, {f_bpn / 1024:.1f} KiB resident per node. "
+              f"Ours / floor: CPU per cycle "
+              + (f"{res['floor_ratios']['cpu_per_cycle']:.2f}" if res['floor_ratios']['cpu_per_cycle'] else "—")
+              + ", resident bytes per node (our whole steady RSS ÷ nodes) "
+              + (f"{res['floor_ratios']['bytes_per_node']:.2f}" if res['floor_ratios']['bytes_per_node'] else "—") + ".")
+    json.dump(res, open(os.path.join(a.out, "results.json"), "w"), indent=1)
+if floor_lean.get("cpu_seconds_per_cycle_median") is not None:
+    md.append(f"Experiment (issue #15 §4, not our server): the same floor with {floor_lean['client']} "
+              f"per kubelet: {floor_lean['cpu_seconds_per_cycle_median']:.3f} CPU-s per cycle, "
+              f"{floor_lean['rss_bytes_per_node'] / 1024:.1f} KiB resident per node (reqwest: "
+              f"{floor.get('rss_bytes_per_node', 0) / 1024:.1f} KiB).")
 if socket.get("write_seconds"):
     md.append(f"Largest response: {largest / 1e6:.2f} MB; writing it to a loopback TCP socket takes "
               f"{socket['write_seconds'] * 1e3:.2f} ms ({socket['gb_per_s']:.2f} GB/s).")

@@ -1,72 +1,121 @@
 #!/usr/bin/env bash
-# Scale harness (issue #7): kubedojo-data-api vs metrics-server on the same simulated fleet,
-# the same kube-apiserver and the same load, in the same run.
+# Scale harness (issues #7, #15): kubedojo-data-api vs metrics-server on the same simulated
+# fleet, the same kube-apiserver and the same load, in the same run, rounds alternating order.
 #
 # Usage:
-#   bench/scale/run.sh [--nodes 100] [--pods 30] [--containers 2] [--resolution 10s]
-#                      [--idle-cycles 3] [--load-seconds 20] [--hpa-rate 20]
-#                      [--top-pods-rate 0.5] [--top-nodes-rate 1] [--rounds 2]
-#                      [--out DIR] [--check] [--keep]
+#   bench/scale/run.sh [--scenario NAME] [options]
 #
-# What it does:
-#   1. starts etcd + kube-apiserver (tests/e2e/cluster.sh up) and kubelet-sim with N nodes ×
-#      M pods × K containers on loopback (127.3.0.0/16, port 10250; one address per node), no
-#      idle containers (metrics-server drops pods with a container at 0 CPU: both then serve
-#      every pod);
-#   2. registers kubelet-sim's Namespaces, Nodes and Pods (made Running through /status) with
-#      `kd-load create`, so both servers discover nodes and pods the same way (watches);
-#   3. per round, runs our server then metrics-server (round 2: the other order), each with the
-#      same drop-in flags (--kubeconfig/--authentication-kubeconfig/--authorization-kubeconfig
-#      = the admin kubeconfig, --kubelet-certificate-authority = kubelet-sim's CA,
-#      --kubelet-use-node-status-port, --kubelet-preferred-address-types=InternalIP,
-#      --metric-resolution), and for each:
-#        - waits until it serves all N nodes and N×M pods;
-#        - idle window: IDLE_CYCLES scrape cycles without API load → CPU seconds per cycle
-#          (utime+stime of /proc/PID/stat over the window ÷ ticks counted by
-#          metrics_server_manager_tick_duration_seconds_count), mean tick duration
-#          (_sum/_count over the window), steady RSS (median VmRSS sampled every 0.5 s);
-#        - load window: `kd-load run` (open loop, fixed rates, admin client certificate straight
-#          to the server's HTTPS port): HPA lists, full pod lists, node lists → p50/p99/max,
-#          errors; CPU seconds per second under load;
-#        - peak RSS (VmHWM) at the end;
-#   4. writes OUT/results.json (raw) and OUT/results.md (table with ratios ours/metrics-server,
-#      medians over rounds), plus the physical limits (kubelet payload bytes per cycle and a
-#      plain byte scan's rate over them; largest response and its write time to a socket).
+# Scenarios (presets; options after them override them):
+#   1000x30    1,000 nodes × 30 pods, 5 rounds, 120 s of recorded load per server and round
+#   5000x30    5,000 nodes × 30 pods, 5 rounds, 60 s of load, 0.1 full pod lists/s
+#   2000x110   2,000 nodes × 110 pods (the kubelet's default pod limit), 5 rounds, 60 s
+#   faulty     1,000 × 30 with one slow kubelet (node 0, answers after --slow-delay, 2 s) and
+#              one failing kubelet (node 1, answers 500): neither it nor its pods are expected
+#   burst      1,000 × 30 with HPA queries in bursts (every deployment at once every 15 s,
+#              drained by 5 workers, as kube-controller-manager's HPA controller does)
+#   ci         100 × 30, 10 s resolution, 2 rounds (one per order), 20 s of load (ci.sh)
 #
-#   --check: exit non-zero unless ours/metrics-server < 1 for peak memory, steady memory and CPU
-#   per cycle, and we had zero errors; prints `N passed, M failed` last (the CI hook).
+# Options:
+#   --nodes N --pods M --containers K     fleet (default 100 × 30 × 2)
+#   --namespaces N                        namespaces (default max(3, nodes / 20))
+#   --deployment-pods MIN-MAX             deployment sizes (default 5-50: hundreds of
+#                                         Deployments, the HPA's targets)
+#   --resolution 15s --idle-cycles 3      scrape period; whole cycles in the idle window
+#   --load-seconds S --warmup S           recorded load per server and round (default 120);
+#                                         load before it, sent but not recorded (default 10)
+#   --rounds R                            default 5; odd rounds ours first, even rounds the
+#                                         baselines first
+#   --hpa-period S --hpa-mode spread|burst --hpa-via direct|aggregator|both
+#                                         every deployment once per S s (default 15), spread
+#                                         open loop or in bursts; straight to the server,
+#                                         through kube-apiserver's aggregator, or alternating
+#                                         deployments between the two (default both)
+#   --hpa-accept A --top-accept A         Accept headers (default application/json)
+#   --top-pods-rate R --top-nodes-rate R  kubectl-top-style full pod / node lists per second
+#   --kubelet-gzip true|false              whether our server asks kubelets for gzip (default
+#                                         false, its default; metrics-server's Go client
+#                                         always asks, and kubelet-sim compresses for it)
+#   --slow-nodes I,J --slow-delay D --failing-nodes I,J
+#                                         kubelet faults (node indices from 0)
+#   --baselines "metrics-server metrics-server-legacy"
+#                                         servers compared with ours (default metrics-server,
+#                                         i.e. v0.9.0; metrics-server-legacy is v0.8.0)
+#   --out DIR --check --keep
+#
+# Per server and round: start it (same flags, both --v=1), wait until it lists every expected
+# node and pod (the time is reported), an idle window of whole scrape cycles (CPU seconds per
+# cycle = Δ(utime+stime) of /proc/PID/stat ÷ Δ metrics_server_manager_tick_duration_seconds_count;
+# steady RSS = median VmRSS sampled every 0.5 s), then `kd-load run` (each kind of request on
+# its own connections, every response checked against the fleet: src/bin/kd-load/load.rs), and
+# peak RSS (VmHWM) at the end. The machine (CPU, kernel, Go and Rust versions, load average)
+# goes into machine.json and each run's JSON. OUT/results.md and OUT/results.json: the median
+# across rounds with min–max (report.py).
+#
+#   --check: exit non-zero unless report.py's CI gates hold (ratios with a noise margin,
+#   correct answers, a baseline that served the whole fleet, zero errors); prints
+#   `N passed, M failed` last.
 #
 # Environment: KD_BIN, KD_LOAD (binaries; default target/release, built if missing),
-# METRICS_SERVER_BIN (default `tests/e2e/tools.sh path metrics-server`).
+# METRICS_SERVER_BIN, METRICS_SERVER_LEGACY_BIN (default `tests/e2e/tools.sh path ...`).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 E2E=$ROOT/tests/e2e
 
-NODES=100 PODS=30 CONTAINERS=2 RESOLUTION=10s IDLE_CYCLES=3 LOAD_SECONDS=20
-HPA_RATE=20 TOP_PODS_RATE=0.5 TOP_NODES_RATE=1 ROUNDS=2 OUT= CHECK=false KEEP=false
+NODES=100 PODS=30 CONTAINERS=2 RESOLUTION=15s IDLE_CYCLES=3 LOAD_SECONDS=120 WARMUP=10
+NAMESPACES= DEPLOYMENT_PODS=5-50 HPA_PERIOD=15 HPA_MODE=spread HPA_VIA=both
+HPA_ACCEPT=application/json TOP_ACCEPT=application/json
+TOP_PODS_RATE=0.5 TOP_NODES_RATE=1 ROUNDS=5 OUT= CHECK=false KEEP=false
+SLOW_NODES= SLOW_DELAY=2s FAILING_NODES= BASELINES=metrics-server SCENARIO=custom KUBELET_GZIP=false
 SIM_FIRST=127.3.0.1
+scenario() {
+  SCENARIO=$1
+  case "$1" in
+    1000x30) NODES=1000 PODS=30 LOAD_SECONDS=120 ;;
+    5000x30) NODES=5000 PODS=30 LOAD_SECONDS=60 TOP_PODS_RATE=0.1 ;;
+    2000x110) NODES=2000 PODS=110 LOAD_SECONDS=60 TOP_PODS_RATE=0.1 ;;
+    faulty) NODES=1000 PODS=30 LOAD_SECONDS=120 SLOW_NODES=0 FAILING_NODES=1 ;;
+    burst) NODES=1000 PODS=30 LOAD_SECONDS=120 HPA_MODE=burst ;;
+    ci) NODES=100 PODS=30 RESOLUTION=10s IDLE_CYCLES=2 LOAD_SECONDS=20 WARMUP=5 ROUNDS=2 TOP_PODS_RATE=1 ;;
+    *) echo "unknown scenario $1 (1000x30 5000x30 2000x110 faulty burst ci)" >&2; exit 2 ;;
+  esac
+}
 while (($#)); do
   case "$1" in
+    --scenario) scenario "$2"; shift ;;
     --nodes) NODES=$2; shift ;;
     --pods) PODS=$2; shift ;;
     --containers) CONTAINERS=$2; shift ;;
+    --namespaces) NAMESPACES=$2; shift ;;
+    --deployment-pods) DEPLOYMENT_PODS=$2; shift ;;
     --resolution) RESOLUTION=$2; shift ;;
     --idle-cycles) IDLE_CYCLES=$2; shift ;;
     --load-seconds) LOAD_SECONDS=$2; shift ;;
-    --hpa-rate) HPA_RATE=$2; shift ;;
+    --warmup) WARMUP=$2; shift ;;
+    --hpa-period) HPA_PERIOD=$2; shift ;;
+    --hpa-mode) HPA_MODE=$2; shift ;;
+    --hpa-via) HPA_VIA=$2; shift ;;
+    --hpa-accept) HPA_ACCEPT=$2; shift ;;
+    --top-accept) TOP_ACCEPT=$2; shift ;;
     --top-pods-rate) TOP_PODS_RATE=$2; shift ;;
     --top-nodes-rate) TOP_NODES_RATE=$2; shift ;;
+    --kubelet-gzip) KUBELET_GZIP=$2; shift ;;
+    --slow-nodes) SLOW_NODES=$2; shift ;;
+    --slow-delay) SLOW_DELAY=$2; shift ;;
+    --failing-nodes) FAILING_NODES=$2; shift ;;
+    --baselines) BASELINES=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
     --out) OUT=$2; shift ;;
     --check) CHECK=true ;;
     --keep) KEEP=true ;;
-    -h | --help) sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,58p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
 done
+NAMESPACES=${NAMESPACES:-$((NODES / 20 > 3 ? NODES / 20 : 3))}
+read -r -a BASELINE_LIST <<<"$BASELINES"
 RES_S=${RESOLUTION%s}
-OUT=${OUT:-$ROOT/target/scale/${NODES}x${PODS}-$(date -u +%Y%m%dT%H%M%SZ)}
+OUT=${OUT:-$ROOT/target/scale/${SCENARIO}-${NODES}x${PODS}-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 log() { printf '[scale %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -76,10 +125,19 @@ if [[ -z ${KD_BIN:-} || -z ${KD_LOAD:-} ]]; then
   log "building release binaries (kubedojo-data-api, kd-load)"
   (cd "$ROOT" && cargo build --release --locked --bin kubedojo-data-api --bin kd-load >&2)
 fi
-KD_BIN=${KD_BIN:-$ROOT/target/release/kubedojo-data-api}
-KD_LOAD=${KD_LOAD:-$ROOT/target/release/kd-load}
-METRICS_SERVER_BIN=${METRICS_SERVER_BIN:-$("$E2E/tools.sh" path metrics-server | tail -n1)}
-[[ -x $METRICS_SERVER_BIN ]] || die "no metrics-server binary ($METRICS_SERVER_BIN)"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+KD_BIN=${KD_BIN:-$TARGET_DIR/release/kubedojo-data-api}
+KD_LOAD=${KD_LOAD:-$TARGET_DIR/release/kd-load}
+declare -A SERVER_BIN
+for b in "${BASELINE_LIST[@]}"; do
+  case "$b" in
+    metrics-server) SERVER_BIN[$b]=${METRICS_SERVER_BIN:-$("$E2E/tools.sh" path metrics-server | tail -n1)} ;;
+    metrics-server-legacy) SERVER_BIN[$b]=${METRICS_SERVER_LEGACY_BIN:-$("$E2E/tools.sh" path metrics-server-legacy | tail -n1)} ;;
+    *) die "unknown baseline $b (metrics-server, metrics-server-legacy)" ;;
+  esac
+  [[ -x ${SERVER_BIN[$b]} ]] || die "no $b binary (${SERVER_BIN[$b]})"
+done
+python3 "$ROOT/bench/scale/machine.py" "$OUT/machine.json" "$KD_BIN" "${SERVER_BIN[@]}"
 
 # shellcheck source=tests/e2e/cluster.sh
 source "$E2E/cluster.sh"
@@ -88,9 +146,15 @@ SIM_PID= SERVER_PID= SAMPLER_PID=
 cleanup() {
   local rc=$?
   [[ -n $SAMPLER_PID ]] && kill "$SAMPLER_PID" 2>/dev/null || true
-  [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null || true
+  if [[ -n $SERVER_PID ]]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
   if [[ $KEEP == false ]]; then
-    [[ -n $SIM_PID ]] && kill "$SIM_PID" 2>/dev/null || true
+    if [[ -n $SIM_PID ]]; then
+      kill "$SIM_PID" 2>/dev/null || true
+      wait "$SIM_PID" 2>/dev/null || true
+    fi
     kd_cluster_down "$CL" >/dev/null 2>&1 || true
   else
     log "kept: cluster in $CL, kubelet-sim pid $SIM_PID"
@@ -101,15 +165,21 @@ trap cleanup EXIT
 
 T0=$SECONDS
 log "control plane in $CL"
-kd_cluster_up "$CL" >&2
+# Aggregator routing off: the APIService's ExternalName Service reaches the server under test
+# at localhost:PORT without root (tests/e2e/cluster.sh).
+KUBEDOJO_AGGREGATOR_ROUTING=false kd_cluster_up "$CL" >&2
 # shellcheck disable=SC1091
 source "$CL/cluster.env"
 ADMIN_KC=$CL/admin.kubeconfig
 CERT=(--cert "$CL/pki/admin.crt" --key "$CL/pki/admin.key")
 
-log "kubelet-sim: $NODES nodes × $PODS pods × $CONTAINERS containers from $SIM_FIRST:10250"
-"$KD_BIN" kubelet-sim --nodes "$NODES" --pods-per-node "$PODS" --containers-per-pod "$CONTAINERS" \
-  --first-address "$SIM_FIRST" --port 10250 --idle-percent 0 --objects-out "$OUT/objects.json" --ca-out "$OUT/sim-ca.crt" \
+log "kubelet-sim: $NODES nodes × $PODS pods × $CONTAINERS containers from $SIM_FIRST:10250, $NAMESPACES namespaces, deployments of ${DEPLOYMENT_PODS:-equal} pods"
+SIM_ARGS=(--nodes "$NODES" --pods-per-node "$PODS" --containers-per-pod "$CONTAINERS"
+  --namespaces "$NAMESPACES" --first-address "$SIM_FIRST" --port 10250 --idle-percent 0)
+[[ -n $DEPLOYMENT_PODS ]] && SIM_ARGS+=(--deployment-pods "$DEPLOYMENT_PODS")
+[[ -n $SLOW_NODES ]] && SIM_ARGS+=(--slow-nodes "$SLOW_NODES" --slow-delay "$SLOW_DELAY")
+[[ -n $FAILING_NODES ]] && SIM_ARGS+=(--failing-nodes "$FAILING_NODES")
+"$KD_BIN" kubelet-sim "${SIM_ARGS[@]}" --objects-out "$OUT/objects.json" --ca-out "$OUT/sim-ca.crt" \
   </dev/null >"$OUT/kubelet-sim.log" 2>&1 &
 SIM_PID=$!
 for ((i = 0; i < 600; i++)); do
@@ -121,6 +191,14 @@ grep -q "kubelet-sim serving $NODES nodes" "$OUT/kubelet-sim.log" || die "kubele
 
 log "registering objects in kube-apiserver"
 "$KD_LOAD" "${CERT[@]}" create --apiserver "$KD_APISERVER_URL" --objects "$OUT/objects.json" --concurrency 32 >&2
+EXCLUDE=
+for i in ${FAILING_NODES//,/ }; do EXCLUDE+=${EXCLUDE:+,}$(printf 'sim-node-%04d' $((i + 1))); done
+"$KD_LOAD" targets --objects "$OUT/objects.json" ${EXCLUDE:+--exclude-nodes "$EXCLUDE"} >"$OUT/targets.json"
+read -r EXPECT_NODES EXPECT_PODS DEPLOYMENTS < <(python3 -c '
+import json, sys
+t = json.load(open(sys.argv[1]))
+print(t["nodes"], t["pods"], len(t["deployments"]))' "$OUT/targets.json")
+log "expected answers: $EXPECT_NODES nodes, $EXPECT_PODS pods, $DEPLOYMENTS deployments"
 
 # Physical limits: one cycle of kubelet payloads (fetched once, concurrently) and a byte scan.
 python3 - "$OUT/objects.json" >"$OUT/node-addrs.txt" <<'EOF'
@@ -130,7 +208,16 @@ for o in json.load(open(sys.argv[1]))["items"]:
         ip = [a["address"] for a in o["status"]["addresses"] if a["type"] == "InternalIP"][0]
         print(ip, o["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"])
 EOF
-"$KD_LOAD" payload --addrs "$OUT/node-addrs.txt" --ca "$OUT/sim-ca.crt" >"$OUT/payload.json" || log "payload measurement failed"
+if [[ -z $FAILING_NODES ]]; then
+  "$KD_LOAD" payload --addrs "$OUT/node-addrs.txt" --ca "$OUT/sim-ca.crt" >"$OUT/payload.json" || log "payload measurement failed"
+  # The floor (issue #15 §5): persistent TLS connections + values into a flat Vec, nothing else.
+  "$KD_LOAD" floor --addrs "$OUT/node-addrs.txt" --ca "$OUT/sim-ca.crt" --cycles "$IDLE_CYCLES" >"$OUT/floor.json" ||
+    log "floor measurement failed"
+  # Experiment (issue #15 §4): the same with one lean hyper HTTP/1.1 connection per kubelet
+  # and an 8 KiB read buffer, to size what small connection buffers would save.
+  "$KD_LOAD" floor --addrs "$OUT/node-addrs.txt" --ca "$OUT/sim-ca.crt" --cycles "$IDLE_CYCLES" \
+    --lean-max-buf 8192 >"$OUT/floor-lean.json" || log "lean floor measurement failed"
+fi
 
 SERVER_PORT=$(_kd_free_port)
 URL=https://127.0.0.1:$SERVER_PORT
@@ -139,8 +226,12 @@ COMMON=(
   --kubeconfig="$ADMIN_KC" --authentication-kubeconfig="$ADMIN_KC" --authorization-kubeconfig="$ADMIN_KC"
   --kubelet-certificate-authority="$OUT/sim-ca.crt" --kubelet-use-node-status-port
   --kubelet-preferred-address-types=InternalIP --metric-resolution="$RESOLUTION"
-  --kubelet-request-timeout="$((RES_S / 2))s"
+  --kubelet-request-timeout="$((RES_S / 2))s" --v=1
 )
+if [[ $HPA_VIA != direct ]]; then
+  # Both servers are reached by the aggregator at localhost:$SERVER_PORT (ExternalName).
+  kd_register_apiservice "$CL" metrics.k8s.io v1beta1 "$SERVER_PORT" "" metrics-server kube-system
+fi
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
@@ -156,18 +247,25 @@ tick_stats() {
 measure() {
   local name=$1 round=$2 tag=$1-r$2 certdir=$OUT/certs-$1-r$2
   mkdir -p "$certdir"
-  log "[$tag] starting"
-  local t_start=$SECONDS
+  log "[$tag] starting (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+  local load0 t_ready0 ready_s
+  load0=$(cut -d' ' -f1-3 /proc/loadavg)
+  t_ready0=$(date +%s.%N)
   if [[ $name == ours ]]; then
-    NO_COLOR=1 "$KD_BIN" "${COMMON[@]}" --cert-dir="$certdir" </dev/null >"$OUT/$tag.log" 2>&1 &
+    local ours_extra=()
+    [[ $KUBELET_GZIP == true ]] && ours_extra+=(--kubelet-gzip=true)
+    NO_COLOR=1 "$KD_BIN" "${COMMON[@]}" "${ours_extra[@]}" --cert-dir="$certdir" </dev/null >"$OUT/$tag.log" 2>&1 &
   else
-    "$METRICS_SERVER_BIN" "${COMMON[@]}" --cert-dir="$certdir" --v=1 </dev/null >"$OUT/$tag.log" 2>&1 &
+    "${SERVER_BIN[$name]}" "${COMMON[@]}" --cert-dir="$certdir" </dev/null >"$OUT/$tag.log" 2>&1 &
   fi
   SERVER_PID=$!
-  "$KD_LOAD" "${CERT[@]}" wait --url "$URL" --nodes "$NODES" --pods $((NODES * PODS)) --timeout 300 \
+  "$KD_LOAD" "${CERT[@]}" wait --url "$URL" --nodes "$EXPECT_NODES" --pods "$EXPECT_PODS" --timeout 600 \
     --pid "$SERVER_PID" >"$OUT/$tag.wait.log" 2>&1 ||
     die "[$tag] never served the whole fleet: $(tail -3 "$OUT/$tag.wait.log") (log: $OUT/$tag.log)"
-  local ready_s=$((SECONDS - t_start))
+  ready_s=$(python3 -c "import time; print(round(time.time() - $t_ready0, 2))")
+  if [[ $HPA_VIA != direct ]]; then
+    kd_wait_apiservice "$CL" v1beta1.metrics.k8s.io 120 || die "[$tag] APIService not Available"
+  fi
   # RSS sampler (kB), every 0.5 s, until killed.
   (while kill -0 "$SERVER_PID" 2>/dev/null; do
     echo "$(date +%s.%N) $(status_kb "$SERVER_PID" VmRSS)"
@@ -185,7 +283,8 @@ measure() {
   done
   read -r c0 s0 < <(tick_stats)
   cpu0=$(cpu_ticks "$SERVER_PID")
-  local idle_start=$(date +%s.%N)
+  local idle_start
+  idle_start=$(date +%s.%N)
   sleep "$(python3 -c "print($IDLE_CYCLES * $RES_S - 0.5)")"
   t_wait=$((SECONDS + RES_S + 10))
   while :; do
@@ -194,14 +293,18 @@ measure() {
     sleep 0.2
   done
   cpu1=$(cpu_ticks "$SERVER_PID")
-  local idle_end=$(date +%s.%N)
+  local idle_end
+  idle_end=$(date +%s.%N)
   # Load window.
-  local lc0 lc1
+  local lc0 lc1 load_start load_end
   lc0=$(cpu_ticks "$SERVER_PID")
-  local load_start=$(date +%s.%N)
-  "$KD_LOAD" "${CERT[@]}" run --url "$URL" --duration "$LOAD_SECONDS" --hpa-rate "$HPA_RATE" \
+  load_start=$(date +%s.%N)
+  "$KD_LOAD" "${CERT[@]}" run --url "$URL" --aggregator-url "$KD_APISERVER_URL" \
+    --targets "$OUT/targets.json" --duration "$LOAD_SECONDS" --warmup "$WARMUP" \
+    --hpa-period "$HPA_PERIOD" --hpa-mode "$HPA_MODE" --hpa-via "$HPA_VIA" \
+    --hpa-accept "$HPA_ACCEPT" --top-accept "$TOP_ACCEPT" \
     --top-pods-rate "$TOP_PODS_RATE" --top-nodes-rate "$TOP_NODES_RATE" >"$OUT/$tag.load.json"
-  local load_end=$(date +%s.%N)
+  load_end=$(date +%s.%N)
   lc1=$(cpu_ticks "$SERVER_PID")
   local hwm
   hwm=$(status_kb "$SERVER_PID" VmHWM)
@@ -212,10 +315,11 @@ measure() {
   wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=
   python3 - "$OUT" "$tag" "$name" "$round" "$ready_s" "$c0" "$s0" "$c1" "$s1" "$cpu0" "$cpu1" \
-    "$idle_start" "$idle_end" "$lc0" "$lc1" "$load_start" "$load_end" "$hwm" "$(getconf CLK_TCK)" <<'EOF'
+    "$idle_start" "$idle_end" "$lc0" "$lc1" "$load_start" "$load_end" "$hwm" "$(getconf CLK_TCK)" \
+    "$load0" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
 import json, statistics, sys
 (out, tag, name, rnd, ready_s, c0, s0, c1, s1, cpu0, cpu1, i0, i1, lc0, lc1, l0, l1, hwm,
- hz) = sys.argv[1:]
+ hz, load0, load1) = sys.argv[1:]
 hz = float(hz)
 cycles = float(c1) - float(c0)
 rss = []
@@ -226,13 +330,15 @@ for line in open(f"{out}/{tag}.rss"):
 idle = [kb for t, kb in rss if float(i0) <= t <= float(i1)] or [kb for _, kb in rss]
 load = json.load(open(f"{out}/{tag}.load.json"))
 res = {
-    "server": name, "round": int(rnd), "ready_seconds": int(ready_s),
+    "server": name, "round": int(rnd), "ready_seconds": float(ready_s),
+    "loadavg_before": load0.split(), "loadavg_after": load1.split(),
     "idle_cycles": cycles,
     "cpu_seconds_per_cycle": (float(cpu1) - float(cpu0)) / hz / cycles if cycles else None,
     "tick_seconds_mean": (float(s1) - float(s0)) / cycles if cycles else None,
     "rss_steady_mib": statistics.median(idle) / 1024,
     "rss_peak_mib": int(hwm) / 1024,
     "load_cpu_cores": (float(lc1) - float(lc0)) / hz / (float(l1) - float(l0)),
+    "load_cpu_seconds": (float(lc1) - float(lc0)) / hz,
     "load": load,
 }
 json.dump(res, open(f"{out}/{tag}.json", "w"), indent=1)
@@ -241,15 +347,20 @@ EOF
 }
 
 for ((r = 1; r <= ROUNDS; r++)); do
-  if ((r % 2 == 1)); then order=(ours metrics-server); else order=(metrics-server ours); fi
+  order=(ours "${BASELINE_LIST[@]}")
+  ((r % 2 == 0)) && order=("${BASELINE_LIST[@]}" ours)
   for s in "${order[@]}"; do measure "$s" "$r" >&2; done
 done
 
 log "report"
 set +e
-python3 "$ROOT/bench/scale/report.py" "$OUT" --nodes "$NODES" --pods "$PODS" --containers "$CONTAINERS" \
-  --resolution "$RESOLUTION" --hpa-rate "$HPA_RATE" --top-pods-rate "$TOP_PODS_RATE" \
-  --top-nodes-rate "$TOP_NODES_RATE" --load-seconds "$LOAD_SECONDS" --rounds "$ROUNDS" \
+python3 "$ROOT/bench/scale/report.py" "$OUT" --scenario "$SCENARIO" --nodes "$NODES" --pods "$PODS" \
+  --containers "$CONTAINERS" --namespaces "$NAMESPACES" --deployments "$DEPLOYMENTS" \
+  --deployment-pods "$DEPLOYMENT_PODS" --resolution "$RESOLUTION" --hpa-period "$HPA_PERIOD" \
+  --hpa-mode "$HPA_MODE" --hpa-via "$HPA_VIA" --hpa-accept "$HPA_ACCEPT" --top-accept "$TOP_ACCEPT" \
+  --top-pods-rate "$TOP_PODS_RATE" --top-nodes-rate "$TOP_NODES_RATE" --load-seconds "$LOAD_SECONDS" \
+  --warmup "$WARMUP" --rounds "$ROUNDS" --slow-nodes "$SLOW_NODES" --failing-nodes "$FAILING_NODES" \
+  --expect-nodes "$EXPECT_NODES" --expect-pods "$EXPECT_PODS" --baselines "$BASELINES" \
   --wall "$((SECONDS - T0))" --kd-load "$KD_LOAD" $([[ $CHECK == true ]] && echo --check)
 rc=$?
 log "results: $OUT/results.md, $OUT/results.json (wall $((SECONDS - T0))s)"

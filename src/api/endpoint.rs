@@ -86,6 +86,7 @@ pub fn list(
         provider.protobuf(),
     )?;
     let snapshot = provider.snapshot();
+    snapshot.check_list_version(opts)?;
     let rv = snapshot.resource_version().to_string();
 
     let token = opts

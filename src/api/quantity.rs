@@ -32,9 +32,70 @@ pub fn memory_bytes(b: u64) -> String {
     format!("{value}{}", SUFFIXES[i])
 }
 
+/// Parses a Kubernetes quantity (`"3900m"`, `"4"`, `"16374564Ki"`, `"1e3"`, `"1.5Gi"`) into
+/// its value × 10⁹, rounded up as `Quantity.ScaledValue(Nano)`: CPU nanocores. `None` for
+/// anything that is not a non-negative quantity.
+pub fn parse_nanos(q: &str) -> Option<u64> {
+    let v = parse(q)?;
+    let n = (v * 1e9).ceil();
+    (n.is_finite() && n <= u64::MAX as f64).then_some(n as u64)
+}
+
+/// Parses a Kubernetes quantity into whole units, rounded up as `Quantity.Value()`: bytes.
+pub fn parse_units(q: &str) -> Option<u64> {
+    let v = parse(q)?;
+    let n = v.ceil();
+    (n.is_finite() && n <= u64::MAX as f64).then_some(n as u64)
+}
+
+fn parse(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
+        _ => return None,
+    };
+    let v = number * scale;
+    (v >= 0.0).then_some(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantities_parse() {
+        assert_eq!(parse_nanos("3900m"), Some(3_900_000_000));
+        assert_eq!(parse_nanos("4"), Some(4_000_000_000));
+        assert_eq!(parse_nanos("250u"), Some(250_000));
+        assert_eq!(parse_units("16374564Ki"), Some(16_374_564 * 1024));
+        assert_eq!(parse_units("1.5Gi"), Some(1_610_612_736));
+        assert_eq!(parse_units("1e3"), Some(1000));
+        assert_eq!(parse_units("128974848"), Some(128_974_848));
+        for bad in ["", "x", "12Q", "-1", "1..2"] {
+            assert_eq!(parse_units(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn cpu_is_canonical() {

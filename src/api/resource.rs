@@ -89,6 +89,12 @@ pub trait ApiObject {
 pub trait ResourceSnapshot: Send + Sync {
     /// The list resourceVersion of this snapshot.
     fn resource_version(&self) -> &str;
+    /// Refuses a list whose `resourceVersion` this snapshot cannot answer for (410
+    /// `Expired`, 504 `ResourceVersionTooLarge`). The default accepts any, as
+    /// metrics-server ignores `resourceVersion`.
+    fn check_list_version(&self, _opts: &ListOptions) -> Result<(), ApiError> {
+        Ok(())
+    }
     /// Calls `found` with the named object, if it exists.
     fn get(&self, namespace: Option<&str>, name: &str, found: &mut dyn FnMut(&dyn ApiObject));
     /// Visits objects in (namespace, name) order, limited to `namespace` when given and

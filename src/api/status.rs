@@ -222,6 +222,16 @@ impl ApiError {
         e
     }
 
+    /// 504 Timeout (`NewTimeoutError`: "Timeout: " + message, retry after `retry_after_seconds`).
+    pub fn timeout(message: impl std::fmt::Display, retry_after_seconds: u32) -> Self {
+        let mut e = Self::new(504, "Timeout", format!("Timeout: {message}"));
+        e.details = Some(Box::new(StatusDetails {
+            retry_after_seconds,
+            ..StatusDetails::default()
+        }));
+        e
+    }
+
     /// 503 ServiceUnavailable.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "ServiceUnavailable", message)

@@ -80,6 +80,7 @@ mod tests {
             kubelet_port: port,
             metrics_path: path.map(str::to_string),
             ready: true,
+            allocatable: None,
         }
     }
 

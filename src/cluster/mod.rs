@@ -29,6 +29,17 @@ pub struct NodeInfo {
     pub metrics_path: Option<String>,
     /// Whether the node reports Ready (only changes log levels).
     pub ready: bool,
+    /// `status.allocatable` CPU and memory, when the node reports them.
+    pub allocatable: Option<Allocatable>,
+}
+
+/// A node's allocatable CPU and memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allocatable {
+    /// CPU in nanocores.
+    pub cpu_nanocores: u64,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
 }
 
 /// A running pod's metadata.

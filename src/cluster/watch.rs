@@ -40,6 +40,14 @@ pub fn node_info(node: &Node) -> Option<NodeInfo> {
         .as_ref()
         .and_then(|a| a.get(METRICS_PATH_ANNOTATION))
         .cloned();
+    let allocatable = status.and_then(|s| s.allocatable.as_ref()).and_then(|a| {
+        let cpu = crate::api::quantity::parse_nanos(&a.get("cpu")?.0)?;
+        let memory = crate::api::quantity::parse_units(&a.get("memory")?.0)?;
+        Some(super::Allocatable {
+            cpu_nanocores: cpu,
+            memory_bytes: memory,
+        })
+    });
     Some(NodeInfo {
         name,
         labels: Arc::new(node.metadata.labels.clone().unwrap_or_default()),
@@ -47,6 +55,7 @@ pub fn node_info(node: &Node) -> Option<NodeInfo> {
         kubelet_port,
         metrics_path,
         ready,
+        allocatable,
     })
 }
 

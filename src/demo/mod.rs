@@ -22,7 +22,7 @@ use crate::auth::{
     UserInfo,
 };
 use crate::config::DemoArgs;
-use crate::runtime::{AppParts, build_app, load_records};
+use crate::runtime::{AppParts, build_app, load_records, sources_config};
 use crate::server::pki::CertificateAuthority;
 use crate::server::tls::server_config;
 
@@ -99,7 +99,7 @@ pub fn random_token() -> String {
 /// Starts the demo server (and with `--replicas N`, N replicas sharing the simulated
 /// kubelets); returns once every replica is listening.
 pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
-    let records = load_records(&args.common).await?;
+    let sources = sources_config(&args.common)?;
     let ca = CertificateAuthority::new("kubedojo-demo-ca").context("generating the demo CA")?;
     let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     let bind = args.bind_address.to_string();
@@ -156,6 +156,8 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
         };
         pipelines.push(pipeline);
     }
+    // One record set for the demo: its computed records follow the first replica's store.
+    let records = load_records(sources.as_ref(), Some(pipelines[0].metrics_inputs())).await?;
     let mut peers = peers.into_iter();
     for (i, mut pipeline) in pipelines.into_iter().enumerate() {
         let stop = shutdown.child_token();

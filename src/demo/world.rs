@@ -76,6 +76,12 @@ impl SimulatedWorld {
                 kubelet_port: addr.port(),
                 metrics_path: None,
                 ready: true,
+                allocatable: Some(crate::cluster::Allocatable {
+                    cpu_nanocores: node.capacity_cpu_millicores * 1_000_000,
+                    memory_bytes: node
+                        .capacity_memory_bytes
+                        .saturating_sub(sim::objects::EVICTION_RESERVE),
+                }),
             });
         }
         let mut pods = Vec::new();

@@ -20,6 +20,7 @@ use crate::api::table::{AGE_COLUMN, Column, NAME_COLUMN};
 use crate::api::time::age;
 use crate::api::time::now_millis;
 use crate::records::set::{EventType, RecordEvent, StoredRecord};
+use crate::records::version::{self, Epoch, Position};
 use crate::records::{RecordSet, RecordsSnapshot};
 
 /// API group of DataRecords.
@@ -108,7 +109,7 @@ impl ResourceProvider for DataRecordsProvider {
     }
 
     fn snapshot(&self) -> Arc<dyn ResourceSnapshot> {
-        Arc::new(RecordsView(self.set.snapshot()))
+        Arc::new(RecordsView(self.set.snapshot(), self.set.epoch()))
     }
 
     fn backend(&self) -> Option<&dyn AsyncBackend> {
@@ -129,38 +130,51 @@ impl ResourceProvider for DataRecordsProvider {
                 "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
             ));
         }
-        let requested_rv = match opts.resource_version.as_deref() {
-            None | Some("0") => None,
-            Some(rv) => Some(rv.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!(
-                    "invalid resource version {rv:?}: must be an integer"
-                ))
-            })?),
-        };
         // Start: every current object as ADDED (no resourceVersion, "0", or WatchList),
-        // else the events after the requested resourceVersion.
-        let (rx, start, start_rv, too_old) = match requested_rv {
-            Some(rv) if !initial_events => {
-                let (rx, replay) = self.set.watch_from(rv);
+        // else the events after the requested resourceVersion; a version this process
+        // never handed out (another replica, before a restart, the future) gets an ERROR
+        // event as kube-apiserver's watch cache sends it, so the client relists.
+        let position = match opts.resource_version.as_deref() {
+            None => Ok(Position::Any),
+            Some(rv) => match self.set.judge(rv) {
+                Err(e) if e.code == 400 => return Err(e),
+                other => other,
+            },
+        };
+        let current_rv = self.set.snapshot().resource_version.clone();
+        let (rx, start, start_seq, refused) = match position {
+            Ok(Position::Known(seq)) if !initial_events => {
+                let (rx, replay) = self.set.watch_from(seq);
                 match replay {
-                    Some(events) => (
-                        rx,
-                        events.into_iter().map(|e| (e.kind, e.record)).collect(),
-                        rv,
-                        false,
-                    ),
-                    None => (rx, Vec::new(), rv, true),
+                    Some(events) => (rx, events, seq, None),
+                    None => {
+                        let rv = opts.resource_version.clone().unwrap_or_default();
+                        (
+                            rx,
+                            Vec::new(),
+                            seq,
+                            Some(version::expired(&rv, &current_rv)),
+                        )
+                    }
                 }
+            }
+            Err(e) => {
+                let (rx, _) = self.set.subscribe();
+                (rx, Vec::new(), 0, Some(e))
             }
             _ => {
                 let (rx, snapshot) = self.set.subscribe();
-                let rv = snapshot.resource_version.parse().unwrap_or(0);
-                let added: Vec<(EventType, Arc<StoredRecord>)> = snapshot
+                let added: Vec<RecordEvent> = snapshot
                     .records
                     .iter()
-                    .map(|r| (EventType::Added, r.clone()))
+                    .map(|r| RecordEvent {
+                        kind: EventType::Added,
+                        seq: snapshot.seq,
+                        record: r.clone(),
+                        previous: None,
+                    })
                     .collect();
-                (rx, added, rv, false)
+                (rx, added, snapshot.seq, None)
             }
         };
         let (tx, resp) = crate::api::watch::stream();
@@ -171,19 +185,16 @@ impl ResourceProvider for DataRecordsProvider {
         };
         let timeout = crate::api::watch::timeout(opts.timeout_seconds);
         let bookmarks = opts.allow_watch_bookmarks;
-        let current_rv = self.set.snapshot().resource_version.clone();
+        let epoch = self.set.epoch();
         tokio::spawn(async move {
-            if too_old {
-                let e = ApiError::resource_version_expired(format!(
-                    "too old resource version: {start_rv} ({current_rv})"
-                ));
+            if let Some(e) = refused {
                 let _ = tx.send(crate::api::watch::error(&e)).await;
                 return;
             }
-            let mut last_rv = start_rv;
-            for (kind, record) in start {
-                last_rv = last_rv.max(record_rv(&record));
-                if !filter.send(&tx, kind, &record).await {
+            let mut last_seq = start_seq;
+            for event in &start {
+                last_seq = last_seq.max(event.seq);
+                if !filter.send(&tx, epoch, event).await {
                     return;
                 }
             }
@@ -191,29 +202,23 @@ impl ResourceProvider for DataRecordsProvider {
                 let b = crate::api::watch::bookmark(
                     API_VERSION,
                     "DataRecord",
-                    &start_rv.to_string(),
+                    &epoch.version(start_seq),
                     true,
                 );
                 if tx.send(b).await.is_err() {
                     return;
                 }
             }
-            run_live(rx, tx, filter, start_rv, last_rv, timeout, bookmarks).await;
+            run_live(
+                rx, tx, filter, epoch, start_seq, last_seq, timeout, bookmarks,
+            )
+            .await;
         });
         Ok(resp)
     }
 }
 
 const API_VERSION: &str = "data.kubedojo.io/v1alpha1";
-
-fn record_rv(r: &StoredRecord) -> u64 {
-    r.record
-        .metadata
-        .resource_version
-        .as_deref()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 /// What a watcher asked to see.
 struct WatchFilter {
@@ -232,22 +237,48 @@ impl WatchFilter {
             && self.opts.field_selector.matches(meta)
     }
 
-    /// Sends the event if it matches; false when the client has gone.
+    /// What this watcher sees of `event`, as kube-apiserver's cacheWatcher decides it:
+    /// a change that brings an object into the selector is ADDED, one that takes it out
+    /// is DELETED (with the previous state at the event's version), others as they are.
+    fn view(&self, epoch: Epoch, event: &RecordEvent) -> Option<(EventType, Arc<StoredRecord>)> {
+        let (now_passes, before_passes) = match event.kind {
+            EventType::Added => (self.matches(&event.record), false),
+            EventType::Modified => (
+                self.matches(&event.record),
+                event.previous.as_deref().is_some_and(|p| self.matches(p)),
+            ),
+            EventType::Deleted => (false, self.matches(&event.record)),
+        };
+        match (now_passes, before_passes) {
+            (true, false) => Some((EventType::Added, event.record.clone())),
+            (true, true) => Some((EventType::Modified, event.record.clone())),
+            (false, true) => match (event.kind, &event.previous) {
+                (EventType::Modified, Some(previous)) => Some((
+                    EventType::Deleted,
+                    Arc::new(previous.restamped(&epoch.version(event.seq))),
+                )),
+                _ => Some((EventType::Deleted, event.record.clone())),
+            },
+            (false, false) => None,
+        }
+    }
+
+    /// Sends what this watcher sees of `event`; false when the client has gone.
     async fn send(
         &self,
         tx: &crate::api::watch::EventSender,
-        kind: EventType,
-        r: &StoredRecord,
+        epoch: Epoch,
+        event: &RecordEvent,
     ) -> bool {
-        if !self.matches(r) {
+        let Some((kind, r)) = self.view(epoch, event) else {
             return true;
-        }
+        };
         let mut object = Vec::with_capacity(r.json.len() + 256);
         write_event_object(
             &mut object,
             &DATARECORDS,
             self.output,
-            r,
+            r.as_ref(),
             self.opts.include_object,
             now_millis(),
         );
@@ -258,12 +289,17 @@ impl WatchFilter {
 }
 
 /// Streams live changes newer than `skip_up_to` (those are already in what was sent).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; a struct would only rename them"
+)]
 async fn run_live(
     mut rx: tokio::sync::broadcast::Receiver<RecordEvent>,
     tx: crate::api::watch::EventSender,
     filter: WatchFilter,
+    epoch: Epoch,
     skip_up_to: u64,
-    mut last_rv: u64,
+    mut last_seq: u64,
     timeout: std::time::Duration,
     bookmarks: bool,
 ) {
@@ -277,24 +313,25 @@ async fn run_live(
             _ = &mut deadline => return,
             _ = tx.closed() => return,
             _ = bookmark_every.tick(), if bookmarks => {
-                let b = crate::api::watch::bookmark(API_VERSION, "DataRecord", &last_rv.to_string(), false);
+                let b = crate::api::watch::bookmark(API_VERSION, "DataRecord", &epoch.version(last_seq), false);
                 if tx.send(b).await.is_err() {
                     return;
                 }
             }
             event = rx.recv() => match event {
                 Ok(e) => {
-                    if e.resource_version <= skip_up_to {
+                    if e.seq <= skip_up_to {
                         continue;
                     }
-                    last_rv = last_rv.max(e.resource_version);
-                    if !filter.send(&tx, e.kind, &e.record).await {
+                    last_seq = last_seq.max(e.seq);
+                    if !filter.send(&tx, epoch, &e).await {
                         return;
                     }
                 }
                 Err(RecvError::Lagged(_)) => {
                     let e = ApiError::resource_version_expired(format!(
-                        "too old resource version: {last_rv} (the watcher fell behind)"
+                        "too old resource version: {} (the watcher fell behind)",
+                        epoch.version(last_seq)
                     ));
                     let _ = tx.send(crate::api::watch::error(&e)).await;
                     return;
@@ -305,7 +342,7 @@ async fn run_live(
     }
 }
 
-struct RecordsView(Arc<RecordsSnapshot>);
+struct RecordsView(Arc<RecordsSnapshot>, Epoch);
 
 impl ApiObject for StoredRecord {
     fn meta(&self) -> &ObjectMeta {
@@ -336,6 +373,21 @@ impl ApiObject for StoredRecord {
 impl ResourceSnapshot for RecordsView {
     fn resource_version(&self) -> &str {
         &self.0.resource_version
+    }
+
+    fn check_list_version(&self, opts: &ListOptions) -> Result<(), ApiError> {
+        let Some(rv) = opts.resource_version.as_deref() else {
+            return Ok(());
+        };
+        match version::judge(rv, self.1, self.0.seq)? {
+            Position::Known(seq)
+                if seq != self.0.seq && opts.resource_version_match.as_deref() == Some("Exact") =>
+            {
+                // Only the current state is kept: an older exact version is gone.
+                Err(version::expired(rv, &self.0.resource_version))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn get(&self, namespace: Option<&str>, name: &str, found: &mut dyn FnMut(&dyn ApiObject)) {

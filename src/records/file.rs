@@ -1,5 +1,10 @@
 //! The records file source: a YAML or JSON list of DataRecords (or a `List` /
 //! `DataRecordList` object), with the lab's three records embedded as the default.
+//!
+//! The embedded records are the lab's seed (`seed.yaml`, a verbatim copy of the lab's
+//! file): its values, uids and sync statuses; `creationTimestamp` and `lastSyncTime`
+//! are the process start-up time, five minutes earlier for a `Stale` record (the lab's
+//! `metrics-config`).
 
 use std::path::PathBuf;
 
@@ -14,21 +19,41 @@ use crate::api::time::Time;
 /// The embedded default records (`user-config`, `feature-flags`, `metrics-config`).
 pub const EMBEDDED_SEED: &str = include_str!("seed.yaml");
 
+/// How long before start-up a `Stale` embedded record was last synced (the lab's rule).
+pub const EMBEDDED_STALE_AGE_MS: i64 = 5 * 60 * 1000;
+
 /// Reads DataRecords from a file (re-read on every load), or the embedded default.
 #[derive(Debug, Clone)]
 pub struct FileSource {
     path: Option<PathBuf>,
+    /// When the embedded source was created (its records' start-up time).
+    started: Time,
+    refresh_interval: Option<std::time::Duration>,
 }
 
 impl FileSource {
     /// A source reading `path`.
     pub fn new(path: PathBuf) -> Self {
-        FileSource { path: Some(path) }
+        FileSource {
+            path: Some(path),
+            started: Time::now(),
+            refresh_interval: None,
+        }
     }
 
-    /// The embedded default records.
+    /// The embedded default records, stamped with the current time as start-up.
     pub fn embedded() -> Self {
-        FileSource { path: None }
+        FileSource {
+            path: None,
+            started: Time::now(),
+            refresh_interval: None,
+        }
+    }
+
+    /// Re-reads the file every `interval` instead of the set's default.
+    pub fn with_refresh_interval(mut self, interval: Option<std::time::Duration>) -> Self {
+        self.refresh_interval = interval;
+        self
     }
 
     fn label(&self) -> String {
@@ -46,21 +71,39 @@ impl RecordSource for FileSource {
 
     fn load(&self) -> BoxFuture<'_, Result<Vec<DataRecord>, RecordsError>> {
         async move {
-            let text = match &self.path {
+            match &self.path {
                 Some(p) => {
-                    tokio::fs::read_to_string(p)
-                        .await
-                        .map_err(|source| RecordsError::Read {
+                    let text = tokio::fs::read_to_string(p).await.map_err(|source| {
+                        RecordsError::Read {
                             path: p.display().to_string(),
                             source,
-                        })?
+                        }
+                    })?;
+                    parse_records(&self.label(), &text, Time::now())
                 }
-                None => EMBEDDED_SEED.to_string(),
-            };
-            parse_records(&self.label(), &text, Time::now())
+                None => embedded_records(self.started),
+            }
         }
         .boxed()
     }
+
+    fn refresh_interval(&self) -> Option<std::time::Duration> {
+        self.refresh_interval
+    }
+}
+
+/// The lab's seed records as served by a process started at `started`.
+pub fn embedded_records(started: Time) -> Result<Vec<DataRecord>, RecordsError> {
+    let mut records = parse_records("<embedded default records>", EMBEDDED_SEED, started)?;
+    let stale_since = Time::from_millis(started.as_millis() - EMBEDDED_STALE_AGE_MS);
+    for r in &mut records {
+        if let Some(status) = &mut r.status
+            && status.sync_status == "Stale"
+        {
+            status.last_sync_time = Some(stale_since);
+        }
+    }
+    Ok(records)
 }
 
 /// Parses and validates a records document; `now` fills missing timestamps.
@@ -137,13 +180,19 @@ pub fn parse_records(path: &str, text: &str, now: Time) -> Result<Vec<DataRecord
         }
         let namespace = namespace.clone();
         let meta = &mut record.metadata;
-        meta.uid = Some(record_uid(&namespace, &meta.name));
+        match &meta.uid {
+            Some(uid) if uid.trim().is_empty() => {
+                return Err(at("metadata.uid", "must not be empty when set"));
+            }
+            Some(_) => {}
+            None => meta.uid = Some(record_uid(&namespace, &meta.name)),
+        }
         meta.generation.get_or_insert(1);
         meta.creation_timestamp.get_or_insert(now);
         let status = record.status.get_or_insert_with(DataRecordStatus::default);
         status.last_sync_time.get_or_insert(now);
         if status.sync_status.is_empty() {
-            status.sync_status = "Synced".into();
+            status.sync_status = DEFAULT_SYNC_STATUS.into();
         }
         records.push(record);
     }
@@ -161,6 +210,9 @@ pub fn parse_records(path: &str, text: &str, now: Time) -> Result<Vec<DataRecord
     Ok(records)
 }
 
+/// The sync status of a record whose file gives none (the lab's word for "in sync").
+pub const DEFAULT_SYNC_STATUS: &str = "Current";
+
 /// A stable uid for a record, derived from its namespace and name.
 pub fn record_uid(namespace: &str, name: &str) -> String {
     uuid::Uuid::new_v5(
@@ -170,7 +222,8 @@ pub fn record_uid(namespace: &str, name: &str) -> String {
     .to_string()
 }
 
-fn is_dns1123_label(s: &str) -> bool {
+/// True for a lowercase RFC 1123 label (a namespace).
+pub(crate) fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -179,7 +232,8 @@ fn is_dns1123_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn is_dns1123_subdomain(s: &str) -> bool {
+/// True for a lowercase RFC 1123 subdomain (a record name).
+pub(crate) fn is_dns1123_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
 }
 
@@ -192,26 +246,111 @@ mod tests {
     }
 
     #[test]
-    fn embedded_seed_has_the_lab_records() {
-        let records = parse_records("seed", EMBEDDED_SEED, now()).unwrap();
-        let keys: Vec<(String, String)> = records
+    fn embedded_seed_is_the_labs_file_verbatim() {
+        // The lab's file (../shared/data/lab/seed-records.yaml), copied byte for byte.
+        assert!(EMBEDDED_SEED.contains("exactly as its in-memory store seeds them"));
+        let started = now();
+        let records = embedded_records(started).unwrap();
+        let summary: Vec<(&str, &str, &str, &str, &str, &str)> = records
             .iter()
-            .map(|r| (r.namespace().to_string(), r.metadata.name.clone()))
+            .map(|r| {
+                (
+                    r.namespace(),
+                    r.metadata.name.as_str(),
+                    r.metadata.uid.as_deref().unwrap(),
+                    r.spec.source.as_str(),
+                    r.spec.query.as_str(),
+                    r.sync_status(),
+                )
+            })
             .collect();
         assert_eq!(
-            keys,
+            summary,
             vec![
-                ("default".to_string(), "user-config".to_string()),
-                ("default".to_string(), "feature-flags".to_string()),
-                ("monitoring".to_string(), "metrics-config".to_string()),
+                (
+                    "default",
+                    "user-config",
+                    "a1b2c3d4-0001-0001-0001-000000000001",
+                    "postgres",
+                    "SELECT * FROM config WHERE env='production'",
+                    "Current"
+                ),
+                (
+                    "default",
+                    "feature-flags",
+                    "a1b2c3d4-0001-0001-0001-000000000002",
+                    "redis",
+                    "HGETALL feature:flags",
+                    "Current"
+                ),
+                (
+                    "monitoring",
+                    "metrics-config",
+                    "a1b2c3d4-0001-0001-0001-000000000003",
+                    "consul",
+                    "kv/monitoring/config",
+                    "Stale"
+                ),
             ]
         );
-        assert!(records.iter().all(|r| r.sync_status() == "Synced"));
-        assert_eq!(records[0].spec.data["theme"], "dark");
+        let data = |i: usize| -> Vec<(String, String)> {
+            records[i]
+                .spec
+                .data
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        let kv = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
         assert_eq!(
-            records[0].metadata.uid,
-            Some(record_uid("default", "user-config"))
+            data(0),
+            kv(&[
+                ("log_level", "info"),
+                ("max_connections", "100"),
+                ("timeout_ms", "5000")
+            ])
         );
+        assert_eq!(
+            data(1),
+            kv(&[
+                ("beta_api", "true"),
+                ("dark_mode", "true"),
+                ("new_dashboard", "false")
+            ])
+        );
+        assert_eq!(
+            data(2),
+            kv(&[("retention_days", "30"), ("scrape_interval", "15s")])
+        );
+        let sync = |i: usize| records[i].status.as_ref().unwrap().last_sync_time.unwrap();
+        assert_eq!(sync(0), started);
+        assert_eq!(sync(1), started);
+        assert_eq!(sync(2).as_millis(), started.as_millis() - 5 * 60 * 1000);
+        assert!(
+            records
+                .iter()
+                .all(|r| r.metadata.creation_timestamp == Some(started))
+        );
+        assert!(records.iter().all(|r| r.metadata.labels.is_empty()));
+    }
+
+    #[test]
+    fn uids_come_from_the_file_or_are_derived() {
+        let text = "- metadata: {name: a, uid: given}\n  spec: {source: s}\n- metadata: {name: b}\n  spec: {source: s}\n";
+        let records = parse_records("r.yaml", text, now()).unwrap();
+        assert_eq!(records[0].metadata.uid.as_deref(), Some("given"));
+        assert_eq!(records[1].metadata.uid, Some(record_uid("default", "b")));
+        assert_eq!(records[1].sync_status(), "Current");
+        let text = "- metadata: {name: a, uid: ''}\n  spec: {source: s}\n";
+        let e = parse_records("r.yaml", text, now())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("metadata.uid"), "{e}");
     }
 
     #[test]

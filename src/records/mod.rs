@@ -2,13 +2,20 @@
 //! ones (computed from metrics, an external database) plug in without touching the
 //! API layer; a [`RecordSet`] merges their output into one served snapshot.
 
+pub mod build;
+pub mod computed;
 mod file;
 pub mod postgres;
 pub mod set;
+pub mod sources_config;
 mod types;
+pub mod version;
 
-pub use file::{FileSource, parse_records};
+pub use build::{build_sources, default_sources};
+pub use computed::{ComputedSource, MetricsInputs};
+pub use file::{DEFAULT_SYNC_STATUS, FileSource, embedded_records, parse_records};
 pub use set::{RecordSet, RecordsSnapshot};
+pub use sources_config::SourcesConfig;
 pub use types::{DataRecord, DataRecordSpec, DataRecordStatus};
 
 use futures::future::BoxFuture;
@@ -43,9 +50,25 @@ pub enum RecordsError {
 }
 
 /// A producer of DataRecords.
+///
+/// The [`RecordSet`] loads every source at start-up, then again every
+/// [`refresh_interval`](RecordSource::refresh_interval) and, for a push source, whenever
+/// its [`changes`](RecordSource::changes) receiver sees a new value. A load returns the
+/// source's whole current set of records; the set works out what changed, so a source
+/// never deals with resourceVersions or events.
 pub trait RecordSource: Send + Sync {
-    /// A short name for logs and health checks (e.g. `file:/etc/records.yaml`).
+    /// A short name for logs and health checks (e.g. `file:/etc/records.yaml`); never a
+    /// secret.
     fn name(&self) -> String;
     /// Loads the current records of this source.
     fn load(&self) -> BoxFuture<'_, Result<Vec<DataRecord>, RecordsError>>;
+    /// How often to re-load; `None` means the set's default (`--records-refresh-interval`).
+    fn refresh_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// For a push source: a receiver whose value changes whenever the source has new data
+    /// (the computed source follows the metrics store's publishes). Called once.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }

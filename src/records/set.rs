@@ -1,15 +1,20 @@
-//! The served set of DataRecords: merges every source, keeps the last good result of
-//! a failing source, and publishes immutable sorted snapshots with resourceVersions.
+//! The served set of DataRecords: merges every source in order (the earlier source wins a
+//! name), keeps the last good result of a failing source, and publishes immutable sorted
+//! snapshots with resourceVersions of this process's epoch (see [`super::version`]).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{Mutex, broadcast};
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::broadcast;
 
 use super::types::DataRecord;
+use super::version::{self, Epoch, Position};
 use super::{RecordSource, RecordsError};
+use crate::api::status::ApiError;
 
 /// One served record with its pre-rendered JSON.
 #[derive(Debug)]
@@ -25,6 +30,14 @@ impl StoredRecord {
     pub fn new(record: DataRecord) -> Self {
         let json = serde_json::to_vec(&record).expect("DataRecord serialises");
         StoredRecord { record, json }
+    }
+
+    /// This record's last state, stamped with another resourceVersion (a DELETED event
+    /// carries the event's version, as kube-apiserver's watch cache does).
+    pub fn restamped(&self, resource_version: &str) -> StoredRecord {
+        let mut record = self.record.clone();
+        record.metadata.resource_version = Some(resource_version.to_string());
+        StoredRecord::new(record)
     }
 }
 
@@ -55,20 +68,25 @@ impl EventType {
 pub struct RecordEvent {
     /// What happened.
     pub kind: EventType,
-    /// The list resourceVersion the change produced.
-    pub resource_version: u64,
-    /// The record (its last state for a deletion).
+    /// The counter value the change produced (the version is `<epoch>.<seq>`).
+    pub seq: u64,
+    /// The record (its last state, stamped with this event's version, for a deletion).
     pub record: Arc<StoredRecord>,
+    /// For a modification, the state before it (with its own older version): a watch
+    /// with a selector needs it to turn a change that leaves the selector into DELETED.
+    pub previous: Option<Arc<StoredRecord>>,
 }
 
 /// How many past events a watch can resume from.
-const HISTORY: usize = 1024;
+const HISTORY: usize = 16 * 1024;
 
 /// An immutable, sorted (namespace, name) view of all records.
 #[derive(Debug, Default)]
 pub struct RecordsSnapshot {
-    /// The list resourceVersion.
+    /// The list resourceVersion (`<epoch>.<seq>`).
     pub resource_version: String,
+    /// The counter value of this snapshot.
+    pub seq: u64,
     /// Records sorted by (namespace, name).
     pub records: Vec<Arc<StoredRecord>>,
 }
@@ -82,44 +100,92 @@ impl RecordsSnapshot {
     }
 }
 
+type Key = (String, String);
+
 struct State {
-    version: u64,
+    seq: u64,
     /// Last good output of each source (by source index).
     last_good: Vec<Option<Vec<DataRecord>>>,
-    /// (namespace, name) → (record, its resourceVersion).
-    current: HashMap<(String, String), (DataRecord, u64)>,
+    /// (namespace, name) → the served record.
+    current: HashMap<Key, Arc<StoredRecord>>,
+    /// Name conflicts seen in the last merge: (namespace, name, losing source index).
+    conflicts: BTreeSet<(String, String, usize)>,
+}
+
+struct History {
+    events: VecDeque<RecordEvent>,
+    /// Every event with a counter above this one is still in `events`.
+    floor: u64,
 }
 
 /// Every record source, merged and published.
 pub struct RecordSet {
-    sources: Vec<Box<dyn RecordSource>>,
+    epoch: Epoch,
+    sources: Vec<Arc<dyn RecordSource>>,
     snapshot: ArcSwap<RecordsSnapshot>,
     state: Mutex<State>,
     events: broadcast::Sender<RecordEvent>,
-    history: std::sync::Mutex<VecDeque<RecordEvent>>,
+    history: Mutex<History>,
     /// True once every source has loaded successfully at least once.
-    loaded: std::sync::atomic::AtomicBool,
+    loaded: AtomicBool,
+    conflicts_seen: AtomicU64,
+    conflict_counter: OnceLock<Counter>,
 }
 
 impl RecordSet {
-    /// A set over `sources`; nothing is served until [`RecordSet::refresh`] runs.
+    /// A set over `sources` (earlier sources win a name) with a random epoch; nothing is
+    /// served until [`RecordSet::refresh`] runs.
     pub fn new(sources: Vec<Box<dyn RecordSource>>) -> Self {
+        Self::with_epoch(sources, Epoch::random())
+    }
+
+    /// A set with a given epoch (tests).
+    pub fn with_epoch(sources: Vec<Box<dyn RecordSource>>, epoch: Epoch) -> Self {
         let n = sources.len();
         RecordSet {
-            sources,
+            epoch,
+            sources: sources.into_iter().map(Arc::from).collect(),
             snapshot: ArcSwap::from_pointee(RecordsSnapshot {
-                resource_version: "1".into(),
+                resource_version: epoch.version(0),
+                seq: 0,
                 records: Vec::new(),
             }),
             state: Mutex::new(State {
-                version: 1,
+                seq: 0,
                 last_good: vec![None; n],
                 current: HashMap::new(),
+                conflicts: BTreeSet::new(),
             }),
             events: broadcast::channel(HISTORY).0,
-            history: std::sync::Mutex::new(VecDeque::new()),
-            loaded: std::sync::atomic::AtomicBool::new(false),
+            history: Mutex::new(History {
+                events: VecDeque::new(),
+                floor: 0,
+            }),
+            loaded: AtomicBool::new(false),
+            conflicts_seen: AtomicU64::new(0),
+            conflict_counter: OnceLock::new(),
         }
+    }
+
+    /// This process's epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The names of the sources, in order.
+    pub fn source_names(&self) -> Vec<String> {
+        self.sources.iter().map(|s| s.name()).collect()
+    }
+
+    /// Counts name conflicts (also those seen before this call) in `counter`.
+    pub fn count_conflicts_in(&self, counter: Counter) {
+        counter.inc_by(self.conflicts_seen.load(Ordering::Acquire));
+        let _ = self.conflict_counter.set(counter);
+    }
+
+    /// How many name conflicts have started since start-up.
+    pub fn conflicts_seen(&self) -> u64 {
+        self.conflicts_seen.load(Ordering::Acquire)
     }
 
     /// The current snapshot.
@@ -127,120 +193,175 @@ impl RecordSet {
         self.snapshot.load_full()
     }
 
+    /// Judges a requested resourceVersion against the current state (see
+    /// [`super::version`]).
+    pub fn judge(&self, resource_version: &str) -> Result<Position, ApiError> {
+        version::judge(resource_version, self.epoch, self.snapshot().seq)
+    }
+
     /// Loads every source once. A source that fails keeps serving its last good
     /// records; the errors are returned so start-up can refuse a bad file.
     pub async fn refresh(&self) -> Vec<RecordsError> {
         let mut errors = Vec::new();
-        let mut state = self.state.lock().await;
-        for (i, source) in self.sources.iter().enumerate() {
-            match source.load().await {
+        let mut results = Vec::with_capacity(self.sources.len());
+        for source in &self.sources {
+            results.push(source.load().await);
+        }
+        let mut state = self.lock_state();
+        for (i, result) in results.into_iter().enumerate() {
+            match result {
                 Ok(records) => state.last_good[i] = Some(records),
                 Err(e) => errors.push(e),
             }
         }
-        let merged: Vec<DataRecord> = state
-            .last_good
-            .iter()
-            .flatten()
-            .flat_map(|records| records.iter().cloned())
-            .collect();
-        self.publish(&mut state, merged);
-        if state.last_good.iter().all(Option::is_some) {
-            self.loaded
-                .store(true, std::sync::atomic::Ordering::Release);
-        }
+        self.merge_and_publish(&mut state);
         errors
+    }
+
+    /// Loads one source and publishes the result (a failure keeps its last good records).
+    pub async fn refresh_source(&self, index: usize) -> Result<(), RecordsError> {
+        let Some(source) = self.sources.get(index) else {
+            return Ok(());
+        };
+        let records = source.load().await?;
+        let mut state = self.lock_state();
+        state.last_good[index] = Some(records);
+        self.merge_and_publish(&mut state);
+        Ok(())
     }
 
     /// True once every source has produced its records at least once.
     pub fn loaded(&self) -> bool {
-        self.loaded.load(std::sync::atomic::Ordering::Acquire)
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn merge_and_publish(&self, state: &mut State) {
+        let mut merged: Vec<DataRecord> = Vec::new();
+        let mut owner: HashMap<Key, usize> = HashMap::new();
+        let mut conflicts = BTreeSet::new();
+        for (i, records) in state.last_good.iter().enumerate() {
+            for record in records.iter().flatten() {
+                let key = (record.namespace().to_string(), record.metadata.name.clone());
+                if owner.contains_key(&key) {
+                    conflicts.insert((key.0, key.1, i));
+                    continue;
+                }
+                owner.insert(key, i);
+                merged.push(record.clone());
+            }
+        }
+        for (ns, name, loser) in conflicts.difference(&state.conflicts) {
+            let winner = owner
+                .get(&(ns.clone(), name.clone()))
+                .copied()
+                .unwrap_or_default();
+            tracing::warn!(
+                namespace = %ns,
+                name = %name,
+                served_from = %self.sources[winner].name(),
+                ignored_from = %self.sources[*loser].name(),
+                "two record sources produce the same DataRecord; the earlier source in the configuration wins"
+            );
+            self.conflicts_seen.fetch_add(1, Ordering::AcqRel);
+            if let Some(c) = self.conflict_counter.get() {
+                c.inc();
+            }
+        }
+        state.conflicts = conflicts;
+        self.publish(state, merged);
+        if state.last_good.iter().all(Option::is_some) {
+            self.loaded.store(true, Ordering::Release);
+        }
     }
 
     fn publish(&self, state: &mut State, merged: Vec<DataRecord>) {
-        let next_version = state.version + 1;
+        let seq = state.seq + 1;
+        let rv = self.epoch.version(seq);
         let mut events: Vec<RecordEvent> = Vec::new();
-        let mut next: HashMap<(String, String), (DataRecord, u64)> = HashMap::new();
+        let mut next: HashMap<Key, Arc<StoredRecord>> = HashMap::with_capacity(merged.len());
         for mut record in merged {
             let key = (record.namespace().to_string(), record.metadata.name.clone());
-            if next.contains_key(&key) {
-                tracing::warn!(namespace = %key.0, name = %key.1, "two record sources produced the same record; keeping the first");
-                continue;
-            }
-            let kind = match state.current.get(&key) {
-                Some((old, v)) if same_content(old, &record) => {
+            let previous = state.current.get(&key);
+            let kind = match previous {
+                Some(old) if same_content(&old.record, &record) => {
                     // Unchanged: keep the old timestamps and resourceVersion.
-                    next.insert(key, (old.clone(), *v));
+                    next.insert(key, old.clone());
                     continue;
                 }
                 Some(_) => EventType::Modified,
                 None => EventType::Added,
             };
-            record.metadata.resource_version = Some(next_version.to_string());
+            if let Some(created) = previous.and_then(|p| p.record.metadata.creation_timestamp) {
+                // A record keeps its creation time across changes (it is immutable).
+                record.metadata.creation_timestamp = Some(created);
+            }
+            record.metadata.resource_version = Some(rv.clone());
+            let stored = Arc::new(StoredRecord::new(record));
             events.push(RecordEvent {
                 kind,
-                resource_version: next_version,
-                record: Arc::new(StoredRecord::new(record.clone())),
+                seq,
+                record: stored.clone(),
+                previous: previous.cloned(),
             });
-            next.insert(key, (record, next_version));
+            next.insert(key, stored);
         }
-        for (key, (old, _)) in &state.current {
+        for (key, old) in &state.current {
             if !next.contains_key(key) {
-                let mut gone = old.clone();
-                gone.metadata.resource_version = Some(next_version.to_string());
                 events.push(RecordEvent {
                     kind: EventType::Deleted,
-                    resource_version: next_version,
-                    record: Arc::new(StoredRecord::new(gone)),
+                    seq,
+                    record: Arc::new(old.restamped(&rv)),
+                    previous: None,
                 });
             }
         }
         if events.is_empty() {
             return;
         }
-        state.version = next_version;
-        let mut records: Vec<Arc<StoredRecord>> = next
-            .values()
-            .map(|(record, _)| Arc::new(StoredRecord::new(record.clone())))
-            .collect();
+        state.seq = seq;
+        let mut records: Vec<Arc<StoredRecord>> = next.values().cloned().collect();
         records.sort_by(|a, b| {
             (a.record.namespace(), a.record.metadata.name.as_str())
                 .cmp(&(b.record.namespace(), b.record.metadata.name.as_str()))
         });
         state.current = next;
         self.snapshot.store(Arc::new(RecordsSnapshot {
-            resource_version: state.version.to_string(),
+            resource_version: rv,
+            seq,
             records,
         }));
-        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
         for e in events {
-            if history.len() == HISTORY {
-                history.pop_front();
+            if history.events.len() == HISTORY
+                && let Some(dropped) = history.events.pop_front()
+            {
+                history.floor = history.floor.max(dropped.seq);
             }
-            history.push_back(e.clone());
+            history.events.push_back(e.clone());
             // No receivers is fine: nobody is watching.
             let _ = self.events.send(e);
         }
     }
 
-    /// Subscribes to changes, and returns the events after `resource_version` that
-    /// are still in the history (`None` when it is too old to replay).
+    /// Subscribes to changes, and returns the events after counter value `seq` that
+    /// are still in the history (`None` when some of them are gone: 410 for the client).
     pub fn watch_from(
         &self,
-        resource_version: u64,
+        seq: u64,
     ) -> (broadcast::Receiver<RecordEvent>, Option<Vec<RecordEvent>>) {
-        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
         let rx = self.events.subscribe();
-        let oldest_known = history
-            .front()
-            .map(|e| e.resource_version.saturating_sub(1))
-            .unwrap_or_else(|| self.snapshot().resource_version.parse().unwrap_or(0));
-        if resource_version < oldest_known {
+        if seq < history.floor {
             return (rx, None);
         }
         let replay = history
+            .events
             .iter()
-            .filter(|e| e.resource_version > resource_version)
+            .filter(|e| e.seq > seq)
             .cloned()
             .collect();
         (rx, Some(replay))
@@ -248,19 +369,58 @@ impl RecordSet {
 
     /// Subscribes to changes after the current snapshot.
     pub fn subscribe(&self) -> (broadcast::Receiver<RecordEvent>, Arc<RecordsSnapshot>) {
-        let _history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let _history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
         (self.events.subscribe(), self.snapshot())
     }
 
-    /// Re-reads every source every `interval` until the task is dropped.
-    pub async fn run_refresh(self: Arc<Self>, interval: Duration) {
+    /// Keeps every source current until the task is dropped: each source is re-read
+    /// every `default_interval` (or its own interval), and a push source also as soon
+    /// as it signals a change.
+    pub async fn run_refresh(self: Arc<Self>, default_interval: Duration) {
+        let tasks: Vec<_> = (0..self.sources.len())
+            .map(|i| tokio::spawn(self.clone().run_source(i, default_interval)))
+            .collect();
+        // Aborts the per-source tasks when this future is dropped (task aborted).
+        struct AbortAll(Vec<tokio::task::JoinHandle<()>>);
+        impl Drop for AbortAll {
+            fn drop(&mut self) {
+                for t in &self.0 {
+                    t.abort();
+                }
+            }
+        }
+        let tasks = AbortAll(tasks);
+        std::future::pending::<()>().await;
+        drop(tasks);
+    }
+
+    async fn run_source(self: Arc<Self>, index: usize, default_interval: Duration) {
+        let source = self.sources[index].clone();
+        let interval = source.refresh_interval().unwrap_or(default_interval);
+        let mut changes = source.changes();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
-            tick.tick().await;
-            for e in self.refresh().await {
-                tracing::error!(error = %e, "records refresh failed; serving the last good records");
+            match &mut changes {
+                Some(rx) => {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        changed = rx.changed() => {
+                            if changed.is_err() {
+                                // The producer is gone: fall back to polling.
+                                changes = None;
+                                continue;
+                            }
+                        }
+                    }
+                }
+                None => {
+                    tick.tick().await;
+                }
+            }
+            if let Err(e) = self.refresh_source(index).await {
+                tracing::error!(source = %source.name(), error = %e, "records refresh failed; serving the last good records");
             }
         }
     }
@@ -271,6 +431,7 @@ fn same_content(a: &DataRecord, b: &DataRecord) -> bool {
     a.spec == b.spec
         && a.metadata.labels == b.metadata.labels
         && a.metadata.annotations == b.metadata.annotations
+        && a.metadata.uid == b.metadata.uid
         && a.status.as_ref().map(|s| &s.sync_status) == b.status.as_ref().map(|s| &s.sync_status)
 }
 
@@ -284,11 +445,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.yaml");
         std::fs::write(&path, "- metadata: {name: b}\n  spec: {source: s}\n- metadata: {name: a, namespace: x}\n  spec: {source: s}\n").unwrap();
-        let set = RecordSet::new(vec![Box::new(FileSource::new(path.clone()))]);
+        let set = RecordSet::with_epoch(
+            vec![Box::new(FileSource::new(path.clone()))],
+            Epoch::from_raw(0xabc),
+        );
         assert!(!set.loaded());
         assert!(set.refresh().await.is_empty());
         assert!(set.loaded());
         let s1 = set.snapshot();
+        assert_eq!(s1.resource_version, "000000000abc.1");
         let names: Vec<&str> = s1
             .records
             .iter()
@@ -310,7 +475,7 @@ mod tests {
         std::fs::write(&path, "- metadata: {name: b}\n  spec: {source: changed}\n- metadata: {name: a, namespace: x}\n  spec: {source: s}\n").unwrap();
         assert!(set.refresh().await.is_empty());
         let s2 = set.snapshot();
-        assert_ne!(s2.resource_version, s1.resource_version);
+        assert_eq!(s2.resource_version, "000000000abc.2");
         let b = s2
             .records
             .iter()
@@ -325,9 +490,109 @@ mod tests {
             .iter()
             .find(|r| r.record.metadata.name == "a")
             .unwrap();
-        assert_ne!(
+        assert_eq!(
             a.record.metadata.resource_version.as_deref(),
-            Some(s2.resource_version.as_str())
+            Some("000000000abc.1")
         );
+    }
+
+    /// Issue 13 §1.2: versions restarted at 1 in every process, so a version from another
+    /// process (or from before a restart) was taken for one of ours.
+    #[tokio::test]
+    async fn a_version_from_another_process_is_never_taken_for_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.yaml");
+        std::fs::write(&path, "- metadata: {name: a}\n  spec: {source: s}\n").unwrap();
+        let first = RecordSet::new(vec![Box::new(FileSource::new(path.clone()))]);
+        let second = RecordSet::new(vec![Box::new(FileSource::new(path.clone()))]);
+        assert!(first.refresh().await.is_empty());
+        assert!(second.refresh().await.is_empty());
+        let rv = first.snapshot().resource_version.clone();
+        assert_ne!(rv, second.snapshot().resource_version);
+        assert_eq!(first.judge(&rv).unwrap(), Position::Known(1));
+        let e = second.judge(&rv).unwrap_err();
+        assert_eq!((e.code, e.reason), (410, "Expired"));
+        // From this process's future.
+        let future = first.epoch().version(2);
+        let e = first.judge(&future).unwrap_err();
+        assert_eq!((e.code, e.reason), (504, "Timeout"));
+    }
+
+    #[tokio::test]
+    async fn history_floor_covers_whole_publishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.yaml");
+        let mut text = String::new();
+        for i in 0..HISTORY + 10 {
+            text.push_str(&format!(
+                "- metadata: {{name: r{i}}}\n  spec: {{source: s}}\n"
+            ));
+        }
+        std::fs::write(&path, &text).unwrap();
+        let set = RecordSet::new(vec![Box::new(FileSource::new(path.clone()))]);
+        assert!(set.refresh().await.is_empty());
+        // Publish 1 had more events than the history holds: it cannot be replayed whole.
+        assert!(set.watch_from(0).1.is_none());
+        assert_eq!(set.watch_from(1).1.map(|r| r.len()), Some(0));
+        std::fs::write(&path, "").unwrap();
+        assert!(set.refresh().await.is_empty());
+        // Publish 2 deleted everything: again more than the history.
+        assert!(set.watch_from(1).1.is_none());
+        assert_eq!(set.watch_from(2).1.map(|r| r.len()), Some(0));
+    }
+
+    struct Fixed(&'static str, Vec<(&'static str, &'static str)>);
+    impl RecordSource for Fixed {
+        fn name(&self) -> String {
+            self.0.to_string()
+        }
+        fn load(&self) -> futures::future::BoxFuture<'_, Result<Vec<DataRecord>, RecordsError>> {
+            let records = self
+                .1
+                .iter()
+                .map(|(name, source)| DataRecord {
+                    api_version: crate::records::types::API_VERSION.into(),
+                    kind: crate::records::types::KIND.into(),
+                    metadata: crate::api::meta::ObjectMeta {
+                        name: name.to_string(),
+                        namespace: Some("default".into()),
+                        ..Default::default()
+                    },
+                    spec: crate::records::DataRecordSpec {
+                        source: source.to_string(),
+                        ..Default::default()
+                    },
+                    status: None,
+                })
+                .collect();
+            Box::pin(async move { Ok(records) })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_earlier_source_wins_a_name_and_the_conflict_is_counted_once() {
+        let set = RecordSet::new(vec![
+            Box::new(Fixed("first", vec![("same", "one"), ("a", "one")])),
+            Box::new(Fixed("second", vec![("same", "two"), ("b", "two")])),
+        ]);
+        let counter = Counter::default();
+        assert!(set.refresh().await.is_empty());
+        set.count_conflicts_in(counter.clone());
+        assert_eq!(counter.get(), 1);
+        let rv = set.snapshot().resource_version.clone();
+        for _ in 0..3 {
+            assert!(set.refresh().await.is_empty());
+        }
+        let s = set.snapshot();
+        assert_eq!(s.resource_version, rv, "no flapping between the two");
+        let same = s
+            .records
+            .iter()
+            .find(|r| r.record.metadata.name == "same")
+            .unwrap();
+        assert_eq!(same.record.spec.source, "one");
+        assert_eq!(s.records.len(), 3);
+        assert_eq!(counter.get(), 1, "counted once, not per refresh");
+        assert_eq!(set.conflicts_seen(), 1);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde_json::{Value, json};
 
-use super::{Fleet, FleetSpec, ServeOptions, SimClock, serve};
+use super::{Behaviour, Fleet, FleetSpec, ServeOptions, SimClock, serve};
 use crate::config::KubeletSimArgs;
 
 /// The annotation carrying a node's or pod's expected CPU usage, in nanocores.
@@ -31,6 +31,8 @@ pub async fn run(args: KubeletSimArgs) -> anyhow::Result<()> {
         first_address: args.first_address,
         port: args.port,
         idle_percent: args.idle_percent,
+        deployment_pods: args.deployment_pods,
+        namespaces: namespace_names(args.namespaces),
         ..FleetSpec::default()
     };
     let fleet =
@@ -44,6 +46,18 @@ pub async fn run(args: KubeletSimArgs) -> anyhow::Result<()> {
     )
     .await
     .context("starting the simulated kubelets")?;
+    for &i in &args.slow_nodes {
+        handle
+            .set_behaviour(i, Behaviour::Slow(args.slow_delay))
+            .await
+            .with_context(|| format!("--slow-nodes {i}"))?;
+    }
+    for &i in &args.failing_nodes {
+        handle
+            .set_behaviour(i, Behaviour::Status(500))
+            .await
+            .with_context(|| format!("--failing-nodes {i}"))?;
+    }
     if let Some(path) = &args.ca_out {
         std::fs::write(path, handle.ca_pem())
             .with_context(|| format!("writing {}", path.display()))?;
@@ -75,4 +89,24 @@ pub async fn run(args: KubeletSimArgs) -> anyhow::Result<()> {
     crate::runtime::shutdown_signal().await;
     handle.shutdown().await;
     Ok(())
+}
+
+/// `count` namespace names: the default three, then `team-3`, `team-4`…
+fn namespace_names(count: u16) -> Vec<String> {
+    let base = FleetSpec::default().namespaces;
+    (0..usize::from(count))
+        .map(|i| base.get(i).cloned().unwrap_or_else(|| format!("team-{i}")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn namespace_names_extend_the_defaults() {
+        assert_eq!(super::namespace_names(1), ["default"]);
+        assert_eq!(
+            super::namespace_names(5),
+            ["default", "team-a", "team-b", "team-3", "team-4"]
+        );
+    }
 }

@@ -65,6 +65,11 @@ pub struct FleetSpec {
     pub idle_percent: u8,
     /// Which kubelet generation's text format the nodes speak.
     pub format: KubeletFormat,
+    /// Deployment sizes `(min, max)` pods: when set, deployments of a size drawn per
+    /// deployment from `min..=max` are added until every pod slot has one (app names
+    /// `<app>`, then `<app>-1`, `<app>-2`… per namespace), like the HPA targets of a real
+    /// cluster; when `None`, one deployment per (namespace, app) shares the pods equally.
+    pub deployment_pods: Option<(usize, usize)>,
 }
 
 impl Default for FleetSpec {
@@ -84,6 +89,7 @@ impl Default for FleetSpec {
             seed: 1,
             idle_percent: 5,
             format: KubeletFormat::Modern,
+            deployment_pods: None,
         }
     }
 }
@@ -106,6 +112,11 @@ impl FleetSpec {
         }
         if self.idle_percent > 100 {
             return invalid("idle_percent must be at most 100");
+        }
+        if let Some((min, max)) = self.deployment_pods
+            && (min == 0 || min > max)
+        {
+            return invalid("deployment_pods must be (min, max) with 1 <= min <= max");
         }
         Ok(())
     }
@@ -366,6 +377,7 @@ enum Salt {
     Deployment,
     Pod,
     Container,
+    DeploymentSize,
 }
 
 /// splitmix64's finaliser: a fast, well-mixed, stateless 64-bit hash step.
@@ -410,6 +422,9 @@ struct Deployment {
 struct Catalogue<'a> {
     spec: &'a FleetSpec,
     deployments: Vec<Deployment>,
+    /// With [`FleetSpec::deployment_pods`]: (deployment, replica) of every pod slot,
+    /// interleaved so that each deployment's pods spread over the nodes.
+    slots: Option<Vec<(u32, u32)>>,
     node_keys: NodeLabelKeys,
 }
 
@@ -431,14 +446,33 @@ impl<'a> Catalogue<'a> {
         let app_key: Arc<str> = "app".into();
         let hash_key: Arc<str> = "pod-template-hash".into();
         let namespaces: Vec<Arc<str>> = spec.namespaces.iter().map(|n| n.as_str().into()).collect();
-        let count = spec.namespaces.len() * spec.apps.len();
+        let sizes = spec.deployment_pods.map(|(min, max)| {
+            let total = spec.nodes * spec.pods_per_node;
+            let mut sizes = Vec::new();
+            let mut sum = 0;
+            while sum < total {
+                let h = mix(&[spec.seed, Salt::DeploymentSize as u64, sizes.len() as u64]);
+                let size = pick(h, min as u64, max as u64 + 1) as usize;
+                sizes.push(size);
+                sum += size;
+            }
+            sizes
+        });
+        let count = sizes
+            .as_ref()
+            .map_or(spec.namespaces.len() * spec.apps.len(), Vec::len);
         let deployments = (0..count)
             .map(|d| {
                 let namespace = namespaces[d % namespaces.len()].clone();
-                let app = spec.apps[(d / namespaces.len()) % spec.apps.len()].as_str();
+                let k = d / namespaces.len();
+                let base = spec.apps[k % spec.apps.len()].as_str();
+                let app: Arc<str> = if sizes.is_some() && k >= spec.apps.len() {
+                    format!("{base}-{}", k / spec.apps.len()).into()
+                } else {
+                    base.into()
+                };
                 let h = mix(&[spec.seed, Salt::Deployment as u64, d as u64]);
                 let hash: Arc<str> = generated_name(h, 10).into();
-                let app: Arc<str> = app.into();
                 let labels = Labels::new([
                     (app_key.clone(), app.clone()),
                     (hash_key.clone(), hash.clone()),
@@ -454,9 +488,26 @@ impl<'a> Catalogue<'a> {
                 }
             })
             .collect();
+        let slots = sizes.map(|sizes| {
+            let total = spec.nodes * spec.pods_per_node;
+            let largest = sizes.iter().copied().max().unwrap_or(0);
+            let mut slots = Vec::with_capacity(total);
+            'rounds: for replica in 0..largest {
+                for (d, &size) in sizes.iter().enumerate() {
+                    if slots.len() == total {
+                        break 'rounds;
+                    }
+                    if replica < size {
+                        slots.push((d as u32, replica as u32));
+                    }
+                }
+            }
+            slots
+        });
         Self {
             spec,
             deployments,
+            slots,
             node_keys: NodeLabelKeys::new(),
         }
     }
@@ -495,8 +546,14 @@ impl<'a> Catalogue<'a> {
     }
 
     fn pod(&self, global: usize, started_at_ms: i64) -> SimPod {
-        let deployment = &self.deployments[global % self.deployments.len()];
-        let replica = (global / self.deployments.len()) as u64;
+        let (deployment, replica) = match &self.slots {
+            Some(slots) => (slots[global].0 as usize, u64::from(slots[global].1)),
+            None => (
+                global % self.deployments.len(),
+                (global / self.deployments.len()) as u64,
+            ),
+        };
+        let deployment = &self.deployments[deployment];
         let seed = mix(&[self.spec.seed, Salt::Pod as u64, global as u64]);
         let suffix = (deployment.suffix_mul * (replica % SUFFIX_SPACE) + deployment.suffix_add)
             % SUFFIX_SPACE;
@@ -756,6 +813,51 @@ mod tests {
             );
         }
         assert_eq!(seen.len(), 44_000);
+    }
+
+    #[test]
+    fn deployment_pods_gives_many_deployments_of_the_requested_sizes() {
+        let spec = FleetSpec {
+            nodes: 200,
+            deployment_pods: Some((5, 50)),
+            ..FleetSpec::default()
+        };
+        let f = fleet(&spec);
+        assert_eq!(f.pod_count(), 200 * 30);
+        /// Pods, template hashes and nodes per deployment.
+        type Seen<'a> = (usize, BTreeSet<&'a str>, BTreeSet<&'a str>);
+        let mut sizes: BTreeMap<(&str, &str), Seen<'_>> = BTreeMap::new();
+        let mut names = HashSet::new();
+        for (node, pod) in f.pods() {
+            assert_eq!(pod.labels.get("app"), Some(&*pod.app));
+            assert!(names.insert((pod.namespace.clone(), pod.name.clone())));
+            let e = sizes.entry((&pod.namespace, &pod.app)).or_default();
+            e.0 += 1;
+            e.1.insert(&pod.template_hash);
+            e.2.insert(&node.name);
+        }
+        assert!(
+            sizes.len() > 150,
+            "hundreds of deployments: {}",
+            sizes.len()
+        );
+        let counts: Vec<usize> = sizes.values().map(|e| e.0).collect();
+        // Only the largest deployments may lose replicas to the last slot.
+        assert!(counts.iter().all(|&c| (5..=50).contains(&c)), "{counts:?}");
+        assert!(counts.iter().any(|&c| c <= 10) && counts.iter().any(|&c| c >= 40));
+        for (key, (n, hashes, nodes)) in &sizes {
+            assert_eq!(hashes.len(), 1, "{key:?}");
+            assert!(
+                nodes.len() * 2 >= *n,
+                "{key:?} spreads over nodes: {nodes:?}"
+            );
+        }
+        assert_eq!(fleet(&spec), f, "deterministic");
+        let bad = FleetSpec {
+            deployment_pods: Some((6, 5)),
+            ..FleetSpec::default()
+        };
+        assert!(Fleet::new(&bad, T0).is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::{Fleet, Labels, SimContainer, SimNode, SimPod, fleet::mix};
 
 const MIB: u64 = 1 << 20;
 /// Memory held back from allocatable (kubelet's default hard eviction threshold).
-const EVICTION_RESERVE: u64 = 100 * MIB;
+pub const EVICTION_RESERVE: u64 = 100 * MIB;
 /// Kubelet version reported per [`super::KubeletFormat`].
 const MODERN_KUBELET: &str = "v1.33.1";
 const LEGACY_KUBELET: &str = "v1.28.15";

@@ -33,6 +33,8 @@ pub struct Store {
     /// by the last publish while readers still held it (see [`Store::publish`]). Never held
     /// across an await (the store has none) and never taken by readers.
     publishing: Mutex<Option<Arc<Snapshot>>>,
+    /// Counts publishes, for readers that follow them (the computed DataRecords).
+    published: tokio::sync::watch::Sender<u64>,
 }
 
 impl Store {
@@ -50,6 +52,7 @@ impl Store {
             interner: Interner::default(),
             layout_ids: AtomicU64::new(1),
             publishing: Mutex::new(None),
+            published: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -175,7 +178,13 @@ impl Store {
         }
         drop(retired);
         self.interner.prune();
+        self.published.send_modify(|n| *n = n.wrapping_add(1));
         next
+    }
+
+    /// A receiver that sees a new value after every [`publish`](Self::publish).
+    pub fn subscribe_publishes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
     }
 
     /// The latest published snapshot (lock-free).

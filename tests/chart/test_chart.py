@@ -493,7 +493,11 @@ def t_records_inline():
         eq((r["apiVersion"], r["kind"]), ("data.kubedojo.io/v1alpha1", "DataRecord"), "record apiVersion/kind")
         check(r["metadata"]["name"] and r["spec"]["source"], "record name/source")
     eq(records[0]["spec"]["data"]["max_sessions"], "5", "string data stays a string")
-    check("--records-file=/etc/kubedojo-data-api/records/records.yaml" in c["args"], f"--records-file: {c['args']}")
+    check("--sources-config=/etc/kubedojo-data-api/sources/sources.yaml" in c["args"], f"--sources-config: {c['args']}")
+    check(not any(a.startswith("--records-file") for a in c["args"]), "--records-file beside --sources-config")
+    sources = yaml.safe_load(one(docs, "ConfigMap", f"{RELEASE}-sources")["data"]["sources.yaml"])
+    eq(sources["sources"], [{"kind": "file", "path": "/etc/kubedojo-data-api/records/records.yaml"},
+                            {"kind": "computed", "namespace": "kubedojo-metrics"}], "sources: the records file, then computed")
     check("--records-refresh-interval=1m" in c["args"], "--records-refresh-interval")
     eq({v["name"]: v for v in pod["volumes"]}["records"]["configMap"]["name"], f"{RELEASE}-records", "records volume")
     eq({m["name"]: m for m in c["volumeMounts"]}["records"]["mountPath"], "/etc/kubedojo-data-api/records", "records mount")
@@ -501,12 +505,46 @@ def t_records_inline():
     # existingConfigMap
     docs, _ = template(sets=["records.existingConfigMap=my-records", "records.key=dr.json"])
     _, pod, c = container(docs)
-    check(not find(docs, "ConfigMap"), "ConfigMap rendered with existingConfigMap")
-    check("--records-file=/etc/kubedojo-data-api/records/dr.json" in c["args"], "--records-file with records.key")
+    check(not find(docs, "ConfigMap", f"{RELEASE}-records"), "records ConfigMap rendered with existingConfigMap")
+    sources = yaml.safe_load(one(docs, "ConfigMap", f"{RELEASE}-sources")["data"]["sources.yaml"])
+    eq(sources["sources"][0]["path"], "/etc/kubedojo-data-api/records/dr.json", "file source with records.key")
     eq({v["name"]: v for v in pod["volumes"]}["records"]["configMap"]["name"], "my-records", "existing ConfigMap volume")
-    # default: none
-    _, pod, c = container(template()[0])
-    check(not any(a.startswith("--records-file") for a in c["args"]), "--records-file without records")
+    # default: none (the server's own default: the lab's records plus the computed ones)
+    docs = template()[0]
+    _, pod, c = container(docs)
+    check(not any(a.startswith(("--records-file", "--sources-config")) for a in c["args"]), "source flags without records")
+    check(not find(docs, "ConfigMap"), "a ConfigMap without records or sources")
+
+
+@test("sources: PostgreSQL DSN from an existing Secret (mounted, never a flag), computed records on/off and their namespace")
+def t_sources():
+    docs, _ = template(sets=["sources.postgres.enabled=true", "sources.postgres.existingSecret=pg-dsn",
+                             "sources.postgres.secretKey=url", "sources.postgres.schema=kubedojo",
+                             "sources.postgres.maxConnections=4", "sources.postgres.tlsMode=verify-full",
+                             "sources.computed.namespace=metrics-records"])
+    _, pod, c = container(docs)
+    cfg = yaml.safe_load(one(docs, "ConfigMap", f"{RELEASE}-sources")["data"]["sources.yaml"])
+    eq(cfg["connections"], [{"name": "main", "dsnFrom": {"file": "/etc/kubedojo-data-api/postgres/dsn"},
+                             "maxConnections": 4, "tls": {"mode": "verify-full"}}], "connection")
+    eq(cfg["sources"], [{"kind": "file"}, {"kind": "postgres", "connection": "main", "schema": "kubedojo"},
+                        {"kind": "computed", "namespace": "metrics-records"}], "sources in order")
+    vols = {v["name"]: v for v in pod["volumes"]}
+    eq(vols["postgres-dsn"]["secret"]["secretName"], "pg-dsn", "DSN Secret volume")
+    eq(vols["postgres-dsn"]["secret"]["items"], [{"key": "url", "path": "dsn"}], "DSN key")
+    eq({m["name"]: m for m in c["volumeMounts"]}["postgres-dsn"]["mountPath"], "/etc/kubedojo-data-api/postgres", "DSN mount")
+    check("--sources-config=/etc/kubedojo-data-api/sources/sources.yaml" in c["args"], f"args: {c['args']}")
+    check(not any("pg-dsn" in a or "postgres://" in a for a in c["args"]), "no secret in the args")
+    # computed off: only the lab's records
+    docs, _ = template(sets=["sources.computed.enabled=false"])
+    cfg = yaml.safe_load(one(docs, "ConfigMap", f"{RELEASE}-sources")["data"]["sources.yaml"])
+    eq(cfg["sources"], [{"kind": "file"}], "computed off")
+    # the schema and the render-time checks refuse what cannot work
+    failed, err = template_fails(sets=["sources.postgres.enabled=true"])
+    check(failed and "existingSecret" in err, f"postgres without a Secret: {err}")
+    failed, err = template_fails(sets=["sources.postgres.dsn=postgres://x"])
+    check(failed and "dsn" in err, f"a DSN value in clear: {err}")
+    failed, err = template_fails(sets=["sources.computed.namespace=Bad_NS"])
+    check(failed and "namespace" in err, f"a bad namespace: {err}")
 
 
 @test("metrics.enabled keeps the health paths always allowed; ServiceMonitor needs both switches")
@@ -845,6 +883,26 @@ def t_manifests_records():
     ck = ("ConfigMap", MANIFESTS_NS, f"{RELEASE}-records")
     eq(yaml.safe_load(got[ck]["data"]["records.yaml"]), yaml.safe_load(want[ck]["data"]["records.yaml"]),
        "records ConfigMap content")
+    sk = ("ConfigMap", MANIFESTS_NS, f"{RELEASE}-sources")
+    eq(yaml.safe_load(got[sk]["data"]["sources.yaml"]), yaml.safe_load(want[sk]["data"]["sources.yaml"]),
+       "sources ConfigMap content")
+
+
+@test("manifests/components/postgres: the chart's PostgreSQL source (DSN from the Secret kubedojo-data-api-postgres)")
+def t_manifests_postgres():
+    dst, _ = manifests_copy()
+    (dst / "overlay").mkdir()
+    (dst / "overlay" / "kustomization.yaml").write_text(
+        "resources: [../manifests]\ncomponents: [../manifests/components/postgres]\n")
+    got = {key(d): d for d in kustomize(dst / "overlay")}
+    want = manifests_rendering(sets=["sources.postgres.enabled=true",
+                                     "sources.postgres.existingSecret=kubedojo-data-api-postgres"])
+    dk = ("Deployment", MANIFESTS_NS, RELEASE)
+    eq(got[dk]["spec"], want[dk]["spec"], "Deployment spec with the postgres component")
+    sk = ("ConfigMap", MANIFESTS_NS, f"{RELEASE}-sources")
+    eq(yaml.safe_load(got[sk]["data"]["sources.yaml"]), yaml.safe_load(want[sk]["data"]["sources.yaml"]),
+       "sources ConfigMap content")
+    check(not find(list(got.values()), "Secret"), "the component ships no Secret (the DSN is the operator's)")
 
 
 @test("manifests/README.md: adding components/metrics-server-takeover gives the chart's metrics.k8s.io APIService")

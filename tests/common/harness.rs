@@ -101,6 +101,7 @@ pub fn common_args() -> CommonArgs {
         verbosity: 0,
         log_format: kubedojo_data_api::config::LogFormat::Text,
         records_file: None,
+        sources_config: None,
         records_refresh_interval: Duration::from_secs(30),
         tls_min_version: MinTlsVersion::Tls12,
     }
@@ -177,7 +178,7 @@ impl Harness {
         )
         .await
         .unwrap();
-        let records = load_records(&common_args()).await.unwrap();
+        let records = load_records(None, None).await.unwrap();
         let mut parts = AppParts::new(records, chain);
         parts.extra_routes.push(Arc::new(Echo));
         let app = Arc::new(build_app(parts));

@@ -36,6 +36,7 @@ pub fn demo_args(dir: &std::path::Path, records_file: Option<PathBuf>) -> DemoAr
             verbosity: 0,
             log_format: LogFormat::Text,
             records_file,
+            sources_config: None,
             records_refresh_interval: Duration::from_millis(100),
             tls_min_version: MinTlsVersion::Tls12,
         },
@@ -60,6 +61,27 @@ impl TestServer {
             std::fs::write(&p, text).unwrap();
             p
         });
+        let server = demo::start(&demo_args(dir.path(), file)).await.unwrap();
+        let client = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(server.ca_pem.as_bytes()).unwrap()])
+            .build()
+            .unwrap();
+        let base = format!("https://localhost:{}", server.addr.port());
+        TestServer {
+            server,
+            client,
+            base,
+            dir,
+        }
+    }
+
+    /// Stops this server and starts a new process-equivalent one (a new record set, so a
+    /// new resourceVersion epoch) over the same directory and records file.
+    pub async fn restart(self) -> Self {
+        let TestServer { server, dir, .. } = self;
+        server.stop().await;
+        let file = dir.path().join("records.yaml");
+        let file = file.exists().then_some(file);
         let server = demo::start(&demo_args(dir.path(), file)).await.unwrap();
         let client = reqwest::Client::builder()
             .tls_certs_only([reqwest::Certificate::from_pem(server.ca_pem.as_bytes()).unwrap()])

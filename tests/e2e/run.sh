@@ -559,7 +559,7 @@ check_get_all() {
   local out names
   out=$(k get dr -A) || return 1
   expect_contains "$out" NAMESPACE user-config feature-flags metrics-config || return 1
-  names=$(k get dr -A --no-headers -o custom-columns=NS:.metadata.namespace,NAME:.metadata.name | sort | tr -s ' ')
+  names=$(k get dr -A -l '!data.kubedojo.io/source' --no-headers -o custom-columns=NS:.metadata.namespace,NAME:.metadata.name | sort | tr -s ' ')
   [[ $names == $'default feature-flags\ndefault user-config\nmonitoring metrics-config' ]] || {
     printf 'records (namespace name):\n%s\n' "$names"
     return 1
@@ -569,7 +569,7 @@ check "kubectl get dr -A returns the 3 seed records" check_get_all
 
 check_get_ns() {
   local names
-  names=$(k get dr -n default --no-headers -o custom-columns=NAME:.metadata.name | sort) || return 1
+  names=$(k get dr -n default -l '!data.kubedojo.io/source' --no-headers -o custom-columns=NAME:.metadata.name | sort) || return 1
   [[ $names == $'feature-flags\nuser-config' ]] || {
     printf 'got:\n%s\n' "$names"
     return 1
@@ -581,16 +581,16 @@ check_get_yaml() {
   local out
   out=$(k get dr user-config -n default -o yaml) || return 1
   expect_contains "$out" "apiVersion: data.kubedojo.io/v1alpha1" "kind: DataRecord" "name: user-config" \
-    "namespace: default" "uid: " "resourceVersion: " "creationTimestamp: " "app: user-service" \
-    "source: configdb" "query: SELECT key, value FROM user_settings WHERE active = true" \
-    "theme: dark" "language: en" "timezone: UTC" "max_sessions: \"5\"" "syncStatus: Synced"
+    "namespace: default" "uid: a1b2c3d4-0001-0001-0001-000000000001" "resourceVersion: " \
+    "creationTimestamp: " "source: postgres" "query: SELECT * FROM config WHERE env='production'" \
+    "max_connections: \"100\"" "timeout_ms: \"5000\"" "log_level: info" "syncStatus: Current"
 }
 check "kubectl get dr user-config -n default -o yaml is the full object" check_get_yaml
 
 check_jsonpath() {
   local out
   out=$(k get dr user-config -n default -o 'jsonpath={.spec.data}') || return 1
-  $OBJ check-json-equal '{"theme":"dark","language":"en","timezone":"UTC","max_sessions":"5"}' "$out"
+  $OBJ check-json-equal '{"max_connections":"100","timeout_ms":"5000","log_level":"info"}' "$out"
 }
 check "kubectl get dr user-config -o jsonpath='{.spec.data}'" check_jsonpath
 
@@ -601,8 +601,8 @@ check_describe() {
     grep -Eq '^Namespace: +default$' <<<"$out" &&
     grep -Eq '^API Version: +data\.kubedojo\.io/v1alpha1$' <<<"$out" &&
     grep -Eq '^Kind: +DataRecord$' <<<"$out" &&
-    grep -Eq '^ +Source: +configdb$' <<<"$out" &&
-    grep -Eq '^ +Theme: +dark$' <<<"$out" || {
+    grep -Eq '^ +Source: +postgres$' <<<"$out" &&
+    grep -Eq '^ +max_connections: +100$' <<<"$out" || {
     printf 'unexpected describe output:\n%s\n' "$out"
     return 1
   }
@@ -914,3 +914,6 @@ check_discovery_without_kubelets() {
   return $rc
 }
 check "with every kubelet stopped, discovery and APIServices still answer" check_discovery_without_kubelets
+
+# DataRecords: the lab's records, computed records, a restart mid-watch (issue 10)
+. "$E2E_DIR/records.sh"

@@ -185,6 +185,51 @@ time (self, cert-manager via injection, insecureSkipTLSVerify).
 {{- end }}
 {{- end }}
 
+{{- define "kubedojo-data-api.sourcesMountPath" -}}/etc/kubedojo-data-api/sources{{- end }}
+{{- define "kubedojo-data-api.postgresMountPath" -}}/etc/kubedojo-data-api/postgres{{- end }}
+
+{{/*
+The sources ConfigMap name, or "" when the server's defaults (the lab's records plus the
+computed ones) are what the values ask for.
+*/}}
+{{- define "kubedojo-data-api.sourcesConfigMap" -}}
+{{- $c := .Values.sources.computed }}
+{{- if or (include "kubedojo-data-api.recordsConfigMap" .) .Values.sources.postgres.enabled (not $c.enabled) (ne $c.namespace "kubedojo-metrics") }}
+{{- include "kubedojo-data-api.fullname" . }}-sources
+{{- end }}
+{{- end }}
+
+{{/* The --sources-config file (docs/datarecords.md), in source order. */}}
+{{- define "kubedojo-data-api.sourcesConfig" -}}
+{{- $connections := list }}
+{{- $sources := list }}
+{{- if include "kubedojo-data-api.recordsConfigMap" . }}
+{{- $sources = append $sources (dict "kind" "file" "path" (printf "%s/%s" (include "kubedojo-data-api.recordsMountPath" .) .Values.records.key)) }}
+{{- else }}
+{{- $sources = append $sources (dict "kind" "file") }}
+{{- end }}
+{{- $pg := .Values.sources.postgres }}
+{{- if $pg.enabled }}
+{{- $conn := dict "name" "main" "dsnFrom" (dict "file" (printf "%s/dsn" (include "kubedojo-data-api.postgresMountPath" .))) }}
+{{- with $pg.maxConnections }}
+{{- $_ := set $conn "maxConnections" (int .) }}
+{{- end }}
+{{- with $pg.tlsMode }}
+{{- $_ := set $conn "tls" (dict "mode" .) }}
+{{- end }}
+{{- $connections = append $connections $conn }}
+{{- $source := dict "kind" "postgres" "connection" "main" }}
+{{- with $pg.schema }}
+{{- $_ := set $source "schema" . }}
+{{- end }}
+{{- $sources = append $sources $source }}
+{{- end }}
+{{- if .Values.sources.computed.enabled }}
+{{- $sources = append $sources (dict "kind" "computed" "namespace" .Values.sources.computed.namespace) }}
+{{- end }}
+{{- toYaml (dict "connections" $connections "sources" $sources) }}
+{{- end }}
+
 {{/* Container args: derived flags first, then defaultArgs, then args. */}}
 {{- define "kubedojo-data-api.args" -}}
 {{- $args := list (printf "--secure-port=%d" (int .Values.containerPort)) }}
@@ -195,8 +240,8 @@ time (self, cert-manager via injection, insecureSkipTLSVerify).
 {{- $args = append $args (printf "--tls-cert-file=%s/tls.crt" $dir) }}
 {{- $args = append $args (printf "--tls-private-key-file=%s/tls.key" $dir) }}
 {{- end }}
-{{- if include "kubedojo-data-api.recordsConfigMap" . }}
-{{- $args = append $args (printf "--records-file=%s/%s" (include "kubedojo-data-api.recordsMountPath" .) .Values.records.key) }}
+{{- if include "kubedojo-data-api.sourcesConfigMap" . }}
+{{- $args = append $args (printf "--sources-config=%s/sources.yaml" (include "kubedojo-data-api.sourcesMountPath" .)) }}
 {{- end }}
 {{- with .Values.records.refreshInterval }}
 {{- $args = append $args (printf "--records-refresh-interval=%s" .) }}
@@ -209,6 +254,9 @@ time (self, cert-manager via injection, insecureSkipTLSVerify).
 
 {{/* Render-time checks that the schema cannot express. */}}
 {{- define "kubedojo-data-api.validate" -}}
+{{- if and .Values.sources.postgres.enabled (not .Values.sources.postgres.existingSecret) }}
+{{- fail "sources.postgres.enabled needs sources.postgres.existingSecret (the Secret holding the DSN; never a value in clear)" }}
+{{- end }}
 {{- if and .Values.records.existingConfigMap .Values.records.inline }}
 {{- fail "set either records.inline or records.existingConfigMap, not both" }}
 {{- end }}

@@ -4,23 +4,29 @@
 //!   kube-apiserver with a client certificate, concurrently, and makes every Pod Running through
 //!   its `/status` subresource (both servers only serve Running pods' metrics).
 //! - `wait`: polls a metrics server until it lists the expected numbers of nodes and pods.
-//! - `run`: open-loop load at fixed rates (each request is sent at its scheduled time whether
-//!   or not earlier ones finished; latency is measured from the scheduled time, so a stalled
-//!   server cannot hide queueing — no coordinated omission). Three request kinds, shaped like
-//!   real users: `hpa` (one namespace, `labelSelector=app=<app>`: the HPA's query, cycling over
-//!   every (namespace, app) deployment), `top-pods` (`kubectl top pod -A`: every pod) and
-//!   `top-nodes` (every node). Prints one JSON object (p50/p99/max per kind, errors, bytes).
+//! - `targets`: the answers a correct server gives (node and pod counts, every deployment's
+//!   namespace, `app` label and pod count), from the same List.
+//! - `run`: HPA queries (namespace + `labelSelector=app=<app>` for every deployment once per
+//!   `--hpa-period`, spread open loop or in bursts, straight to the server and/or through
+//!   kube-apiserver's aggregator), `kubectl top pod -A` and `kubectl top node` lists, each kind
+//!   on its own client; every response checked against the targets (see `load.rs`). Prints one
+//!   JSON object: per kind the successful latencies (n, mean, max, and only the percentiles the
+//!   sample supports), errors by reason with their own latencies, bytes, content types.
+//! - `payload`, `socket`: physical limits (one cycle of kubelet bodies; a loopback write).
 //!
 //! Loopback only: it talks to the URLs it is given (the harness passes 127.0.0.1 ones).
 
 use std::{
-    collections::BTreeMap,
     path::PathBuf,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
+
+mod count;
+mod floor;
+mod load;
+mod targets;
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
@@ -80,45 +86,108 @@ enum Cmd {
         #[arg(long)]
         ca: PathBuf,
     },
+    /// The floor of the scrape job: every kubelet body over persistent TLS connections,
+    /// values decoded into a flat Vec, nothing else; CPU per cycle and RSS per node as JSON.
+    Floor {
+        /// Lines "IP PORT", one per node.
+        #[arg(long)]
+        addrs: PathBuf,
+        /// CA of the kubelets' serving certificates.
+        #[arg(long)]
+        ca: PathBuf,
+        /// Measured cycles (after one warm-up cycle that makes the connections).
+        #[arg(long, default_value_t = 5)]
+        cycles: usize,
+        /// Kubelets fetched at once (our server's --kubelet-max-concurrency default).
+        #[arg(long, default_value_t = 128)]
+        concurrency: usize,
+        /// Use the lean client (one hyper HTTP/1.1 connection per kubelet) with this read
+        /// buffer limit in bytes (at least 8192) instead of reqwest.
+        #[arg(long)]
+        lean_max_buf: Option<usize>,
+    },
     /// Time writing N bytes to a loopback TCP socket (read and discarded by a local reader).
     Socket {
         #[arg(long)]
         bytes: usize,
     },
-    /// Open-loop load at fixed rates; prints a JSON summary.
-    Run {
-        /// Server base URL (https://127.0.0.1:PORT).
+    /// Write the expected answers (node and pod counts, deployments) of a kubelet-sim
+    /// `--objects-out` List as JSON, for `run --targets`.
+    Targets {
+        /// The List written by `kubelet-sim --objects-out`.
         #[arg(long)]
-        url: String,
-        /// Seconds of load.
-        #[arg(long, default_value_t = 20.0)]
-        duration: f64,
-        /// HPA-style namespaced label-selector lists per second.
-        #[arg(long, default_value_t = 20.0)]
-        hpa_rate: f64,
-        /// Full pod lists (`kubectl top pod -A`) per second.
-        #[arg(long, default_value_t = 0.5)]
-        top_pods_rate: f64,
-        /// Node lists (`kubectl top node`) per second.
-        #[arg(long, default_value_t = 1.0)]
-        top_nodes_rate: f64,
-        /// Namespaces of the HPA queries (kubelet-sim's defaults).
-        #[arg(long, value_delimiter = ',', default_value = "default,team-a,team-b")]
-        namespaces: Vec<String>,
-        /// `app` label values of the HPA queries (kubelet-sim's defaults).
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "web,api,worker,cache,auth,search,billing,frontend"
-        )]
-        apps: Vec<String>,
-        /// Accept header (kubectl top and the HPA both accept JSON).
-        #[arg(long, default_value = "application/json")]
-        accept: String,
-        /// Per-request timeout in seconds (an expired request is an error).
-        #[arg(long, default_value_t = 10.0)]
-        timeout: f64,
+        objects: PathBuf,
+        /// Nodes whose kubelet fails on purpose: neither they nor their pods are expected.
+        #[arg(long, value_delimiter = ',')]
+        exclude_nodes: Vec<String>,
     },
+    /// Load with a check of every response (see `load.rs`); prints a JSON summary.
+    Run(Box<RunArgs>),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Server base URL (https://127.0.0.1:PORT).
+    #[arg(long)]
+    url: String,
+    /// kube-apiserver URL: with `--hpa-via aggregator|both`, HPA queries go through the
+    /// aggregation layer as the HPA controller's do.
+    #[arg(long)]
+    aggregator_url: Option<String>,
+    /// The expected answers (`kd-load targets`).
+    #[arg(long)]
+    targets: PathBuf,
+    /// Seconds of recorded load.
+    #[arg(long, default_value_t = 120.0)]
+    duration: f64,
+    /// Seconds of load before it, sent but not recorded.
+    #[arg(long, default_value_t = 10.0)]
+    warmup: f64,
+    /// Every deployment is queried once per this many seconds (the HPA's sync period).
+    #[arg(long, default_value_t = 15.0)]
+    hpa_period: f64,
+    /// `spread`: open loop at deployments / period per second; `burst`: every period all
+    /// deployments at once, drained by `--hpa-workers` workers.
+    #[arg(long, default_value = "spread")]
+    hpa_mode: HpaMode,
+    /// Workers of `--hpa-mode burst` (kube-controller-manager's default: 5).
+    #[arg(long, default_value_t = 5)]
+    hpa_workers: usize,
+    /// Where HPA queries go: `direct` (the server's port), `aggregator` (kube-apiserver) or
+    /// `both` (alternate deployments).
+    #[arg(long, default_value = "direct")]
+    hpa_via: HpaVia,
+    /// Accept header of the HPA queries (the HPA sends protobuf first).
+    #[arg(long, default_value = "application/json")]
+    hpa_accept: String,
+    /// Full pod lists (`kubectl top pod -A`) per second.
+    #[arg(long, default_value_t = 0.5)]
+    top_pods_rate: f64,
+    /// Node lists (`kubectl top node`) per second.
+    #[arg(long, default_value_t = 1.0)]
+    top_nodes_rate: f64,
+    /// Accept header of the full lists.
+    #[arg(long, default_value = "application/json")]
+    top_accept: String,
+    /// Allowed difference between a list's items and the fleet's (pod churn); 0 otherwise.
+    #[arg(long, default_value_t = 0)]
+    slack: usize,
+    /// Per-request timeout in seconds (an expired request is an error).
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum HpaMode {
+    Spread,
+    Burst,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum HpaVia {
+    Direct,
+    Aggregator,
+    Both,
 }
 
 fn client(cli: &Cli, timeout: Duration) -> anyhow::Result<reqwest::Client> {
@@ -154,49 +223,125 @@ async fn main() -> anyhow::Result<()> {
             pid,
         } => wait(&cli, url, *nodes, *pods, *timeout, *pid).await,
         Cmd::Payload { addrs, ca } => payload(addrs, ca).await,
-        Cmd::Socket { bytes } => socket(*bytes).await,
-        Cmd::Run {
-            url,
-            duration,
-            hpa_rate,
-            top_pods_rate,
-            top_nodes_rate,
-            namespaces,
-            apps,
-            accept,
-            timeout,
+        Cmd::Floor {
+            addrs,
+            ca,
+            cycles,
+            concurrency,
+            lean_max_buf,
         } => {
-            let http = client(&cli, Duration::from_secs_f64(*timeout))?;
-            let mut hpa_paths = Vec::new();
-            for ns in namespaces {
-                for app in apps {
-                    hpa_paths.push(format!(
-                        "{url}/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods?labelSelector=app%3D{app}"
-                    ));
-                }
-            }
-            let streams = vec![
-                Stream {
-                    kind: "hpa",
-                    rate: *hpa_rate,
-                    urls: hpa_paths,
-                },
-                Stream {
-                    kind: "top-pods",
-                    rate: *top_pods_rate,
-                    urls: vec![format!("{url}/apis/metrics.k8s.io/v1beta1/pods")],
-                },
-                Stream {
-                    kind: "top-nodes",
-                    rate: *top_nodes_rate,
-                    urls: vec![format!("{url}/apis/metrics.k8s.io/v1beta1/nodes")],
-                },
-            ];
-            let summary = run(http, streams, Duration::from_secs_f64(*duration), accept).await;
-            println!("{}", serde_json::to_string_pretty(&summary)?);
+            let v = floor::run(
+                kubelet_urls(addrs)?,
+                ca,
+                *cycles,
+                *concurrency,
+                *lean_max_buf,
+            )
+            .await?;
+            println!("{v}");
             Ok(())
         }
+        Cmd::Socket { bytes } => socket(*bytes).await,
+        Cmd::Targets {
+            objects,
+            exclude_nodes,
+        } => {
+            let t = targets::Targets::from_objects(objects, exclude_nodes)?;
+            println!("{}", serde_json::to_string(&t)?);
+            Ok(())
+        }
+        Cmd::Run(args) => run_load(&cli, args).await,
     }
+}
+
+async fn run_load(cli: &Cli, a: &RunArgs) -> anyhow::Result<()> {
+    use load::{Request, Schedule, Stream};
+    let t: targets::Targets = serde_json::from_slice(
+        &std::fs::read(&a.targets).with_context(|| format!("reading {}", a.targets.display()))?,
+    )
+    .context("targets JSON")?;
+    let timeout = Duration::from_secs_f64(a.timeout);
+    let api = "apis/metrics.k8s.io/v1beta1";
+    let hpa_url = |base: &str, ns: &str, app: &str| Request {
+        url: format!("{base}/{api}/namespaces/{ns}/pods?labelSelector=app%3D{app}"),
+        expect: 0,
+    };
+    let (mut direct, mut aggregated) = (Vec::new(), Vec::new());
+    // A fixed shuffle so that consecutive queries hit different namespaces.
+    let mut order: Vec<usize> = (0..t.deployments.len()).collect();
+    order.sort_by_key(|&i| {
+        (i as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(17)
+    });
+    for (k, &i) in order.iter().enumerate() {
+        let (ns, app, pods) = &t.deployments[i];
+        let via_agg = match a.hpa_via {
+            HpaVia::Direct => false,
+            HpaVia::Aggregator => true,
+            HpaVia::Both => k % 2 == 1,
+        };
+        if via_agg {
+            let base = a
+                .aggregator_url
+                .as_deref()
+                .context("--hpa-via aggregator|both needs --aggregator-url")?;
+            aggregated.push(Request {
+                expect: *pods,
+                ..hpa_url(base, ns, app)
+            });
+        } else {
+            direct.push(Request {
+                expect: *pods,
+                ..hpa_url(&a.url, ns, app)
+            });
+        }
+    }
+    let hpa_schedule = |n: usize| match a.hpa_mode {
+        HpaMode::Spread => Schedule::Rate(n as f64 / a.hpa_period),
+        HpaMode::Burst => Schedule::Burst {
+            period: a.hpa_period,
+            workers: a.hpa_workers,
+        },
+    };
+    let mut streams = Vec::new();
+    for (kind, reqs) in [("hpa", direct), ("hpa-aggregated", aggregated)] {
+        if !reqs.is_empty() {
+            streams.push(Stream {
+                kind: kind.into(),
+                schedule: hpa_schedule(reqs.len()),
+                requests: reqs,
+                accept: a.hpa_accept.clone(),
+                client: client(cli, timeout)?,
+            });
+        }
+    }
+    for (kind, rate, path, expect) in [
+        ("top-pods", a.top_pods_rate, "pods", t.pods),
+        ("top-nodes", a.top_nodes_rate, "nodes", t.nodes),
+    ] {
+        streams.push(Stream {
+            kind: kind.into(),
+            schedule: Schedule::Rate(rate),
+            requests: vec![Request {
+                url: format!("{}/{api}/{path}", a.url),
+                expect,
+            }],
+            accept: a.top_accept.clone(),
+            client: client(cli, timeout)?,
+        });
+    }
+    let summary = load::run(
+        streams,
+        load::Window {
+            warmup: Duration::from_secs_f64(a.warmup),
+            duration: Duration::from_secs_f64(a.duration),
+            slack: a.slack,
+        },
+    )
+    .await;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
 }
 
 async fn create(
@@ -372,128 +517,6 @@ impl JsonOrBytes for reqwest::Response {
     }
 }
 
-struct Stream {
-    kind: &'static str,
-    rate: f64,
-    urls: Vec<String>,
-}
-
-#[derive(Default)]
-struct Samples {
-    latencies_us: Vec<u64>,
-    errors: u64,
-    empty: u64,
-    bytes: u64,
-    max_bytes: u64,
-    error_examples: Vec<String>,
-}
-
-async fn run(
-    http: reqwest::Client,
-    streams: Vec<Stream>,
-    duration: Duration,
-    accept: &str,
-) -> Value {
-    let results: Arc<Mutex<BTreeMap<&'static str, Samples>>> = Arc::default();
-    let start = tokio::time::Instant::now() + Duration::from_millis(50);
-    let mut tasks = Vec::new();
-    for s in streams {
-        if s.rate <= 0.0 || s.urls.is_empty() {
-            continue;
-        }
-        let n = (duration.as_secs_f64() * s.rate).floor() as u64;
-        let period = Duration::from_secs_f64(1.0 / s.rate);
-        let (http, results, accept) = (http.clone(), results.clone(), accept.to_owned());
-        tasks.push(tokio::spawn(async move {
-            let mut inflight = Vec::with_capacity(n as usize);
-            for i in 0..n {
-                let at = start + period.mul_f64(i as f64);
-                tokio::time::sleep_until(at).await;
-                let url = s.urls[i as usize % s.urls.len()].clone();
-                let (http, results, accept) = (http.clone(), results.clone(), accept.clone());
-                let kind = s.kind;
-                inflight.push(tokio::spawn(async move {
-                    let outcome = async {
-                        let r = http.get(&url).header("Accept", &accept).send().await?;
-                        let status = r.status();
-                        let body = r.bytes().await?;
-                        Ok::<_, reqwest::Error>((status, body))
-                    }
-                    .await;
-                    let us = at.elapsed().as_micros() as u64;
-                    let mut all = results.lock().unwrap();
-                    let e = all.entry(kind).or_default();
-                    e.latencies_us.push(us);
-                    match outcome {
-                        Ok((status, body)) if status.is_success() => {
-                            e.bytes += body.len() as u64;
-                            e.max_bytes = e.max_bytes.max(body.len() as u64);
-                            if memchr_empty(&body) {
-                                e.empty += 1;
-                            }
-                        }
-                        Ok((status, body)) => {
-                            e.errors += 1;
-                            if e.error_examples.len() < 3 {
-                                let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-                                e.error_examples.push(format!("{status}: {text}"));
-                            }
-                        }
-                        Err(err) => {
-                            e.errors += 1;
-                            if e.error_examples.len() < 3 {
-                                e.error_examples.push(err.to_string());
-                            }
-                        }
-                    }
-                }));
-            }
-            for t in inflight {
-                let _ = t.await;
-            }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let wall = start.elapsed().as_secs_f64();
-    let all = results.lock().unwrap();
-    let mut out = serde_json::Map::new();
-    for (kind, s) in all.iter() {
-        let mut l = s.latencies_us.clone();
-        l.sort_unstable();
-        let q = |p: f64| -> f64 {
-            if l.is_empty() {
-                return 0.0;
-            }
-            let i = ((l.len() as f64 * p).ceil() as usize).clamp(1, l.len()) - 1;
-            l[i] as f64 / 1000.0
-        };
-        out.insert(
-            (*kind).into(),
-            json!({
-                "requests": l.len(),
-                "errors": s.errors,
-                "empty_lists": s.empty,
-                "p50_ms": q(0.50),
-                "p90_ms": q(0.90),
-                "p99_ms": q(0.99),
-                "max_ms": l.last().map_or(0.0, |&v| v as f64 / 1000.0),
-                "mean_bytes": if l.is_empty() { 0 } else { s.bytes / l.len() as u64 },
-                "max_bytes": s.max_bytes,
-                "error_examples": s.error_examples,
-            }),
-        );
-    }
-    out.insert("wall_seconds".into(), json!(wall));
-    Value::Object(out)
-}
-
-/// Whether a list body has no items (`"items":[]`; the HPA fails on those).
-fn memchr_empty(body: &[u8]) -> bool {
-    memchr::memmem::find(body, b"\"items\":[]").is_some()
-}
-
 async fn payload(addrs: &PathBuf, ca: &PathBuf) -> anyhow::Result<()> {
     use futures::StreamExt;
     let certs = reqwest::Certificate::from_pem_bundle(&std::fs::read(ca)?)?;
@@ -502,17 +525,7 @@ async fn payload(addrs: &PathBuf, ca: &PathBuf) -> anyhow::Result<()> {
         .timeout(Duration::from_secs(30))
         .no_proxy()
         .build()?;
-    let urls: Vec<String> = std::fs::read_to_string(addrs)?
-        .lines()
-        .filter_map(|l| {
-            let mut p = l.split_whitespace();
-            Some(format!(
-                "https://{}:{}/metrics/resource",
-                p.next()?,
-                p.next()?
-            ))
-        })
-        .collect();
+    let urls = kubelet_urls(addrs)?;
     let started = Instant::now();
     let bodies: Vec<anyhow::Result<bytes::Bytes>> = futures::stream::iter(urls)
         .map(|u| {
@@ -557,6 +570,22 @@ async fn payload(addrs: &PathBuf, ca: &PathBuf) -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+/// `https://IP:PORT/metrics/resource` for every "IP PORT" line of `addrs`.
+fn kubelet_urls(addrs: &PathBuf) -> anyhow::Result<Vec<String>> {
+    Ok(std::fs::read_to_string(addrs)
+        .with_context(|| format!("reading {}", addrs.display()))?
+        .lines()
+        .filter_map(|l| {
+            let mut p = l.split_whitespace();
+            Some(format!(
+                "https://{}:{}/metrics/resource",
+                p.next()?,
+                p.next()?
+            ))
+        })
+        .collect())
 }
 
 async fn socket(bytes: usize) -> anyhow::Result<()> {
