@@ -12,7 +12,9 @@
 //! - `namespace_list`: one namespace, no selector (15,000 pods at 5,000 nodes);
 //! - `all_pods_json` / `all_pods_table`: `kubectl top pod -A` (150,000 pods at 5,000 nodes), as
 //!   a PodMetricsList and as a `meta.k8s.io/v1` Table (kubectl's `get` path);
-//! - `all_nodes_json`: `kubectl top node`.
+//! - `all_nodes_json`: `kubectl top node`;
+//! - `hpa_list_protobuf`, `all_pods_protobuf`, `all_nodes_protobuf`: the same lists with the
+//!   HPA's / `kubectl top`'s `Accept: application/vnd.kubernetes.protobuf, */*` (issue #12).
 //!
 //! Each returns the body size, printed once per world by `sizes` (first bench).
 //!
@@ -39,6 +41,7 @@ const T0: i64 = 1_700_000_000_000;
 const SIZES: [usize; 2] = [1_000, 5_000];
 const JSON: &str = "application/json";
 const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+const PROTOBUF: &str = "application/vnd.kubernetes.protobuf, */*";
 
 fn main() {
     divan::main();
@@ -149,8 +152,8 @@ fn build(nodes: usize) -> World {
         telemetry: None,
     };
     World {
-        pods: PodMetricsProvider(sources.clone()),
-        nodes: NodeMetricsProvider(sources),
+        pods: PodMetricsProvider::new(sources.clone()),
+        nodes: NodeMetricsProvider::new(sources),
     }
 }
 
@@ -200,6 +203,18 @@ fn sizes(nodes: usize) {
         (
             "all_nodes_json",
             endpoint::list(&w.nodes, None, &all, Some(JSON), now),
+        ),
+        (
+            "hpa_list_protobuf",
+            endpoint::list(&w.pods, Some("namespace-3"), &hpa, Some(PROTOBUF), now),
+        ),
+        (
+            "all_pods_protobuf",
+            endpoint::list(&w.pods, None, &all, Some(PROTOBUF), now),
+        ),
+        (
+            "all_nodes_protobuf",
+            endpoint::list(&w.nodes, None, &all, Some(PROTOBUF), now),
         ),
     ];
     for (name, r) in report {
@@ -256,4 +271,41 @@ fn all_nodes_json(bencher: Bencher<'_, '_>, nodes: usize) {
     let w = world(nodes);
     let o = ListOptions::default();
     bencher.bench(|| body_len(endpoint::list(&w.nodes, None, &o, Some(JSON), T0).expect("list")));
+}
+
+/// The HPA's query in protobuf (what kube-controller-manager asks for).
+#[divan::bench(args = SIZES)]
+fn hpa_list_protobuf(bencher: Bencher<'_, '_>, nodes: usize) {
+    let w = world(nodes);
+    let o = opts(&[("labelSelector", "app=deployment-013")]);
+    bencher.bench(|| {
+        body_len(
+            endpoint::list(
+                &w.pods,
+                black_box(Some("namespace-3")),
+                &o,
+                Some(PROTOBUF),
+                T0,
+            )
+            .expect("list"),
+        )
+    });
+}
+
+/// `kubectl top pod -A` in protobuf (kubectl's default).
+#[divan::bench(args = SIZES, sample_count = 10, sample_size = 1)]
+fn all_pods_protobuf(bencher: Bencher<'_, '_>, nodes: usize) {
+    let w = world(nodes);
+    let o = ListOptions::default();
+    bencher
+        .bench(|| body_len(endpoint::list(&w.pods, None, &o, Some(PROTOBUF), T0).expect("list")));
+}
+
+/// `kubectl top node` in protobuf.
+#[divan::bench(args = SIZES, sample_count = 20)]
+fn all_nodes_protobuf(bencher: Bencher<'_, '_>, nodes: usize) {
+    let w = world(nodes);
+    let o = ListOptions::default();
+    bencher
+        .bench(|| body_len(endpoint::list(&w.nodes, None, &o, Some(PROTOBUF), T0).expect("list")));
 }

@@ -97,10 +97,10 @@ impl Pipeline {
         parts.extra_groups.push(metrics_group::group_version());
         parts
             .extra_providers
-            .push(Arc::new(NodeMetricsProvider(sources.clone())));
+            .push(Arc::new(NodeMetricsProvider::new(sources.clone())));
         parts
             .extra_providers
-            .push(Arc::new(PodMetricsProvider(sources)));
+            .push(Arc::new(PodMetricsProvider::new(sources)));
         parts.extra_schemas.extend(metrics_group::schemas());
         parts
             .extra_routes

@@ -268,13 +268,14 @@ async fn error_statuses() {
         .get_json(&format!("{DR}/datarecords?continue=garbage"), None)
         .await;
     assert_eq!(code, 400);
+    // Metrics can be watched (tests/metrics_watch.rs); a bad watch request is 422.
     let (code, s) = t
-        .get_json("/apis/metrics.k8s.io/v1beta1/pods?watch=true", None)
+        .get_json(
+            "/apis/metrics.k8s.io/v1beta1/pods?watch=true&sendInitialEvents=true",
+            None,
+        )
         .await;
-    assert_eq!(
-        (code, s["reason"].as_str()),
-        (405, Some("MethodNotAllowed"))
-    );
+    assert_eq!((code, s["reason"].as_str()), (422, Some("Invalid")));
 
     // Unknown paths outside our groups get Go's plain 404.
     let resp = t.get("/nothing-here", None).await;

@@ -10,9 +10,14 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::api::discovery::GroupVersion;
+use crate::api::list_options::ListOptions;
 use crate::api::meta::ObjectMeta;
 use crate::api::openapi::{ResourceSchema, Schemas};
 use crate::api::protobuf::Writer;
+use crate::api::response::Body;
+use crate::api::status::ApiError;
+
+use super::metrics_watch::{Hub, WatchSource, fingerprint};
 use crate::api::quantity::{cpu_nanocores, memory_bytes};
 use crate::api::resource::{ApiObject, ResourceDescriptor, ResourceProvider, ResourceSnapshot};
 use crate::api::table::{Column, NAME_COLUMN};
@@ -62,13 +67,13 @@ pub static NODES: ResourceDescriptor = ResourceDescriptor {
     kind: "NodeMetrics",
     list_kind: "NodeMetricsList",
     namespaced: false,
-    verbs: &["get", "list"],
+    verbs: &["get", "list", "watch"],
     short_names: &[],
     categories: &[],
     columns: COLUMNS,
     not_found_resource: "nodemetrics",
     not_found_uses_namespaced_name: false,
-    lists_have_resource_version: false,
+    lists_have_resource_version: true,
 };
 
 /// PodMetrics (`pods`, namespaced).
@@ -80,13 +85,13 @@ pub static PODS: ResourceDescriptor = ResourceDescriptor {
     kind: "PodMetrics",
     list_kind: "PodMetricsList",
     namespaced: true,
-    verbs: &["get", "list"],
+    verbs: &["get", "list", "watch"],
     short_names: &[],
     categories: &[],
     columns: COLUMNS,
     not_found_resource: "podmetrics",
     not_found_uses_namespaced_name: true,
-    lists_have_resource_version: false,
+    lists_have_resource_version: true,
 };
 
 /// The group/version for discovery.
@@ -301,7 +306,7 @@ impl MetricsView {
     fn new(sources: &Sources) -> Self {
         let snapshot = sources.store.snapshot();
         MetricsView {
-            resource_version: snapshot.published_at_ms().to_string(),
+            resource_version: super::metrics_watch::resource_version(snapshot.published_at_ms()),
             snapshot,
             cluster: sources.cluster.clone(),
             telemetry: sources.telemetry.clone(),
@@ -344,7 +349,49 @@ pub struct Sources {
 }
 
 /// Serves NodeMetrics.
-pub struct NodeMetricsProvider(pub Sources);
+pub struct NodeMetricsProvider {
+    sources: Sources,
+    hub: Arc<Hub>,
+}
+
+impl NodeMetricsProvider {
+    /// A provider over `sources`, with its watch hub.
+    pub fn new(sources: Sources) -> Self {
+        let quiet = Sources {
+            telemetry: None,
+            ..sources.clone()
+        };
+        NodeMetricsProvider {
+            sources,
+            hub: Arc::new(Hub::new(Arc::new(NodeSource(quiet)), &NODES)),
+        }
+    }
+}
+
+/// What the NodeMetrics watch hub scans (no freshness self-metric: scans are not requests).
+struct NodeSource(Sources);
+
+impl WatchSource for NodeSource {
+    fn published_at(&self) -> i64 {
+        self.0.store.snapshot().published_at_ms()
+    }
+
+    fn scan(&self, visit: &mut dyn FnMut(u64, &dyn ApiObject)) -> i64 {
+        let view = NodesView(MetricsView::new(&self.0));
+        for usage in view.0.snapshot.nodes() {
+            if let Some(obj) = view.object(&usage.name) {
+                let fp = fingerprint((
+                    usage.timestamp_ms,
+                    usage.window_ms,
+                    usage.usage,
+                    &*obj.meta.labels,
+                ));
+                visit(fp, &obj);
+            }
+        }
+        view.0.snapshot.published_at_ms()
+    }
+}
 
 struct NodesView(MetricsView);
 
@@ -354,7 +401,16 @@ impl ResourceProvider for NodeMetricsProvider {
     }
 
     fn snapshot(&self) -> Arc<dyn ResourceSnapshot> {
-        Arc::new(NodesView(MetricsView::new(&self.0)))
+        Arc::new(NodesView(MetricsView::new(&self.sources)))
+    }
+
+    fn watch(
+        &self,
+        namespace: Option<&str>,
+        opts: &ListOptions,
+        accept: Option<&str>,
+    ) -> Result<http::Response<Body>, ApiError> {
+        self.hub.watch(namespace, opts, accept)
     }
 
     fn protobuf(&self) -> bool {
@@ -412,7 +468,54 @@ impl ResourceSnapshot for NodesView {
 }
 
 /// Serves PodMetrics.
-pub struct PodMetricsProvider(pub Sources);
+pub struct PodMetricsProvider {
+    sources: Sources,
+    hub: Arc<Hub>,
+}
+
+impl PodMetricsProvider {
+    /// A provider over `sources`, with its watch hub.
+    pub fn new(sources: Sources) -> Self {
+        let quiet = Sources {
+            telemetry: None,
+            ..sources.clone()
+        };
+        PodMetricsProvider {
+            sources,
+            hub: Arc::new(Hub::new(Arc::new(PodSource(quiet)), &PODS)),
+        }
+    }
+}
+
+/// What the PodMetrics watch hub scans.
+struct PodSource(Sources);
+
+impl WatchSource for PodSource {
+    fn published_at(&self) -> i64 {
+        self.0.store.snapshot().published_at_ms()
+    }
+
+    fn scan(&self, visit: &mut dyn FnMut(u64, &dyn ApiObject)) -> i64 {
+        let view = MetricsView::new(&self.0);
+        for usage in view.snapshot.pods() {
+            if let Some(obj) = view.pod_object(usage) {
+                let containers: Vec<(&str, Usage)> = usage
+                    .containers
+                    .iter()
+                    .map(|c| (&*c.name, c.usage))
+                    .collect();
+                let fp = fingerprint((
+                    usage.timestamp_ms,
+                    usage.window_ms,
+                    containers,
+                    &*obj.meta.labels,
+                ));
+                visit(fp, &obj);
+            }
+        }
+        view.snapshot.published_at_ms()
+    }
+}
 
 struct PodsView(MetricsView);
 
@@ -422,7 +525,16 @@ impl ResourceProvider for PodMetricsProvider {
     }
 
     fn snapshot(&self) -> Arc<dyn ResourceSnapshot> {
-        Arc::new(PodsView(MetricsView::new(&self.0)))
+        Arc::new(PodsView(MetricsView::new(&self.sources)))
+    }
+
+    fn watch(
+        &self,
+        namespace: Option<&str>,
+        opts: &ListOptions,
+        accept: Option<&str>,
+    ) -> Result<http::Response<Body>, ApiError> {
+        self.hub.watch(namespace, opts, accept)
     }
 
     fn protobuf(&self) -> bool {

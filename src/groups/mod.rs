@@ -2,4 +2,5 @@
 //! OpenAPI schemas; the shared machinery lives in [`crate::api`].
 
 pub mod metrics;
+pub mod metrics_watch;
 pub mod records;

@@ -705,6 +705,39 @@ check_top_containers() {
 }
 check "kubectl top pod ${CONTAINERS_OF[1]} --containers shows each of its containers" check_top_containers
 
+check_top_protobuf() {
+  # kubectl top asks for protobuf (its default); kube-apiserver proxies the Accept header and
+  # our answer's content type is in our request log
+  sed 's/\x1b\[[0-9;]*m//g' "$DIR/kubedojo-data-api.log" | grep 'metrics.k8s.io' |
+    grep -E 'content_type="?application/vnd.kubernetes.protobuf' >/dev/null || {
+    echo "no metrics.k8s.io request answered in protobuf in $DIR/kubedojo-data-api.log; last metrics lines:"
+    sed 's/\x1b\[[0-9;]*m//g' "$DIR/kubedojo-data-api.log" | grep 'metrics.k8s.io' | tail -n 3
+    return 1
+  }
+}
+check "kubectl top got protobuf from us through the aggregator (content_type in our log)" check_top_protobuf
+
+check_metrics_watch() {
+  # kubectl get pods.metrics.k8s.io -A -w through the aggregator: every pod ADDED, then
+  # MODIFIED within one resolution (10s) and a bit
+  local out rc=0 pods added modified
+  out=$(timeout 14 "$KUBECTL" --kubeconfig "$DIR/admin.kubeconfig" get pods.metrics.k8s.io -A -w \
+    --output-watch-events -o 'custom-columns=EVENT:.type,NS:.object.metadata.namespace,NAME:.object.metadata.name' \
+    --no-headers 2>&1) || rc=$?
+  ((rc == 124)) || {
+    printf 'watch ended by itself (rc=%s) instead of staying open:\n%s\n' "$rc" "$out"
+    return 1
+  }
+  pods=$(grep -c . "$DIR/top-pods.txt")
+  added=$(grep -c '^ADDED ' <<<"$out" || true)
+  modified=$(grep -c '^MODIFIED ' <<<"$out" || true)
+  ((added == pods && modified > 0)) || {
+    printf 'expected %s ADDED and some MODIFIED, got %s ADDED, %s MODIFIED:\n%s\n' "$pods" "$added" "$modified" "$(head -n 20 <<<"$out")"
+    return 1
+  }
+}
+check "kubectl get pods.metrics.k8s.io -A -w streams ADDED then MODIFIED through the aggregator" check_metrics_watch
+
 # --- identity
 # request lines of our server's log by USER (ANSI colours stripped; text or JSON format)
 server_requests_of() {
