@@ -1,7 +1,8 @@
 //! Fuzzes front-proxy identity headers: `X-Remote-User`, `X-Remote-Group` and the
 //! percent-encoded `X-Remote-Extra-<key>` headers. No header set may panic; the user is the
-//! first non-empty username; every extra key comes from a header under the prefix; and a key
-//! percent-encoded by the proxy decodes back to itself.
+//! first value of `X-Remote-User` when not empty (Go's `Header.Get`); every extra key comes
+//! from a header under the prefix; and a key percent-encoded by the proxy decodes back to
+//! itself.
 //!
 //! Input: header lines `name: value` separated by `\n`.
 //! Run: `cargo fuzz run front_proxy -s none -- -max_total_time=60`.
@@ -46,7 +47,11 @@ fuzz_target!(|input: &[u8]| {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
-        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        let (name, mut value) = (&line[..colon], &line[colon + 1..]);
+        // As an HTTP parser does: optional whitespace before the value.
+        while let [b' ' | b'\t', rest @ ..] = value {
+            value = rest;
+        }
         let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
         else {
             continue;
@@ -54,11 +59,13 @@ fuzz_target!(|input: &[u8]| {
         headers.append(name, value);
     }
     let user = user_from_headers(&CONFIG, &headers);
+    // Go's `headerValue`: the first value of the header (`Header.Get`), when not empty.
     let first_user = headers
         .get_all("x-remote-user")
         .iter()
         .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
-        .find(|v| !v.is_empty());
+        .next()
+        .filter(|v| !v.is_empty());
     assert_eq!(user.as_ref().map(|u| u.name.as_str()), first_user);
     if let Some(user) = &user {
         assert!(user.groups.iter().all(|g| !g.is_empty()));
