@@ -17,7 +17,7 @@
 #     of the flaky node's and the churned pods;
 #   - two watches, `kubectl get pods.metrics.k8s.io -A -w` and `kubectl get nodes.metrics.k8s.io -w`
 #     (restarted when they end; their events are counted).
-# Faults: every 15 s one of 10 pods is deleted through the API and created again 15 s
+# Faults: every 30 s one of 10 pods is deleted through the API and created again 15 s
 # later (new UID, same name, Running via /status); the last node's kubelet sits behind a
 # TCP forwarder that is up 60 s, down 20 s (connection refused), forever.
 # Every 5 s: RSS (VmRSS) and CPU time (utime+stime) of our server from /proc.
@@ -121,35 +121,37 @@ BG+=($!)
 # watches through the aggregator, restarted when they end
 watch_loop() {
   local what=$1
+  set +e
   while true; do
     "$KD_KUBECTL" --kubeconfig "$DIR/admin.kubeconfig" get "$what" -A -w --output-watch-events \
-      -o 'custom-columns=E:.type,N:.object.metadata.name' --no-headers 2>&1 | sed "s/^/$what /" || true
+      -o 'custom-columns=E:.type,N:.object.metadata.name' --no-headers 2>&1 | sed -u "s/^/$what /"
     echo "$what RESTART"
     sleep 1
   done
 }
-: >"$OUT/watch.log"
-watch_loop pods.metrics.k8s.io >>"$OUT/watch.log" &
+watch_loop pods.metrics.k8s.io >"$OUT/watch-pods.log" &
 BG+=($!)
-watch_loop nodes.metrics.k8s.io >>"$OUT/watch.log" &
+watch_loop nodes.metrics.k8s.io >"$OUT/watch-nodes.log" &
 BG+=($!)
 
 # pod churn: delete one, recreate it 15 s later
 churn_loop() {
   local i=0 n ns name
+  set +e
   n=$(wc -l <"$DIR/churn.txt")
   while true; do
     read -r ns name < <(sed -n "$((i % n + 1))p" "$DIR/churn.txt")
-    k -n "$ns" delete pod "$name" --wait=false >/dev/null 2>&1
+    k -n "$ns" delete pod "$name" --wait=false >/dev/null && echo "$(date +%s) deleted $ns/$name"
     sleep 15
-    k create -f "$DIR/churn/$((i % n)).json" >/dev/null 2>&1
-    k -n "$ns" patch pod "$name" --subresource=status --type=merge \
-      -p "$(cat "$DIR/churn/$((i % n)).status")" >/dev/null 2>&1
-    echo "$(date +%s) recreated $ns/$name"
+    k create -f "$DIR/churn/$((i % n)).json" >/dev/null &&
+      k -n "$ns" patch pod "$name" --subresource=status --type=merge \
+        -p "$(cat "$DIR/churn/$((i % n)).status")" >/dev/null &&
+      echo "$(date +%s) recreated $ns/$name"
+    sleep 15
     i=$((i + 1))
   done
 }
-churn_loop >"$OUT/churn.log" &
+churn_loop >"$OUT/churn.log" 2>&1 &
 BG+=($!)
 
 LOAD=("$RS_LOAD" --cert "$KD_ADMIN_CRT" --key "$KD_ADMIN_KEY" run --url "$KD_APISERVER_URL"
@@ -169,10 +171,10 @@ wait "$LISTS_PID" || rs_die "kd-load (lists) failed: $(tail -n 5 "$OUT/lists.err
 kill -0 "$SERVER_PID" || rs_die "our server exited during the soak"
 
 python3 "$BENCH_DIR/soak_helper.py" summarize "$OUT/samples.csv" "$OUT/hpa.json" "$OUT/lists.json" \
-  "$OUT/watch.log" "$WARMUP_S" "$OUT/summary.json"
+  "$OUT/watch-pods.log,$OUT/watch-nodes.log" "$WARMUP_S" "$OUT/summary.json"
 {
   echo "flaky kubelet down periods: $(grep -c down "$OUT/flaky.log")"
-  echo "pods recreated: $(wc -l <"$OUT/churn.log")"
+  echo "pods deleted: $(grep -c deleted "$OUT/churn.log"), recreated: $(grep -c recreated "$OUT/churn.log")"
   echo "our server: $(grep -c 'panicked' "$DIR/replica-0.log" || true) panics"
 } | tee "$OUT/faults.txt" >&2
 

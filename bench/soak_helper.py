@@ -14,7 +14,7 @@
   flaky LISTEN_ADDR LISTEN_PORT TARGET_ADDR TARGET_PORT UP_S DOWN_S LOG
       A TCP forwarder in front of one kubelet that is up UP_S seconds, then down DOWN_S
       seconds (listener closed: connection refused; open connections cut), forever.
-  summarize SAMPLES_CSV HPA_JSON LISTS_JSON EVENTS_LOG WARMUP_S OUT_JSON
+  summarize SAMPLES_CSV HPA_JSON LISTS_JSON WATCH_LOG[,WATCH_LOG] WARMUP_S OUT_JSON
       The figures: errors per stream, RSS after warm-up and at the end, drift, CPU.
   plot SAMPLES_CSV SUMMARY_JSON PNG
 """
@@ -170,10 +170,11 @@ def summarize(samples, hpa_json, lists_json, events_log, warmup_s, out):
             }
             errors += r["errors"] + r["warmup_errors"]
     events = {}
-    with open(events_log) as f:
-        for line in f:
-            k = " ".join(line.split()[:2])
-            events[k] = events.get(k, 0) + 1
+    for path in events_log.split(","):
+        with open(path) as f:
+            for line in f:
+                k = " ".join(line.split()[:2])
+                events[k] = events.get(k, 0) + 1
     cpu_after = [c for t, c in zip(ts, cpu_pct) if t >= warmup_s]
     summary = {
         "seconds": round(end_t),

@@ -21,9 +21,10 @@
 #   no TokenReview; system:masters is always allowed, no SubjectAccessReview, as
 #   k8s.io/apiserver's delegated authorizer does): every request during the outage answers
 #   200 with every pod; /readyz of both replicas is polled every 0.5 s and never fails; a
-#   ServiceAccount token never used before (so not in the TokenReview cache) gets a 500
-#   Status, and so does a front-proxy user whose SubjectAccessReview is not cached (never
-#   an allow); both processes are the ones started before. After: the same token gets 200,
+#   ServiceAccount token never used before (so not in the TokenReview cache) gets the 401
+#   Unauthorized Status k8s.io/apiserver answers when an authenticator fails, and a
+#   front-proxy user whose SubjectAccessReview is not cached gets its 500 (never an
+#   allow); both processes are the ones started before. After: the same token gets 200,
 #   the user gets its real 403, the node and pod watches logged their failure and retried
 #   with backoff (a bounded number of attempts), and a label change made after the outage
 #   reaches both replicas (their pod watch reconnected).
@@ -121,7 +122,7 @@ rs_log "set-up done; two replicas ready on ports ${RS_PORT[*]}"
 # ---------------------------------------------------------------- §4 rolling restart
 
 # per replica: stop (delay + drain) + start until ready (sync + two scrapes at 10 s)
-LOAD_SECONDS=$((2 * (DELAY_S + 40) + 10))
+LOAD_SECONDS=$((2 * (DELAY_S + 25) + 10))
 rs_log "§4: HPA-style load through kube-apiserver for ${LOAD_SECONDS}s while both replicas restart in turn"
 "$RS_LOAD" --cert "$KD_ADMIN_CRT" --key "$KD_ADMIN_KEY" run --url "$KD_APISERVER_URL" \
   --targets "$DIR/targets.json" --hpa-via direct --hpa-period 1 --warmup 0 \
@@ -275,7 +276,7 @@ check_outage_lists() {
   local total bad
   total=$(wc -l <"$DIR/outage-lists.txt")
   bad=$(grep -vc "code=200 items=$PODS\$" "$DIR/outage-lists.txt" || true)
-  ((total >= 20 && bad == 0)) || {
+  ((total >= 10 && bad == 0)) || {
     echo "$bad of $total direct lists during the outage were not 200 with $PODS pods:"
     grep -v "code=200 items=$PODS\$" "$DIR/outage-lists.txt" | head
     return 1
@@ -284,23 +285,27 @@ check_outage_lists() {
 }
 check "§5 during the outage both replicas serve the last data (front-proxy cert, system:masters)" check_outage_lists
 
-expect_500_status() {
-  local what=$1 code=$2 body=$3
-  [[ $code == 500 ]] && python3 -c '
+# As k8s.io/apiserver answers (and so metrics-server): an authenticator error ends in
+# WithAuthentication's 401 Unauthorized Status; an authorizer error in WithAuthorization's
+# responsewriters.InternalError, a plain-text 500 naming the request URI and the error.
+check_outage_reviews() {
+  local rc=0 code
+  code=$(cat "$DIR/outage-token.code")
+  [[ $code == 401 ]] && python3 -c '
 import json, sys
 d = json.load(open(sys.argv[1]))
-sys.exit(0 if d.get("kind") == "Status" and d.get("code") == 500 and d.get("status") == "Failure" else 1)' "$body" || {
-    echo "$what: HTTP $code: $(head -c 300 "$body")"
-    return 1
+sys.exit(0 if (d.get("kind"), d.get("code"), d.get("reason")) == ("Status", 401, "Unauthorized") else 1)' "$DIR/outage-token.json" || {
+    echo "new token (TokenReview failed): HTTP $code: $(head -c 300 "$DIR/outage-token.json")"
+    rc=1
   }
-}
-check_outage_reviews() {
-  local rc=0
-  expect_500_status "new token (TokenReview)" "$(cat "$DIR/outage-token.code")" "$DIR/outage-token.json" || rc=1
-  expect_500_status "uncached SubjectAccessReview" "$(cat "$DIR/outage-sar.code")" "$DIR/outage-sar.json" || rc=1
+  code=$(cat "$DIR/outage-sar.code")
+  [[ $code == 500 ]] && grep -q '^Internal Server Error: "/apis/metrics.k8s.io/v1beta1/namespaces/team-a/pods": subject access review failed' "$DIR/outage-sar.json" || {
+    echo "uncached SubjectAccessReview (failed): HTTP $code: $(head -c 300 "$DIR/outage-sar.json")"
+    rc=1
+  }
   return $rc
 }
-check "§5 TokenReview and SubjectAccessReview failures during the outage are 500 Status, never allowed" check_outage_reviews
+check "§5 during the outage a failed TokenReview is 401 Unauthorized, a failed SubjectAccessReview 500 (as k8s.io/apiserver), never an allow" check_outage_reviews
 
 # recovery: the token and the SAR work again
 check_recovery_reviews() {
