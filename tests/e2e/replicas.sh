@@ -18,7 +18,8 @@
 #       cluster + netns + manifests/{namespace,rbac}.yaml + our ServiceAccount token,
 #       serving cert, kubelet-sim, its Nodes/Pods created with kd-load (OBJECTS_HOOK, if set,
 #       is called with the objects file first, to edit it), Service + APIServices.
-#   rs_start_replica I [EXTRA_SERVER_ARG...]   start replica I on its port (RS_PORT[I])
+#   rs_start_replica I [EXTRA_SERVER_ARG...]   start replica I on a new port (RS_PORT[I]; a
+#                                             restart is a new pod, with a new address)
 #   rs_wait_replica_up I                      wait until it answers /livez
 #   rs_stop_replica I                         SIGTERM, wait for it to exit; prints seconds
 #   rs_slice I true|false                     apply replica I's EndpointSlice
@@ -161,7 +162,10 @@ rs_server_args() {
 rs_start_replica() {
   local i=$1
   shift
-  [[ -n ${RS_PORT[$i]:-} ]] || RS_PORT[i]=$(_kd_free_port "${RS_PORT[@]}")
+  # a fresh port each start, as a new pod gets a new address
+  RS_PORT[i]=$(_kd_free_port "${RS_PORT[@]}")
+  echo false >"$RS_DIR/ready-$i"
+  echo "${RS_PORT[$i]}" >"$RS_DIR/port-$i"
   local args
   mapfile -t args < <(rs_server_args "$i")
   printf '\n===== start %s =====\n' "$(date -u +%T.%N)" >>"$RS_DIR/replica-$i.log"
@@ -227,10 +231,14 @@ EOF
 # The prober: every second, each replica's /readyz; on a change, its slice. State in
 # DIR/ready-<I> (true/false), transitions in DIR/prober.log.
 rs_prober_loop() {
-  local i code state
-  declare -A last=()
+  local i f code state
+  declare -A last=() port=()
   while true; do
-    for i in "${!RS_PORT[@]}"; do
+    for f in "$RS_DIR"/port-*; do
+      i=${f##*-}
+      RS_PORT[i]=$(cat "$f")
+      # a new port (a new pod) starts unready
+      [[ ${port[$i]:-} == "${RS_PORT[$i]}" ]] || { port[$i]=${RS_PORT[$i]}; last[$i]=; }
       code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 \
         --cacert "$RS_DIR/serving/serving-ca.crt" "$(rs_url "$i")/readyz" 2>/dev/null) || true
       if [[ $code == 200 ]]; then state=true; else state=false; fi
