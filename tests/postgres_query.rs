@@ -512,3 +512,49 @@ async fn bad_configs_name_the_file_key_and_line_and_never_the_secret() {
     assert!(!e.contains(SECRET), "{e}");
     let _ = RecordSet::new(vec![]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_source_in_the_config_is_the_table_source_of_the_flags() {
+    let pg = TestPostgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let dsn = dir.path().join("dsn");
+    std::fs::write(&dsn, secret_dsn(&pg)).unwrap();
+    let path = dir.path().join("sources.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "connections: [{{name: main, dsnFrom: {{file: {}}}, connectTimeout: 1s}}]\nsources:\n  - {{kind: postgres, connection: main, schema: cfg_t, migrate: true, keepChanges: 10}}\n",
+            dsn.display()
+        ),
+    )
+    .unwrap();
+    let config = SourcesConfig::load(&path).unwrap();
+    let running = kubedojo_data_api::runtime::start_postgres(&Default::default(), Some(&config))
+        .await
+        .unwrap()
+        .expect("the configured table source runs");
+    pg.psql(
+        "INSERT INTO cfg_t.datarecords (namespace, name, data) VALUES ('default', 'row1', '{\"k\":\"v\"}')",
+    );
+    let set = load_records(Some(&config), None).await.unwrap();
+    let mut parts = AppParts::new(set, auth());
+    parts.records_backend = Some(running.backend.clone());
+    let app = build_app(parts);
+    let (code, row) = get(&app, &record_path("default", "row1")).await;
+    assert_eq!(code, 200, "{row}");
+    assert_eq!(row["spec"]["data"]["k"], "v");
+    let rv = row["metadata"]["resourceVersion"].as_str().unwrap();
+    assert!(rv.parse::<u64>().is_ok(), "a change-log id: {rv}");
+
+    // The flags and the config naming a table source at once is refused.
+    let args = kubedojo_data_api::config::PostgresArgs {
+        postgres_dsn_file: Some(dsn.clone()),
+        ..Default::default()
+    };
+    let e = kubedojo_data_api::runtime::start_postgres(&args, Some(&config))
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("both"), "{e}");
+}
