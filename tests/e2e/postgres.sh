@@ -17,6 +17,7 @@
 #     APIServices stay Available; the database back: lists work again, no restart.
 # Adds about 40 s to run.sh.
 
+PG_T0=$SECONDS
 PG_BIN=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n1)
 PG_NS=pg-e2e
 PG_TABLE=e2e.datarecords
@@ -160,7 +161,7 @@ check_pg_kubectl_watch() {
       rc=1
       continue
     fi
-    echo "$ev: ${d}s from psql to kubectl"
+    echo "${ev%% +*}: ${d}s" | tee -a "$DIR/pg-watch-delays"
     python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) < 1.0 else 1)' "$d" || {
       echo "'$ev' took ${d}s (more than 1 s)"
       rc=1
@@ -250,6 +251,7 @@ print(f"informer: {s['events']} events, {s['rewatches']} re-watches, {s['relists
 assert not s["errors"], s["errors"]
 assert s["rewatches"] >= 1, "the watch was never cut by a restart"
 assert s["relists"] == 1, "the informer had to relist: the resourceVersion did not survive the restarts"
+open(sys.argv[1] + ".summary", "w").write(f"{s['events']} events, {s['rewatches']} re-watches, {s['relists']} list")
 EOF
   ((rc == 0)) || { echo "--- informer log:"; tail -n 40 "$DIR/pg-informer.log"; }
   return $rc
@@ -305,3 +307,4 @@ check "postgres: database stopped -> 503 ServiceUnavailable + Retry-After throug
 _kd_stop "$DIR" kd-pg-a
 _kd_stop "$DIR" kd-pg-b
 pg_stop
+log "postgres checks: $((SECONDS - PG_T0))s; psql to kubectl -w: $(tr '\n' ' ' <"$DIR/pg-watch-delays" 2>/dev/null || true); informer: $(cat "$DIR/pg-informer.json.summary" 2>/dev/null || true)"
