@@ -155,7 +155,7 @@ async fn the_postgres_tls_flags_reach_the_connection() {
         .unwrap()
         .postgres
     };
-    let running = kubedojo_data_api::runtime::start_postgres(&flags("ca.crt"))
+    let running = kubedojo_data_api::runtime::start_postgres(&flags("ca.crt"), None)
         .await
         .unwrap()
         .expect("a DSN file starts the table source");
@@ -165,7 +165,7 @@ async fn the_postgres_tls_flags_reach_the_connection() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(tls_sessions(&pg) >= 1);
-    let err = kubedojo_data_api::runtime::start_postgres(&flags("other-ca.crt"))
+    let err = kubedojo_data_api::runtime::start_postgres(&flags("other-ca.crt"), None)
         .await
         .err()
         .expect("another CA is refused at start-up with --postgres-migrate");

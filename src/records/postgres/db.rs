@@ -180,6 +180,11 @@ impl Database {
         self.statement_timeout
     }
 
+    /// The connect timeout (also the longest wait for a pooled connection).
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
     /// A pooled connection, or `Unavailable` within the connect timeout.
     pub async fn client(&self) -> Result<PooledClient, DbError> {
         match tokio::time::timeout(
