@@ -44,7 +44,12 @@ command -v c++ >/dev/null || {
   exit 1
 }
 
-fuzz() { "$CARGO_FUZZ" "$@" --fuzz-dir fuzz --sanitizer none --target-dir "$FUZZ_TARGET_DIR"; }
+# Options go before the target and corpus arguments (everything after `--` is libFuzzer's).
+fuzz() {
+  local cmd=$1
+  shift
+  "$CARGO_FUZZ" "$cmd" --fuzz-dir fuzz --sanitizer none --target-dir "$FUZZ_TARGET_DIR" "$@"
+}
 
 start=$(date +%s)
 echo "building ${#TARGETS[@]} fuzz targets (release, coverage-instrumented) in $FUZZ_TARGET_DIR" >&2
@@ -65,7 +70,7 @@ for t in "${TARGETS[@]}"; do
   rc=0
   fuzz run "$t" "$work/$t" "fuzz/corpus/$t" -- \
     -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-    -artifact_prefix="fuzz/artifacts/$t/" >"$log" 2>&1 || rc=$?
+    >"$log" 2>&1 || rc=$?
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   if [ "$rc" -ne 0 ]; then
     tail -n 60 "$log" >&2

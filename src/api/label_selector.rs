@@ -192,6 +192,12 @@ impl fmt::Display for Token {
     }
 }
 
+/// apimachinery's `isWhitespace`: only these separate tokens; anything else is part of an
+/// identifier.
+fn is_whitespace(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\r' | '\n')
+}
+
 fn is_special(c: char) -> bool {
     matches!(c, '=' | '!' | '(' | ')' | ',' | '>' | '<')
 }
@@ -202,7 +208,7 @@ fn lex(input: &str) -> Result<Vec<Token>, SelectorError> {
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
-        if c == ' ' || c == '\t' || c == '\r' || c == '\n' {
+        if is_whitespace(c) {
             i += 1;
             continue;
         }
@@ -225,7 +231,10 @@ fn lex(input: &str) -> Result<Vec<Token>, SelectorError> {
             continue;
         }
         let start = i;
-        while i < chars.len() && !is_special(chars[i]) && !chars[i].is_whitespace() {
+        // The same whitespace as above: with `char::is_whitespace` here a vertical tab
+        // ended an identifier without being skipped, an endless loop of empty tokens
+        // (found by `cargo fuzz run label_selector`).
+        while i < chars.len() && !is_special(chars[i]) && !is_whitespace(chars[i]) {
             i += 1;
         }
         let word: String = chars[start..i].iter().collect();
@@ -443,6 +452,16 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn other_unicode_whitespace_is_part_of_an_identifier_not_a_hang() {
+        // Found by `cargo fuzz run label_selector`: `tie\u{b}...` looped forever.
+        for input in ["tie\u{b}\0\0\0\0.c", "a\u{b}", "a=\u{a0}b", "\u{2003}"] {
+            assert!(LabelSelector::parse(input).is_err(), "{input:?}");
+        }
+        let s = LabelSelector::parse(" a = b\t,\r\nc ").unwrap();
+        assert_eq!(s.to_string(), "a=b,c");
     }
 
     #[test]
