@@ -173,6 +173,10 @@ pub struct KubeletSimArgs {
     /// Node indices (0-based) whose kubelet answers `/metrics/resource` with 500.
     #[arg(long, value_delimiter = ',')]
     pub failing_nodes: Vec<usize>,
+    /// Write the kubelet requests received so far (all nodes, one number) to this file
+    /// every 100 ms (replaced atomically), for harnesses that count requests per cycle.
+    #[arg(long, value_name = "FILE")]
+    pub requests_out: Option<PathBuf>,
     /// Log verbosity.
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,
