@@ -66,6 +66,11 @@ async fn run(
     let url = format!("https://localhost:{port}/apis/data.kubedojo.io/v1alpha1");
     let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
     let closes = Arc::new(AtomicUsize::new(0));
+    // One request first, so the concurrent loops find the connection open (a pooled client
+    // opens one connection per request that finds none ready).
+    let warm = c.get(&url).bearer_auth(&server.token).send().await.unwrap();
+    assert_eq!(warm.status(), 200);
+    warm.bytes().await.unwrap();
     let mut tasks = Vec::new();
     for _ in 0..parallel {
         let (c, url, token) = (c.clone(), url.clone(), server.token.clone());
@@ -126,6 +131,8 @@ async fn h2_clients_get_goaways_at_about_the_chance_and_no_request_fails() {
     );
     // 8 concurrent streams on the shared connection (kube-aggregator's situation): a
     // GOAWAY lets the streams in flight finish, and the next ones go on a new connection.
+    // (After a GOAWAY each loop that finds no open connection dials one, so there are up to
+    // 8 new connections per GOAWAY: only the lower bound is the chance's.)
     let (failed, conns, _) = run(&server, false, 2000, 8).await;
     assert!(
         failed.is_empty(),
@@ -134,7 +141,7 @@ async fn h2_clients_get_goaways_at_about_the_chance_and_no_request_fails() {
         &failed[..failed.len().min(5)]
     );
     assert!(
-        (10..=80).contains(&(conns - 1)),
+        (18..=70 * 8).contains(&(conns - 1)),
         "{} reconnects over 2000 concurrent h2 requests at 2%",
         conns - 1
     );

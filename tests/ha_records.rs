@@ -24,12 +24,16 @@ struct T {
     dir: tempfile::TempDir,
 }
 
-async fn start(records: &str) -> T {
+/// `records`: a records file's text, or None for the built-in records plus the computed ones.
+async fn start(records: Option<&str>) -> T {
     common::crypto();
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("records.yaml");
-    std::fs::write(&file, records).unwrap();
-    let mut args = common::demo_args(dir.path(), Some(file));
+    let file = records.map(|text| {
+        let file = dir.path().join("records.yaml");
+        std::fs::write(&file, text).unwrap();
+        file
+    });
+    let mut args = common::demo_args(dir.path(), file);
     args.nodes = NODES;
     args.pods_per_node = PODS;
     args.metric_resolution = RES;
@@ -127,8 +131,8 @@ const FILE: &str = "\
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_records_are_the_same_on_every_replica_but_versions_are_per_replica() {
-    let t = start(FILE).await;
-    let sel = "data.kubedojo.io/source!=metrics";
+    let t = start(Some(FILE)).await;
+    let sel = "data.kubedojo.io%2Fsource%21%3Dmetrics";
     let a = t.records(0, sel).await;
     assert!(
         a.contains_key("default/alpha") && a.contains_key("team-a/beta"),
@@ -212,8 +216,8 @@ async fn file_records_are_the_same_on_every_replica_but_versions_are_per_replica
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn computed_records_are_the_same_on_every_replica() {
-    let t = start("[]\n").await;
-    let sel = "data.kubedojo.io/source=metrics";
+    let t = start(None).await;
+    let sel = "data.kubedojo.io%2Fsource%3Dmetrics";
     // Each replica computes from its own store; with the shards exchanged every tick, the
     // three stores hold the same readings, so the same records with the same values.
     let deadline = Instant::now() + RES * 8;
