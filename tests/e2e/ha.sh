@@ -33,7 +33,7 @@ KEEP=false
 NODES=${KUBEDOJO_HA_NODES:-6}
 PODS_PER_NODE=${KUBEDOJO_HA_PODS_PER_NODE:-4}
 R=${KUBEDOJO_HA_REPLICATION:-1}
-RES=4           # --metric-resolution, seconds
+RES=10          # --metric-resolution, seconds (the least serve accepts, as metrics-server)
 LEASE=6         # --peer-lease-duration, seconds
 SVC=kubedojo-data-api
 NS=kubedojo-system
@@ -232,11 +232,15 @@ requests() { cat "$DIR/sim-requests" 2>/dev/null || echo 0; }
 # requests_per_cycle CYCLES: kubelet requests over CYCLES whole cycles, divided by CYCLES,
 # sampled 3/4 into a cycle (ticks are wall-clock aligned; scrapes start at 0, peer fetches
 # and fallback scrapes end by 3/4).
-requests_per_cycle() {
-  local n=$1 now wait a b
+align() { # sleep until 3/4 into the current cycle
+  local now wait ns=$((RES * 1000000000))
   now=$(date +%s%N)
-  wait=$(((RES * 1000000000 * 3 / 4 - now % (RES * 1000000000) + RES * 1000000000) % (RES * 1000000000)))
-  sleep "$(printf '0.%09d' "$wait")"
+  wait=$(((ns * 3 / 4 - now % ns + ns) % ns))
+  sleep "$((wait / 1000000000)).$(printf '%09d' $((wait % 1000000000)))"
+}
+requests_per_cycle() {
+  local n=$1 a b
+  align
   a=$(requests)
   sleep $((RES * n))
   b=$(requests)
@@ -262,9 +266,9 @@ wait_full() {
     sleep 1
   done
 }
-expect_per_cycle() { # WANT WHAT: averaged over 3 cycles
+expect_per_cycle() { # WANT: averaged over 2 cycles
   local got
-  got=$(requests_per_cycle 3)
+  got=$(requests_per_cycle 2)
   echo "kubelet requests per cycle: $got (R x nodes = $1; replicas x nodes = $((3 * NODES)))"
   [[ $got == "$1" ]]
 }
@@ -289,15 +293,44 @@ top_all() {
 }
 check "through kube-apiserver: kubectl top pod -A lists every pod" top_all
 
-# ---- SIGKILL one replica during HPA-style polling
-VICTIM=2
-log "polling (through kube-apiserver every 0.25s, and each survivor directly) while replica-$VICTIM is SIGKILLed"
+own_scrapes() { # I: kubelet requests replica I has made (its /metrics)
+  curl -sS --max-time 5 --cacert "$DIR/serving/serving-ca.crt" --cert "$KD_PKI/admin.crt" --key "$KD_PKI/admin.key" \
+    "https://${IPS[$1]}:$PORT/metrics" |
+    awk '/^metrics_server_kubelet_request_duration_seconds_count/ {s += $2} END {printf "%d\n", s}'
+}
+# shares: kubelet requests of each replica over one cycle, into SHARE[0..2] (and printed)
+shares() {
+  local a=() b=() i
+  align
+  for i in 0 1 2; do a[i]=$(own_scrapes "$i"); done
+  sleep "$RES"
+  for i in 0 1 2; do b[i]=$(own_scrapes "$i"); done
+  for i in 0 1 2; do SHARE[i]=$((b[i] - a[i])); done
+  echo "kubelet requests in one cycle by replica 0, 1, 2: ${SHARE[*]}"
+}
+SHARE=()
+own_shards() {
+  shares >"$DIR/shares.out"
+  cat "$DIR/shares.out"
+  local total=$((SHARE[0] + SHARE[1] + SHARE[2]))
+  ((total == R * NODES))
+}
+check "each replica scrapes its own rendezvous shard (the shares add up to R x nodes)" own_shards
+read -r -a SHARE_BEFORE <<<"$(sed 's/.*: //' "$DIR/shares.out")"
+
+# ---- SIGKILL one replica during HPA-style polling: the one with the largest shard
+VICTIM=0
+for i in 1 2; do ((SHARE_BEFORE[i] > SHARE_BEFORE[VICTIM])) && VICTIM=$i; done
+SURVIVORS=()
+for i in 0 1 2; do ((i == VICTIM)) || SURVIVORS+=("$i"); done
+log "polling (through kube-apiserver every 0.25s, and each survivor directly) while replica-$VICTIM (${SHARE_BEFORE[VICTIM]} nodes) is SIGKILLed"
 API_URL="$KD_APISERVER_URL/apis/metrics.k8s.io/v1beta1/pods"
-POLL_SECS=$((RES * 3 + LEASE + 2))
+POLL_SECS=$((RES * 2 + LEASE + 2))
 # kube-apiserver's CA and the replicas' serving CA: one bundle for both kinds of poller.
 cat "$KD_CA_CRT" "$DIR/serving/serving-ca.crt" >"$DIR/poll-ca.crt"
 $POLL poll "$DIR/poll.jsonl" "$POLL_SECS" 0.25 "$API_URL" "$DIR/poll-ca.crt" "$KD_PKI/admin.crt" "$KD_PKI/admin.key" \
-  "https://${IPS[0]}:$PORT/apis/metrics.k8s.io/v1beta1/pods" "https://${IPS[1]}:$PORT/apis/metrics.k8s.io/v1beta1/pods" &
+  "https://${IPS[${SURVIVORS[0]}]}:$PORT/apis/metrics.k8s.io/v1beta1/pods" \
+  "https://${IPS[${SURVIVORS[1]}]}:$PORT/apis/metrics.k8s.io/v1beta1/pods" &
 POLL_PID=$!
 sleep "$RES"
 KILL_AT=$(date +%s.%N)
@@ -305,7 +338,9 @@ kill -KILL "$(cat "$DIR/replica-$VICTIM.pid")"
 # What the kubelet and the EndpointSlice controller do after a container dies: the
 # endpoint turns not ready (here as soon as the process is gone).
 while kill -0 "$(cat "$DIR/replica-$VICTIM.pid")" 2>/dev/null; do sleep 0.05; done
-endpointslice "${IPS[0]}" true "${IPS[1]}" true "${IPS[2]}" false | k apply -f - >/dev/null
+READY=(true true true)
+READY[VICTIM]=false
+endpointslice "${IPS[0]}" "${READY[0]}" "${IPS[1]}" "${READY[1]}" "${IPS[2]}" "${READY[2]}" | k apply -f - >/dev/null
 GONE_AT=$(date +%s.%N)
 log "replica-$VICTIM killed; its endpoint not ready after $(python3 -c "print(round($GONE_AT - $KILL_AT, 2))")s"
 wait "$POLL_PID" || true
@@ -315,7 +350,7 @@ check "SIGKILL during polling: no request failed, no pod missing longer than one
 
 # ---- the dead member's Lease has expired by now (LEASE + renew period)
 check "after the dead replica's Lease expired: requests per cycle back to R x nodes" expect_per_cycle $((R * NODES))
-check "the two survivors answer every pod" wait_full 10 0 1
+check "the two survivors answer every pod" wait_full 10 "${SURVIVORS[@]}"
 
 # ---- bring it back
 log "restarting replica-$VICTIM"
@@ -323,21 +358,13 @@ start_replica "$VICTIM"
 _kd_wait "$DIR" "replica-$VICTIM" 30 replica_up "$VICTIM"
 endpointslice "${IPS[0]}" true "${IPS[1]}" true "${IPS[2]}" true | k apply -f - >/dev/null
 check "restarted: every replica answers every pod again" wait_full 30 0 1 2
+# The others see the new Lease within a renewal period (LEASE / 3); let that cycle pass.
 sleep "$RES"
 check "rebalanced: requests per cycle = R x nodes with three members" expect_per_cycle $((R * NODES))
-own_scrapes() { # I: kubelet requests replica I has made (its /metrics)
-  curl -sS --max-time 5 --cacert "$DIR/serving/serving-ca.crt" --cert "$KD_PKI/admin.crt" --key "$KD_PKI/admin.key" \
-    "https://${IPS[$1]}:$PORT/metrics" |
-    awk '/^metrics_server_kubelet_request_duration_seconds_count/ {s += $2} END {printf "%d\n", s}'
+rejoined() {
+  shares
+  # Rendezvous over the same three members: the restarted one owns exactly its old shard.
+  echo "replica-$VICTIM: ${SHARE_BEFORE[VICTIM]} nodes before the kill, ${SHARE[VICTIM]} after its restart"
+  ((SHARE[VICTIM] == SHARE_BEFORE[VICTIM] && SHARE[VICTIM] > 0))
 }
-shares() {
-  local a=() b=() i
-  for i in 0 1 2; do a[i]=$(own_scrapes "$i"); done
-  sleep $((RES * 2))
-  for i in 0 1 2; do b[i]=$(own_scrapes "$i"); done
-  for i in 0 1 2; do echo "replica-$i: $(((b[i] - a[i]) / 2)) kubelet requests per cycle"; done
-  # The restarted member owns its rendezvous share again: some nodes, not all of them.
-  local mine=$(((b[VICTIM] - a[VICTIM]) / 2))
-  ((mine > 0 && mine < NODES))
-}
-check "each replica scrapes its own shard; the restarted one some nodes, not all" shares
+check "the restarted replica scrapes its old shard again (same members, same rendezvous owners)" rejoined
