@@ -177,6 +177,14 @@ pub struct KubeletSimArgs {
     /// every 100 ms (replaced atomically), for harnesses that count requests per cycle.
     #[arg(long, value_name = "FILE")]
     pub requests_out: Option<PathBuf>,
+    /// How usage moves over time: `constant` (exact, time-independent figures, as the
+    /// harnesses validate) or `wave` (every container's CPU and memory follow a smooth wave).
+    #[arg(long, value_enum, default_value_t = crate::sim::UsageModel::Constant)]
+    pub usage: crate::sim::UsageModel,
+    /// Serve the control endpoint (plain HTTP, add/re-size/remove pods at run time; see
+    /// `sim::control`) on this loopback address, e.g. `127.0.0.1:18080`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub control_address: Option<std::net::SocketAddr>,
     /// Log verbosity.
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,
@@ -313,6 +321,11 @@ pub struct DemoArgs {
     /// Port of the simulated kubelets (0 = any free port per node).
     #[arg(long, default_value_t = 0)]
     pub sim_port: u16,
+    /// How the simulated usage moves: `wave` (CPU and memory of every container vary
+    /// smoothly, so `kubectl top` and the computed records change between scrapes) or
+    /// `constant`.
+    #[arg(long, value_enum, default_value_t = crate::sim::UsageModel::Wave)]
+    pub sim_usage: crate::sim::UsageModel,
     /// Client-certificate and front-proxy trust (try the aggregator's path locally).
     #[command(flatten)]
     pub cert_auth: CertAuthArgs,
