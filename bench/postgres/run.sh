@@ -66,6 +66,8 @@ python3 "$ROOT/bench/scale/machine.py" "$OUT/machine.json" "$KD_BIN"
 # --- PostgreSQL in /tmp (initdb and postgres refuse root: run them as nobody) ---
 PGDIR=$(mktemp -d /tmp/kubedojo-pgbench.XXXXXX)
 as_pg() { if [[ $(id -u) == 0 ]]; then setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"; else "$@"; fi; }
+# In a background subshell: exec, so $! is postgres itself (SIGINT = fast shutdown).
+exec_as_pg() { if [[ $(id -u) == 0 ]]; then exec setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"; else exec "$@"; fi; }
 [[ $(id -u) == 0 ]] && chown nobody:nogroup "$PGDIR"
 PGPORT=$((30000 + $$ % 20000))
 DSN="host=$PGDIR port=$PGPORT user=postgres dbname=postgres"
@@ -79,7 +81,7 @@ trap cleanup EXIT
 log "initdb in $PGDIR"
 as_pg "$PG_BIN/initdb" -D "$PGDIR/data" -A trust -U postgres -E UTF8 --locale=C >"$OUT/initdb.log" 2>&1 \
   || die "initdb failed: $(cat "$OUT/initdb.log")"
-as_pg "$PG_BIN/postgres" -D "$PGDIR/data" -k "$PGDIR" -p "$PGPORT" -c listen_addresses= \
+exec_as_pg "$PG_BIN/postgres" -D "$PGDIR/data" -k "$PGDIR" -p "$PGPORT" -c listen_addresses= \
   -c shared_buffers=1GB -c max_connections=300 -c max_wal_size=4GB -c checkpoint_timeout=30min \
   </dev/null >"$OUT/postgres.log" 2>&1 &
 PG_PID=$!

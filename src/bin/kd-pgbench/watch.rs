@@ -205,7 +205,7 @@ pub async fn throughput(
     let targets = keys(&db, &table, changes.max(bulk)).await?;
     let mut out = serde_json::Map::new();
     for phase in ["single", "bulk"] {
-        let n = if phase == "single" { changes } else { bulk };
+        let n = if phase == "single" { changes } else { bulk }.min(targets.len());
         let rv = current_rv(c, base).await?;
         let resp = open(c, base, &rv).await?;
         let arrivals = Arc::new(Mutex::new(Vec::with_capacity(n)));
