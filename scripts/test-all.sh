@@ -26,8 +26,8 @@ if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
 fi
 
 step "pinned Go test tools (built once, cached in ${KUBEDOJO_CACHE:-$HOME/.cache/kubedojo})"
-# kube-controller-manager is pinned in tools.sh for the HPA e2e of issue 12, not built here until that test exists
-bash tests/e2e/tools.sh kubectl kube-apiserver etcd helm metrics-server >/dev/null
+# kube-controller-manager drives the real HPA of tests/e2e/hpa.sh
+bash tests/e2e/tools.sh kubectl kube-apiserver etcd helm metrics-server kube-controller-manager >/dev/null
 bash tests/e2e/tools.sh cert-manager-crds >/dev/null
 KUBECTL=$(bash tests/e2e/tools.sh path kubectl)
 export KUBECTL
@@ -59,6 +59,12 @@ STATIC_BIN="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/kubedojo-data-api
 
 step "real cluster: kube-apiserver + etcd, our server behind kube-aggregator, kubectl checks"
 KUBEDOJO_BIN="$STATIC_BIN" bash tests/e2e/run.sh
+
+step "faults through a real kube-apiserver: rolling restart of two replicas under HPA load, a 30 s kube-apiserver outage (tests/e2e/faults.sh)"
+KUBEDOJO_BIN="$STATIC_BIN" KD_LOAD="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/kd-load" bash tests/e2e/faults.sh
+
+step "a real HPA (kube-controller-manager) scaling Deployments on our metrics (tests/e2e/hpa.sh)"
+KUBEDOJO_BIN="$STATIC_BIN" bash tests/e2e/hpa.sh
 
 step "the lab's steps word for word with manifests/ (real kube-apiserver, tests/e2e/lab.sh)"
 KUBEDOJO_BIN="$STATIC_BIN" bash tests/e2e/lab.sh

@@ -173,6 +173,14 @@ pub struct KubeletSimArgs {
     /// Node indices (0-based) whose kubelet answers `/metrics/resource` with 500.
     #[arg(long, value_delimiter = ',')]
     pub failing_nodes: Vec<usize>,
+    /// How usage moves over time: `constant` (exact, time-independent figures, as the
+    /// harnesses validate) or `wave` (every container's CPU and memory follow a smooth wave).
+    #[arg(long, value_enum, default_value_t = crate::sim::UsageModel::Constant)]
+    pub usage: crate::sim::UsageModel,
+    /// Serve the control endpoint (plain HTTP, add/re-size/remove pods at run time; see
+    /// `sim::control`) on this loopback address, e.g. `127.0.0.1:18080`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub control_address: Option<std::net::SocketAddr>,
     /// Log verbosity.
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,
@@ -246,6 +254,14 @@ pub struct ServeArgs {
     /// Serving private key (PEM).
     #[arg(long, requires = "tls_cert_file")]
     pub tls_private_key_file: Option<PathBuf>,
+    /// Extra serving certificate chosen by SNI name: `certfile,keyfile` (serves the
+    /// certificate's CN and DNS SANs) or `certfile,keyfile:name1,*.name2` (serves the
+    /// given names); repeat the flag for several. Reloaded when the files change.
+    #[arg(long = "tls-sni-cert-key", value_name = "CERT,KEY[:NAMES]", action = clap::ArgAction::Append)]
+    pub tls_sni_cert_key: Vec<crate::server::sni::NamedCertKey>,
+    /// Audit logging (`--audit-policy-file`, `--audit-log-path`).
+    #[command(flatten)]
+    pub audit: crate::server::audit::AuditArgs,
     /// kubeconfig for talking to kube-apiserver (default: in-cluster service account).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
@@ -309,6 +325,11 @@ pub struct DemoArgs {
     /// Port of the simulated kubelets (0 = any free port per node).
     #[arg(long, default_value_t = 0)]
     pub sim_port: u16,
+    /// How the simulated usage moves: `wave` (CPU and memory of every container vary
+    /// smoothly, so `kubectl top` and the computed records change between scrapes) or
+    /// `constant`.
+    #[arg(long, value_enum, default_value_t = crate::sim::UsageModel::Wave)]
+    pub sim_usage: crate::sim::UsageModel,
     /// Client-certificate and front-proxy trust (try the aggregator's path locally).
     #[command(flatten)]
     pub cert_auth: CertAuthArgs,

@@ -17,6 +17,7 @@ use crate::records::{
 };
 use crate::server::app::{App, ExtraRoutes};
 use crate::server::health::Health;
+use crate::server::sni::SniResolver;
 use crate::server::tls::{
     CertFiles, ReloadingCert, default_sans, ensure_self_signed, service_sans,
 };
@@ -75,13 +76,51 @@ pub async fn load_records(
     Ok(set)
 }
 
-/// Starts the PostgreSQL table source when `--postgres-dsn-file` or `$KUBEDOJO_PG_DSN`
-/// gives a DSN (`None` otherwise). A database that is down does not stop start-up
-/// (requests get 503 until it is back), except with `--postgres-migrate`.
+/// Starts the PostgreSQL table source of the sources configuration (`kind: postgres`),
+/// or the one `--postgres-dsn-file` / `$KUBEDOJO_PG_DSN` gives (`None` when there is
+/// neither; both is an error). A database that is down does not stop start-up
+/// (requests get 503 until it is back), except with `migrate`.
 pub async fn start_postgres(
     args: &crate::config::PostgresArgs,
+    sources: Option<&SourcesConfig>,
 ) -> anyhow::Result<Option<crate::records::postgres::RunningTable>> {
-    use crate::records::postgres::{ConnectionConfig, TableSourceConfig, TlsMode, start_table};
+    use crate::records::postgres::start_table;
+    let configured = match sources {
+        Some(config) => crate::records::build::table_source(config)
+            .map_err(|e| anyhow::anyhow!("--sources-config: {e}"))?,
+        None => None,
+    };
+    let (connection, source, migrate) = match configured {
+        Some(spec) => {
+            if args.postgres_dsn_file.is_some() {
+                anyhow::bail!(
+                    "--postgres-dsn-file and a postgres source in --sources-config both name a table source: use one"
+                );
+            }
+            (spec.connection, spec.source, spec.migrate)
+        }
+        None => match postgres_from_flags(args)? {
+            Some(parts) => parts,
+            None => return Ok(None),
+        },
+    };
+    let schema = source.schema.clone();
+    let running = start_table(&connection, &source, migrate, &records_group::DATARECORDS).await?;
+    tracing::info!(connection = %connection.name, schema = %schema, "serving DataRecords from PostgreSQL");
+    Ok(Some(running))
+}
+
+/// The table source the `--postgres-*` flags describe, when a DSN is given.
+fn postgres_from_flags(
+    args: &crate::config::PostgresArgs,
+) -> anyhow::Result<
+    Option<(
+        crate::records::postgres::ConnectionConfig,
+        crate::records::postgres::TableSourceConfig,
+        bool,
+    )>,
+> {
+    use crate::records::postgres::{ConnectionConfig, TableSourceConfig, TlsMode};
     let dsn = match &args.postgres_dsn_file {
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("--postgres-dsn-file {}: {e}", path.display()))?
@@ -104,15 +143,7 @@ pub async fn start_postgres(
     connection.ca_file = args.postgres_ca_file.clone();
     let mut source = TableSourceConfig::new(args.postgres_schema.clone());
     source.keep_changes = args.postgres_keep_changes;
-    let running = start_table(
-        &connection,
-        &source,
-        args.postgres_migrate,
-        &records_group::DATARECORDS,
-    )
-    .await?;
-    tracing::info!(schema = %args.postgres_schema, "serving DataRecords from PostgreSQL");
-    Ok(Some(running))
+    Ok(Some((connection, source, args.postgres_migrate)))
 }
 
 /// What goes into an [`App`].
@@ -246,7 +277,10 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             files
         }
     };
-    let cert = ReloadingCert::new(files)?;
+    let cert = SniResolver::new(ReloadingCert::new(files)?, &args.tls_sni_cert_key)?;
+    if !args.tls_sni_cert_key.is_empty() {
+        tracing::info!(names = ?cert.names(), "serving SNI certificates (--tls-sni-cert-key)");
+    }
     let delegated = crate::auth::delegated::start(
         &args.delegation,
         &args.cert_auth,
@@ -307,7 +341,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         args.metrics.request_timeout(),
     );
     let records = load_records(sources.as_ref(), Some(pipeline.metrics_inputs())).await?;
-    let postgres = start_postgres(&args.postgres).await?;
+    let postgres = start_postgres(&args.postgres, sources.as_ref()).await?;
     let mut parts = AppParts::new(records.clone(), delegated.chain);
     parts.records_backend = postgres
         .as_ref()
@@ -329,7 +363,13 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         pipeline.scraper = pipeline.scraper.with_ha(ha.coordinator.clone());
     }
     pipeline.add_to(&mut parts);
-    let app = Arc::new(build_app(parts).with_serving(&args.serving));
+    let audit =
+        crate::server::audit::AuditLog::from_args(&args.audit).map_err(anyhow::Error::msg)?;
+    let app = Arc::new(
+        build_app(parts)
+            .with_serving(&args.serving)
+            .with_audit(audit),
+    );
     let listener = args
         .serving
         .bind(std::net::SocketAddr::new(

@@ -546,3 +546,194 @@ async fn computed_records_follow_the_simulated_usage_and_go_stale() {
     }
     t.server.stop().await;
 }
+
+/// Every watch event that arrives within `period` (none is fine).
+async fn events_within(resp: &mut reqwest::Response, period: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + period;
+    let mut buf = Vec::new();
+    let mut events = Vec::new();
+    while let Ok(chunk) = tokio::time::timeout_at(deadline, resp.chunk()).await {
+        let Some(chunk) = chunk.unwrap() else { break };
+        buf.extend_from_slice(&chunk);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            events.push(serde_json::from_slice(&line).unwrap());
+        }
+    }
+    events
+}
+
+/// Waits until every computed record is Current with a usage; returns the list.
+async fn settled_computed_records(t: &TestServer) -> Value {
+    let nodes = t.server.sim.as_ref().unwrap().fleet().nodes.len();
+    for _ in 0..150 {
+        let (_, l) = t
+            .get_json(
+                &format!("{DR}/datarecords?labelSelector=data.kubedojo.io%2Fsource%3Dmetrics"),
+                None,
+            )
+            .await;
+        let items = l["items"].as_array().cloned().unwrap_or_default();
+        let ready = items.len() == 3 + nodes
+            && items.iter().all(|i| {
+                i["status"]["syncStatus"] == "Current"
+                    && (i["spec"]["data"]["cpuUsage"] != Value::Null
+                        || i["spec"]["data"]["cpu"] != Value::Null)
+            });
+        if ready {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("computed records never settled");
+}
+
+/// A watch of the `resource-usage` records of every namespace from `list`'s version.
+async fn watch_resource_usage(t: &TestServer, list: &Value) -> reqwest::Response {
+    t.get(
+        &format!(
+            "{DR}/datarecords?watch=1&labelSelector=data.kubedojo.io%2Fcomputed%3Dresource-usage&resourceVersion={}&timeoutSeconds=60",
+            list["metadata"]["resourceVersion"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await
+}
+
+/// With the usage moving (`--sim-usage wave`, the demo's default), every scrape tick
+/// changes every namespace's `resource-usage` record: a watcher sees one MODIFIED per
+/// record per store publish, and each carries totals within 1% of what the simulator used
+/// over the scrape window. A node's failing kubelet still turns its headroom record Stale.
+#[tokio::test]
+async fn computed_records_change_every_tick_when_the_usage_moves() {
+    let t = TestServer::start_with(None, |a| {
+        a.sim_usage = kubedojo_data_api::sim::UsageModel::Wave;
+    })
+    .await;
+    let sim = t.server.sim.as_ref().unwrap();
+    let fleet = sim.fleet().clone();
+    let store = t.server.replicas[0].store.clone();
+    let list = settled_computed_records(&t).await;
+    let mut watch = watch_resource_usage(&t, &list).await;
+    let mut publishes = store.subscribe_publishes();
+    let first_publish = *publishes.borrow_and_update();
+    let mut per_ns: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut checked = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    while tokio::time::Instant::now() < deadline {
+        for e in events_within(&mut watch, Duration::from_millis(50)).await {
+            assert_eq!(e["type"], "MODIFIED", "{e}");
+            let ns = e["object"]["metadata"]["namespace"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let d = &e["object"]["spec"]["data"];
+            // The snapshot behind this event (if the store has not moved on yet): compare
+            // its totals with the simulator's usage over each pod's own window.
+            let snapshot = store.snapshot();
+            let pods: Vec<_> = snapshot.pods_in(&ns).collect();
+            let cpu: u64 = pods.iter().map(|p| p.total().cpu_nanocores).sum();
+            let mem: u64 = pods.iter().map(|p| p.total().memory_bytes).sum();
+            let rounded_cpu = ((cpu + 500_000) / 1_000_000) as f64 / 1e3;
+            let same = (quantity(d["cpu"].as_str().unwrap()) - rounded_cpu).abs() < 1e-9
+                && quantity(d["memory"].as_str().unwrap()) == ((mem + 512) / 1024 * 1024) as f64;
+            if same {
+                let (mut want_cpu, mut want_mem) = (0.0, 0.0);
+                for p in &pods {
+                    let (_, sim_pod) = fleet
+                        .pods()
+                        .find(|(_, s)| &*s.namespace == p.namespace && s.name == p.name)
+                        .expect("a simulated pod");
+                    let from = p.timestamp_ms - p.window_ms;
+                    want_cpu += sim_pod.mean_cpu_nanocores(from, p.timestamp_ms) as f64 / 1e9;
+                    want_mem += sim_pod.memory_bytes_at(p.timestamp_ms) as f64;
+                }
+                within_1_percent(quantity(d["cpu"].as_str().unwrap()), want_cpu, "cpu");
+                within_1_percent(quantity(d["memory"].as_str().unwrap()), want_mem, "memory");
+                checked += 1;
+            }
+            per_ns.entry(ns).or_default().push(e);
+        }
+    }
+    let ticks = *publishes.borrow_and_update() - first_publish;
+    assert!(ticks >= 4, "the store published {ticks} times in 6s");
+    assert_eq!(
+        per_ns.len(),
+        3,
+        "every namespace's record changed: {per_ns:?}"
+    );
+    for (ns, events) in &per_ns {
+        let n = events.len() as u64;
+        // One per publish (a publish the watch start or end cut in two, or one without a
+        // new scrape, may be missed).
+        assert!(
+            n + 2 >= ticks && n <= ticks + 1 && n >= 3,
+            "{ns}: {n} MODIFIED events for {ticks} publishes"
+        );
+        for pair in events.windows(2) {
+            assert_ne!(
+                pair[0]["object"]["spec"]["data"], pair[1]["object"]["spec"]["data"],
+                "{ns}: an event without a change"
+            );
+        }
+    }
+    assert!(
+        checked >= 3,
+        "only {checked} events could be checked against the simulator"
+    );
+
+    // A failing kubelet: its node's headroom record turns Stale while the usage moves.
+    let target = format!("node-headroom-{}", fleet.nodes[0].name);
+    sim.set_behaviour(0, kubedojo_data_api::sim::Behaviour::Status(500))
+        .await
+        .unwrap();
+    let mut stale = false;
+    for _ in 0..100 {
+        let (_, r) = t
+            .get_json(
+                &format!("{DR}/namespaces/kubedojo-metrics/datarecords/{target}"),
+                None,
+            )
+            .await;
+        if r["status"]["syncStatus"] == "Stale" {
+            stale = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stale, "{target} never turned Stale");
+    t.server.stop().await;
+}
+
+/// With constant usage nothing changes between ticks, so a watcher of the computed
+/// records sees no event at all over several publishes.
+#[tokio::test]
+async fn computed_records_stay_quiet_while_the_usage_is_constant() {
+    let t = TestServer::start(None).await;
+    let store = t.server.replicas[0].store.clone();
+    settled_computed_records(&t).await;
+    // Two more publishes, so the rates of the last pair of scrapes are in.
+    let mut publishes = store.subscribe_publishes();
+    let first_publish = *publishes.borrow_and_update();
+    let list = loop {
+        publishes.changed().await.unwrap();
+        if *publishes.borrow() >= first_publish + 2 {
+            break settled_computed_records(&t).await;
+        }
+    };
+    let mut watch = t
+        .get(
+            &format!(
+                "{DR}/datarecords?watch=1&labelSelector=data.kubedojo.io%2Fsource%3Dmetrics&resourceVersion={}&timeoutSeconds=60",
+                list["metadata"]["resourceVersion"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    let before = *publishes.borrow_and_update();
+    let events = events_within(&mut watch, Duration::from_secs(4)).await;
+    let ticks = *publishes.borrow_and_update() - before;
+    assert!(ticks >= 3, "the store published {ticks} times in 4s");
+    assert!(events.is_empty(), "events without a change: {events:?}");
+    t.server.stop().await;
+}

@@ -5,123 +5,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::BodyExt;
-use kubedojo_data_api::api::response::Body;
-use kubedojo_data_api::auth::{AlwaysAllowGroups, AuthChain};
 use kubedojo_data_api::groups::records::DATARECORDS;
-use kubedojo_data_api::records::RecordSet;
-use kubedojo_data_api::records::postgres::{
-    ConnectionConfig, RunningTable, TableSourceConfig, start_table,
-};
-use kubedojo_data_api::runtime::{AppParts, build_app};
-use kubedojo_data_api::server::app::{App, ConnInfo};
+use kubedojo_data_api::records::postgres::{TableSourceConfig, start_table};
 use serde_json::{Value, json};
 
+use common::pg_app::{ALL, EventStream, apply, connection, names, ns_path, server, shared_pg};
 use common::postgres::TestPostgres;
-
-/// One PostgreSQL per test binary while tests overlap (each test has its own schema).
-fn shared_pg() -> Arc<TestPostgres> {
-    static SHARED: Mutex<Weak<TestPostgres>> = Mutex::new(Weak::new());
-    let mut slot = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(pg) = slot.upgrade() {
-        return pg;
-    }
-    let pg = Arc::new(TestPostgres::start());
-    *slot = Arc::downgrade(&pg);
-    pg
-}
-
-struct Server {
-    app: App,
-    running: RunningTable,
-    schema: String,
-}
-
-fn connection(dsn: String) -> ConnectionConfig {
-    let mut c = ConnectionConfig::new("main", dsn);
-    c.connect_timeout = Duration::from_secs(2);
-    c.statement_timeout = Duration::from_secs(2);
-    c
-}
-
-async fn server(dsn: String, schema: &str) -> Server {
-    let source = TableSourceConfig::new(schema);
-    let running = start_table(&connection(dsn), &source, true, &DATARECORDS)
-        .await
-        .unwrap();
-    let auth = AuthChain::new(
-        vec![],
-        vec![Arc::new(AlwaysAllowGroups(vec![
-            "system:unauthenticated".into(),
-        ]))],
-        true,
-    );
-    let mut parts = AppParts::new(Arc::new(RecordSet::new(vec![])), auth);
-    parts.records_backend = Some(running.backend.clone());
-    let app = build_app(parts);
-    let s = Server {
-        app,
-        running,
-        schema: schema.to_string(),
-    };
-    s.wait_feed_up().await;
-    s
-}
-
-impl Server {
-    async fn request(&self, path: &str) -> http::Response<Body> {
-        let req = Request::get(path).body(()).unwrap();
-        self.app.handle(req, &ConnInfo::default()).await
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value, http::HeaderMap) {
-        let resp = self.request(path).await;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        let v = serde_json::from_slice(&body)
-            .unwrap_or_else(|e| panic!("{path}: {e}: {}", String::from_utf8_lossy(&body)));
-        (status, v, headers)
-    }
-
-    async fn wait_feed_up(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.running.feed.subscribe().up {
-            assert!(Instant::now() < deadline, "feed did not come up");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn table(&self) -> String {
-        format!("{}.datarecords", self.schema)
-    }
-}
-
-fn names(list: &Value) -> Vec<String> {
-    list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            format!(
-                "{}/{}",
-                i["metadata"]["namespace"].as_str().unwrap(),
-                i["metadata"]["name"].as_str().unwrap()
-            )
-        })
-        .collect()
-}
-
-const ALL: &str = "/apis/data.kubedojo.io/v1alpha1/datarecords";
-
-fn ns_path(ns: &str) -> String {
-    format!("/apis/data.kubedojo.io/v1alpha1/namespaces/{ns}/datarecords")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_are_served_with_selectors_paging_and_versions() {
@@ -332,60 +223,6 @@ async fn label_selectors_use_the_gin_index() {
     }
 }
 
-/// Reads NDJSON watch events from a streaming body.
-struct EventStream {
-    body: Body,
-    buf: Vec<u8>,
-}
-
-impl EventStream {
-    fn new(resp: http::Response<Body>) -> Self {
-        assert_eq!(resp.status(), 200);
-        EventStream {
-            body: resp.into_body(),
-            buf: Vec::new(),
-        }
-    }
-
-    /// The next event, `None` at the end of the stream or after `within`.
-    async fn next(&mut self, within: Duration) -> Option<Value> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=i).collect();
-                return Some(serde_json::from_slice(&line).unwrap());
-            }
-            let frame = tokio::time::timeout_at(deadline, self.body.frame())
-                .await
-                .ok()??;
-            let data: Bytes = frame.unwrap().into_data().unwrap_or_default();
-            self.buf.extend_from_slice(&data);
-        }
-    }
-}
-
-/// A watcher's view: applies events to a map keyed by namespace/name.
-fn apply(state: &mut BTreeMap<String, Value>, event: &Value) -> Option<String> {
-    let obj = &event["object"];
-    let key = format!(
-        "{}/{}",
-        obj["metadata"]["namespace"].as_str()?,
-        obj["metadata"]["name"].as_str()?
-    );
-    match event["type"].as_str().unwrap() {
-        "ADDED" | "MODIFIED" => {
-            state.insert(key, obj["spec"]["data"].clone());
-        }
-        "DELETED" => {
-            state.remove(&key);
-        }
-        _ => return None,
-    }
-    obj["metadata"]["resourceVersion"]
-        .as_str()
-        .map(str::to_string)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_see_every_change_through_concurrent_writers_and_a_killed_listener() {
     let pg = shared_pg();
@@ -416,6 +253,14 @@ async fn watches_see_every_change_through_concurrent_writers_and_a_killed_listen
         .await,
     );
     let mut fresh = EventStream::new(s.request(&format!("{}?watch=1", ns_path("w"))).await);
+    // Label changes move records in and out of this one too (`!=` is NOT @> in SQL).
+    let mut not_red = EventStream::new(
+        s.request(&format!(
+            "{}?watch=1&resourceVersion={list_rv}&labelSelector=color%21%3Dred",
+            ns_path("w")
+        ))
+        .await,
+    );
 
     // Writers: four concurrent clients doing inserts, updates (including label moves)
     // and deletes, while the listening connection is killed twice.
@@ -473,17 +318,26 @@ async fn watches_see_every_change_through_concurrent_writers_and_a_killed_listen
     }
     let killed = killer.await.unwrap();
     assert!(killed >= 1, "the listening connection was killed");
+    // A bad row (a label value Kubernetes would refuse) is skipped by every watcher.
+    pg.psql(&format!(
+        "INSERT INTO {t} (namespace, name, labels, data) VALUES ('w', 'bad-label', '{{\"color\":\"not valid!\"}}', '{{}}')"
+    ));
     pg.psql(&format!(
         "INSERT INTO {t} (namespace, name, labels, data) VALUES ('w', 'done', '{{\"color\":\"red\"}}', '{{}}')"
+    ));
+    let red_rv: String = pg.psql(&format!("SELECT max(id) FROM {}.changes", s.schema));
+    pg.psql(&format!(
+        "INSERT INTO {t} (namespace, name, labels, data) VALUES ('w', 'done-blue', '{{\"color\":\"blue\"}}', '{{}}')"
     ));
     let final_rv: String = pg.psql(&format!("SELECT max(id) FROM {}.changes", s.schema));
 
     // The table as each watcher should see it.
     let rows = pg.psql(&format!(
-        "SELECT namespace || '/' || name || ' ' || data::text || ' ' || coalesce(labels->>'color', '') FROM {t} WHERE namespace = 'w' ORDER BY 1"
+        "SELECT namespace || '/' || name || ' ' || data::text || ' ' || coalesce(labels->>'color', '') FROM {t} WHERE namespace = 'w' AND name <> 'bad-label' ORDER BY 1"
     ));
     let mut want_all = BTreeMap::new();
     let mut want_red = BTreeMap::new();
+    let mut want_not_red = BTreeMap::new();
     for line in rows.lines() {
         let mut parts = line.splitn(2, ' ');
         let key = parts.next().unwrap().to_string();
@@ -492,26 +346,48 @@ async fn watches_see_every_change_through_concurrent_writers_and_a_killed_listen
         let data: Value = serde_json::from_str(data).unwrap();
         if color == "red" {
             want_red.insert(key.clone(), data.clone());
+        } else {
+            want_not_red.insert(key.clone(), data.clone());
         }
         want_all.insert(key, data);
     }
 
-    for (label, stream, want) in [
-        ("all", &mut all, &want_all),
-        ("red", &mut red, &want_red),
-        ("fresh", &mut fresh, &want_all),
+    for (label, stream, want, last) in [
+        ("all", &mut all, &want_all, &final_rv),
+        ("red", &mut red, &want_red, &red_rv),
+        ("not red", &mut not_red, &want_not_red, &final_rv),
+        ("fresh", &mut fresh, &want_all, &final_rv),
     ] {
         let mut state: BTreeMap<String, Value> = BTreeMap::new();
-        if label != "fresh" {
+        if label == "all" || label == "red" {
+            // The list at list_rv held the red seed.
             state.insert("w/seed".into(), json!({"v": "0"}));
         }
         let mut last_rv = String::new();
         let mut seen_rvs = std::collections::HashSet::new();
-        while last_rv != final_rv {
+        while last_rv != *last {
             let Some(e) = stream.next(Duration::from_secs(10)).await else {
-                panic!("{label}: stream ended at {last_rv}, want {final_rv}");
+                panic!("{label}: stream ended at {last_rv}, want {last}");
             };
             assert_ne!(e["type"], "ERROR", "{label}: {e}");
+            let key = format!(
+                "{}/{}",
+                e["object"]["metadata"]["namespace"].as_str().unwrap_or(""),
+                e["object"]["metadata"]["name"].as_str().unwrap_or("")
+            );
+            // As kube-apiserver's watch cache: ADDED for what the watcher lacks (also a
+            // record moving into its selector), MODIFIED and DELETED for what it has.
+            match e["type"].as_str().unwrap() {
+                "ADDED" => assert!(!state.contains_key(&key), "{label}: ADDED for a known {e}"),
+                "MODIFIED" | "DELETED" => {
+                    assert!(
+                        state.contains_key(&key),
+                        "{label}: event for an unknown {e}"
+                    )
+                }
+                _ => {}
+            }
+            assert_ne!(key, "w/bad-label", "{label}: a bad row reached a watcher");
             if let Some(rv) = apply(&mut state, &e) {
                 if label != "fresh"
                     || e["type"] != "ADDED"
@@ -570,9 +446,14 @@ async fn database_down_is_503_and_recovers_without_a_restart() {
     // The open watch ends cleanly (no ERROR event pretending anything).
     let end = watch.next(Duration::from_secs(15)).await;
     assert!(end.is_none(), "the watch ended: {end:?}");
-    // Discovery and health are untouched.
+    // Discovery and health are untouched: readiness stays up (an unready pod would
+    // take the whole API group down through the aggregator).
     let (code, _, _) = s.get("/apis/data.kubedojo.io/v1alpha1").await;
     assert_eq!(code, 200);
+    for path in ["/readyz", "/healthz", "/livez"] {
+        let (code, body) = s.get_text(path).await;
+        assert_eq!(code, 200, "{path} while the database is down: {body}");
+    }
 
     pg.resume();
     pg.psql(&format!(

@@ -48,6 +48,7 @@ impl SimulatedWorld {
             pods_per_node: args.pods_per_node,
             first_address: args.sim_first_address,
             port: args.sim_port,
+            usage: args.sim_usage,
             ..FleetSpec::default()
         };
         let fleet =

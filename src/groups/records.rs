@@ -472,7 +472,23 @@ pub fn schemas() -> (ResourceSchema, Schemas) {
                 "type": "object",
                 "properties": {
                     "lastSyncTime": {"description": "When the data was last read from its source.", "$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.Time"},
-                    "syncStatus": {"description": "Synced, Pending or Failed.", "type": "string"}
+                    "syncStatus": {"description": "Current, Stale or Error.", "type": "string"},
+                    "conditions": {"description": "Observations of the sync (the last query error of a postgresQuery record).", "type": "array", "items": {"$ref": "#/definitions/io.kubedojo.data.v1alpha1.DataRecordCondition"}}
+                }
+            }),
+        ),
+        (
+            "io.kubedojo.data.v1alpha1.DataRecordCondition".into(),
+            json!({
+                "description": "DataRecordCondition is one observation of a record's sync.",
+                "type": "object",
+                "required": ["type", "status"],
+                "properties": {
+                    "type": {"description": "Type of the condition (Synced).", "type": "string"},
+                    "status": {"description": "True, False or Unknown.", "type": "string"},
+                    "reason": {"description": "CamelCase reason of the last transition.", "type": "string"},
+                    "message": {"description": "Human-readable detail.", "type": "string"},
+                    "lastTransitionTime": {"description": "When the status last changed.", "$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.Time"}
                 }
             }),
         ),

@@ -1,12 +1,19 @@
 //! Turns a [`SourcesConfig`] into record sources, in order.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::postgres::config::resolve_connection;
+use super::postgres::{ConnectionConfig, Database, QuerySource, TableSourceConfig};
 use super::sources_config::{SourceConfig, SourcesConfig};
 use super::{FileSource, RecordSource};
 
 /// What the computed source reads (the metrics pipeline); `None` where there is none.
 pub use super::computed::MetricsInputs;
 
-/// Builds every configured source, in order. `metrics` feeds a `computed` source.
+/// Builds every in-memory source (file, postgresQuery, computed), in order; the
+/// `postgres` table source is started separately ([`table_source`]). `metrics` feeds a
+/// `computed` source.
 ///
 /// Errors name the source (`sources[i]`) and never contain a secret.
 pub fn build_sources(
@@ -14,6 +21,8 @@ pub fn build_sources(
     metrics: Option<&MetricsInputs>,
 ) -> Result<Vec<Box<dyn RecordSource>>, String> {
     let mut out: Vec<Box<dyn RecordSource>> = Vec::with_capacity(config.sources.len());
+    // Query sources on the same connection share its pool.
+    let mut databases: HashMap<String, Arc<Database>> = HashMap::new();
     for (i, source) in config.sources.iter().enumerate() {
         match source {
             SourceConfig::File(f) => {
@@ -34,15 +43,81 @@ pub fn build_sources(
                     metrics.clone(),
                 )));
             }
-            SourceConfig::Postgres(_) | SourceConfig::PostgresQuery(_) => {
-                return Err(format!(
-                    "sources[{i}]: kind {} is not available in this build yet (the PostgreSQL sources of issue 11)",
-                    source.kind()
-                ));
+            // The table source answers from SQL, not from memory: see `table_source`.
+            SourceConfig::Postgres(_) => {}
+            SourceConfig::PostgresQuery(q) => {
+                let db = match databases.get(&q.connection) {
+                    Some(db) => db.clone(),
+                    None => {
+                        let db = database(config, &q.connection)
+                            .map_err(|e| format!("sources[{i}]: {e}"))?;
+                        databases.insert(q.connection.clone(), db.clone());
+                        db
+                    }
+                };
+                out.push(Box::new(QuerySource::new(
+                    &q.connection,
+                    db,
+                    q.records.clone(),
+                )));
             }
         }
     }
     Ok(out)
+}
+
+/// The `kind: postgres` table source of a configuration, resolved (its DSN read):
+/// `None` when the configuration has none.
+pub struct TableSourceSpec {
+    /// The source's position in the configuration (`sources[i]`).
+    pub index: usize,
+    /// The connection, its DSN read.
+    pub connection: ConnectionConfig,
+    /// Schema and change-log retention.
+    pub source: TableSourceConfig,
+    /// Create or upgrade the schema at start-up.
+    pub migrate: bool,
+}
+
+/// Resolves the table source of `config` (at most one; see [`SourcesConfig`]).
+pub fn table_source(config: &SourcesConfig) -> Result<Option<TableSourceSpec>, String> {
+    for (index, source) in config.sources.iter().enumerate() {
+        if let SourceConfig::Postgres(p) = source {
+            if config.sources.len() > 1 {
+                // The table answers from SQL while the other sources live in memory;
+                // serving their union (with a composite resourceVersion) is not built
+                // yet, and serving only one of them would hide records silently.
+                return Err(format!(
+                    "sources[{index}]: a postgres table source cannot be combined with other sources yet (list it alone, or use postgresQuery, file and computed sources without it)"
+                ));
+            }
+            let c = config.connection(&p.connection).ok_or_else(|| {
+                format!(
+                    "sources[{index}].connection: no connection named {:?}",
+                    p.connection
+                )
+            })?;
+            let connection = resolve_connection(c).map_err(|e| format!("sources[{index}]: {e}"))?;
+            let mut table = TableSourceConfig::new(p.schema.as_deref().unwrap_or("kubedojo"));
+            if let Some(keep) = p.keep_changes {
+                table.keep_changes = keep;
+            }
+            return Ok(Some(TableSourceSpec {
+                index,
+                connection,
+                source: table,
+                migrate: p.migrate,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+fn database(config: &SourcesConfig, name: &str) -> Result<Arc<Database>, String> {
+    let c = config
+        .connection(name)
+        .ok_or_else(|| format!("no connection named {name:?}"))?;
+    Database::new(&resolve_connection(c)?)
 }
 
 /// The sources served when neither `--sources-config` nor `--records-file` is given:

@@ -276,6 +276,7 @@ fn record(
         status: Some(DataRecordStatus {
             last_sync_time: synced_ms.map(Time::from_millis),
             sync_status: sync_status.into(),
+            ..Default::default()
         }),
     }
 }

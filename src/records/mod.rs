@@ -16,7 +16,7 @@ pub use computed::{ComputedSource, MetricsInputs};
 pub use file::{DEFAULT_SYNC_STATUS, FileSource, embedded_records, parse_records};
 pub use set::{RecordSet, RecordsSnapshot};
 pub use sources_config::SourcesConfig;
-pub use types::{DataRecord, DataRecordSpec, DataRecordStatus};
+pub use types::{Condition, DataRecord, DataRecordSpec, DataRecordStatus};
 
 use futures::future::BoxFuture;
 
@@ -70,5 +70,13 @@ pub trait RecordSource: Send + Sync {
     /// (the computed source follows the metrics store's publishes). Called once.
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
+    }
+    /// True when a new `status.lastSyncTime` alone is a change (a MODIFIED event): a
+    /// source whose sync time is the last successful read of an outside system (a
+    /// `postgresQuery` record). Sources that stamp every load with the current time
+    /// (files, computed records) keep the default `false`, so only a changed value is
+    /// an event.
+    fn sync_time_is_content(&self) -> bool {
+        false
     }
 }

@@ -240,10 +240,11 @@ impl RecordSet {
     }
 
     fn merge_and_publish(&self, state: &mut State) {
-        let mut merged: Vec<DataRecord> = Vec::new();
+        let mut merged: Vec<(DataRecord, bool)> = Vec::new();
         let mut owner: HashMap<Key, usize> = HashMap::new();
         let mut conflicts = BTreeSet::new();
         for (i, records) in state.last_good.iter().enumerate() {
+            let sync_time_is_content = self.sources[i].sync_time_is_content();
             for record in records.iter().flatten() {
                 let key = (record.namespace().to_string(), record.metadata.name.clone());
                 if owner.contains_key(&key) {
@@ -251,7 +252,7 @@ impl RecordSet {
                     continue;
                 }
                 owner.insert(key, i);
-                merged.push(record.clone());
+                merged.push((record.clone(), sync_time_is_content));
             }
         }
         for (ns, name, loser) in conflicts.difference(&state.conflicts) {
@@ -278,16 +279,20 @@ impl RecordSet {
         }
     }
 
-    fn publish(&self, state: &mut State, merged: Vec<DataRecord>) {
+    fn publish(&self, state: &mut State, merged: Vec<(DataRecord, bool)>) {
         let seq = state.seq + 1;
         let rv = self.epoch.version(seq);
         let mut events: Vec<RecordEvent> = Vec::new();
         let mut next: HashMap<Key, Arc<StoredRecord>> = HashMap::with_capacity(merged.len());
-        for mut record in merged {
+        for (mut record, sync_time_is_content) in merged {
             let key = (record.namespace().to_string(), record.metadata.name.clone());
             let previous = state.current.get(&key);
             let kind = match previous {
-                Some(old) if same_content(&old.record, &record) => {
+                Some(old)
+                    if same_content(&old.record, &record)
+                        && (!sync_time_is_content
+                            || sync_time(&old.record) == sync_time(&record)) =>
+                {
                     // Unchanged: keep the old timestamps and resourceVersion.
                     next.insert(key, old.clone());
                     continue;
@@ -432,7 +437,12 @@ fn same_content(a: &DataRecord, b: &DataRecord) -> bool {
         && a.metadata.labels == b.metadata.labels
         && a.metadata.annotations == b.metadata.annotations
         && a.metadata.uid == b.metadata.uid
-        && a.status.as_ref().map(|s| &s.sync_status) == b.status.as_ref().map(|s| &s.sync_status)
+        && a.status.as_ref().map(|s| (&s.sync_status, &s.conditions))
+            == b.status.as_ref().map(|s| (&s.sync_status, &s.conditions))
+}
+
+fn sync_time(r: &DataRecord) -> Option<crate::api::time::Time> {
+    r.status.as_ref().and_then(|s| s.last_sync_time)
 }
 
 #[cfg(test)]

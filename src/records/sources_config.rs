@@ -185,9 +185,15 @@ pub struct PostgresSourceConfig {
     _kind: IgnoredAny,
     /// The connection's name.
     pub connection: String,
-    /// The schema holding the records table.
+    /// The schema holding the records table (default `kubedojo`, as `--postgres-schema`).
     #[serde(default)]
     pub schema: Option<String>,
+    /// Create or upgrade the schema at start-up (as `--postgres-migrate`).
+    #[serde(default)]
+    pub migrate: bool,
+    /// Keep at least this many changes in the change log (as `--postgres-keep-changes`).
+    #[serde(default)]
+    pub keep_changes: Option<i64>,
 }
 
 /// `kind: postgresQuery`.
@@ -219,10 +225,16 @@ pub struct QueryRecordConfig {
     /// How rows become `spec.data`.
     #[serde(default)]
     pub shape: QueryShape,
-    /// How long a result is served before the query runs again.
+    /// How long a result is served before the query runs again (default 30 s).
     #[serde(default, deserialize_with = "opt_duration")]
     pub ttl: Option<Duration>,
+    /// The query's `statement_timeout` (default: the connection's statement timeout).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub timeout: Option<Duration>,
 }
+
+/// A query record's TTL when it names none.
+pub const DEFAULT_QUERY_TTL: Duration = Duration::from_secs(30);
 
 /// `shape` of a query record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -413,6 +425,7 @@ impl SourcesConfig {
             }
         };
         let mut computed = 0;
+        let mut tables = 0;
         let mut query_records = std::collections::BTreeSet::new();
         for (i, s) in self.sources.iter().enumerate() {
             match s {
@@ -422,6 +435,20 @@ impl SourcesConfig {
                     }
                 }
                 SourceConfig::Postgres(p) => {
+                    tables += 1;
+                    if tables > 1 {
+                        return Err(format!(
+                            "sources[{i}]: a second postgres table source (one table serves them all)"
+                        ));
+                    }
+                    if p.keep_changes.is_some_and(|k| k < 1) {
+                        return Err(format!("sources[{i}].keepChanges: must be at least 1"));
+                    }
+                    if let Some(schema) = &p.schema
+                        && let Err(e) = super::postgres::SchemaNames::new(schema)
+                    {
+                        return Err(format!("sources[{i}].schema: {e}"));
+                    }
                     if !names.contains(p.connection.as_str()) {
                         return Err(format!(
                             "sources[{i}].connection: no connection named {:?} ({})",
@@ -452,6 +479,21 @@ impl SourcesConfig {
                         }
                         if r.query.trim().is_empty() {
                             return Err(format!("{at}.query: must not be empty"));
+                        }
+                        if r.ttl.is_some_and(|t| t.is_zero()) {
+                            return Err(format!("{at}.ttl: must be more than 0"));
+                        }
+                        if r.timeout.is_some_and(|t| t.is_zero()) {
+                            return Err(format!("{at}.timeout: must be more than 0"));
+                        }
+                        for (k, v) in &r.labels {
+                            if !crate::api::label_selector::is_valid_label_key(k)
+                                || !crate::api::label_selector::is_valid_label_value(v)
+                            {
+                                return Err(format!(
+                                    "{at}.labels: {k:?}: {v:?} is not a valid label"
+                                ));
+                            }
                         }
                         if !query_records.insert((r.namespace.clone(), r.name.clone())) {
                             return Err(format!(

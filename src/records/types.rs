@@ -52,9 +52,33 @@ pub struct DataRecordStatus {
     /// When the data was last read from its source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
-    /// `Synced`, `Pending` or `Failed`.
+    /// `Current`, `Stale` or `Error` (the lab's words; a records file may use others).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sync_status: String,
+    /// Observations of the record's sync (a `postgresQuery` record's `Synced`
+    /// condition carries the last query error while the record is `Stale` or `Error`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// A `metav1.Condition`-shaped observation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Condition {
+    /// The condition's type (e.g. `Synced`).
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// A CamelCase reason.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// A human-readable message.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// When the status last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
 }
 
 fn default_api_version() -> String {

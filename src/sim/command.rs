@@ -33,6 +33,7 @@ pub async fn run(args: KubeletSimArgs) -> anyhow::Result<()> {
         idle_percent: args.idle_percent,
         deployment_pods: args.deployment_pods,
         namespaces: namespace_names(args.namespaces),
+        usage: args.usage,
         ..FleetSpec::default()
     };
     let fleet =
@@ -85,8 +86,16 @@ pub async fn run(args: KubeletSimArgs) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_vec_pretty(&list)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    let cancel = tokio_util::sync::CancellationToken::new();
+    if let Some(addr) = args.control_address {
+        let bound = super::control::serve_control(handle.control(), addr, cancel.clone())
+            .await
+            .context("--control-address")?;
+        println!("kubelet-sim control on http://{bound}");
+    }
     println!("kubelet-sim serving {} nodes", fleet.nodes.len());
     crate::runtime::shutdown_signal().await;
+    cancel.cancel();
     handle.shutdown().await;
     Ok(())
 }

@@ -13,7 +13,7 @@
 
 use std::{net::Ipv4Addr, sync::Arc};
 
-use super::{KubeletFormat, SimError};
+use super::{KubeletFormat, SimError, UsageModel, Wave};
 
 /// Milliseconds in one minute, hour and day.
 const MINUTE_MS: i64 = 60_000;
@@ -70,6 +70,9 @@ pub struct FleetSpec {
     /// `<app>`, then `<app>-1`, `<app>-2`… per namespace), like the HPA targets of a real
     /// cluster; when `None`, one deployment per (namespace, app) shares the pods equally.
     pub deployment_pods: Option<(usize, usize)>,
+    /// How usage moves over time: [`UsageModel::Constant`] (the default here, for exact
+    /// figures) or [`UsageModel::Wave`] (what `demo` runs by default).
+    pub usage: UsageModel,
 }
 
 impl Default for FleetSpec {
@@ -90,6 +93,7 @@ impl Default for FleetSpec {
             idle_percent: 5,
             format: KubeletFormat::Modern,
             deployment_pods: None,
+            usage: UsageModel::Constant,
         }
     }
 }
@@ -236,21 +240,30 @@ pub struct SimPod {
     pub containers: Vec<SimContainer>,
 }
 
-/// One simulated container: constant CPU rate and working set.
+/// One simulated container: a CPU rate and working set, constant or following a [`Wave`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimContainer {
     /// Container name, unique within the pod.
     pub name: Arc<str>,
     /// Image reference (never pulled; for the Pod object only).
     pub image: Arc<str>,
-    /// CPU usage rate in nanocores: whole microcores between 1m and 500m, or exactly 0
-    /// for an idle container. The cumulative counter is
-    /// `cpu_nanocores × (t − started_at_ms) / 1000` nanoseconds at `t` ms; an idle
-    /// container's stays at [`IDLE_COUNTER_NS`] (a real container has used some CPU to
-    /// start, and a 0 counter is the kubelet's "no stats yet" placeholder).
+    /// Base CPU usage rate in nanocores: whole microcores between 1m and 500m, or exactly
+    /// 0 for an idle container. Without a [`SimContainer::wave`] it is the rate, and the
+    /// cumulative counter is `counter_base_ns + cpu_nanocores × (t − counter_since_ms) / 1000`
+    /// nanoseconds at `t` ms; an idle container's stays at [`IDLE_COUNTER_NS`] (a real
+    /// container has used some CPU to start, and a 0 counter is the kubelet's "no stats
+    /// yet" placeholder). See [`SimContainer::cpu_nanocores_at`].
     pub cpu_nanocores: u64,
-    /// Working set in bytes (a multiple of 4 KiB, constant).
+    /// Base working set in bytes (a multiple of 4 KiB); see [`SimContainer::memory_bytes_at`].
     pub memory_bytes: u64,
+    /// The usage variation around the base values (`None`: constant).
+    pub wave: Option<Wave>,
+    /// The CPU counter at [`SimContainer::counter_since_ms`] (0 at the start; the value
+    /// reached when the rate was last changed with [`SimContainer::set_usage`]).
+    pub counter_base_ns: u64,
+    /// Since when the counter grows at the current rate (the start time, or the last
+    /// [`SimContainer::set_usage`]).
+    pub counter_since_ms: i64,
     /// CPU request in millicores (for the Pod object).
     pub cpu_request_millicores: u64,
     /// Memory request in bytes (for the Pod object).
@@ -300,9 +313,80 @@ impl Fleet {
     pub fn container_count(&self) -> usize {
         self.pods().map(|(_, p)| p.containers.len()).sum()
     }
+
+    /// The node index and position of pod `namespace/name`.
+    pub fn find_pod(&self, namespace: &str, name: &str) -> Option<(usize, usize)> {
+        self.nodes.iter().enumerate().find_map(|(n, node)| {
+            node.pods
+                .iter()
+                .position(|p| &*p.namespace == namespace && p.name == name)
+                .map(|i| (n, i))
+        })
+    }
+
+    /// Puts `pod` on node `node` (kept in (namespace, name) order), replacing a pod of the
+    /// same namespace and name wherever it was. Containers the old pod had on the same node
+    /// keep their counters: their usage changes at `at_ms` ([`SimContainer::set_usage`]).
+    pub fn put_pod(&mut self, node: usize, mut pod: SimPod, at_ms: i64) -> Result<(), SimError> {
+        if node >= self.nodes.len() {
+            return Err(SimError::NoSuchNode(node));
+        }
+        if let Some((n, i)) = self.find_pod(&pod.namespace, &pod.name) {
+            let old = self.nodes[n].pods.remove(i);
+            self.nodes[n].update_totals();
+            if n == node {
+                pod.created_at_ms = old.created_at_ms;
+                for c in &mut pod.containers {
+                    if let Some(prev) = old.containers.iter().find(|o| o.name == c.name) {
+                        let (cpu, memory) = (c.cpu_nanocores, c.memory_bytes);
+                        *c = prev.clone();
+                        c.set_usage(at_ms, cpu, memory);
+                    }
+                }
+            }
+        }
+        let pods = &mut self.nodes[node].pods;
+        let at = pods.partition_point(|p| (&p.namespace, &p.name) < (&pod.namespace, &pod.name));
+        pods.insert(at, pod);
+        self.nodes[node].update_totals();
+        Ok(())
+    }
+
+    /// Removes pod `namespace/name`; whether it was there.
+    pub fn remove_pod(&mut self, namespace: &str, name: &str) -> bool {
+        let Some((n, i)) = self.find_pod(namespace, name) else {
+            return false;
+        };
+        self.nodes[n].pods.remove(i);
+        self.nodes[n].update_totals();
+        true
+    }
 }
 
 impl SimNode {
+    /// Node CPU rate at `t_ms`: its containers' plus the system's, in nanocores.
+    pub fn cpu_nanocores_at(&self, t_ms: i64) -> u64 {
+        let pods = saturating_sum(self.pods.iter().map(|p| p.cpu_nanocores_at(t_ms)));
+        pods.saturating_add(self.system_cpu_nanocores)
+    }
+
+    /// Node working set at `t_ms`: its containers' plus the system's, in bytes.
+    pub fn memory_bytes_at(&self, t_ms: i64) -> u64 {
+        let pods = saturating_sum(self.pods.iter().map(|p| p.memory_bytes_at(t_ms)));
+        pods.saturating_add(self.system_memory_bytes)
+    }
+
+    /// Mean node CPU rate from `from_ms` to `to_ms` (what a scraper computes from the
+    /// node counter sampled at those times), in nanocores.
+    pub fn mean_cpu_nanocores(&self, from_ms: i64, to_ms: i64) -> u64 {
+        let pods = saturating_sum(
+            self.pods
+                .iter()
+                .map(|p| p.mean_cpu_nanocores(from_ms, to_ms)),
+        );
+        pods.saturating_add(self.system_cpu_nanocores)
+    }
+
     /// Recomputes [`SimNode::cpu_nanocores`] and [`SimNode::memory_bytes`] from the
     /// containers and the system overhead (call after editing containers by hand).
     pub fn update_totals(&mut self) {
@@ -315,6 +399,42 @@ impl SimNode {
 }
 
 impl SimPod {
+    /// A pod started at `at_ms` whose containers `(name, cpu nanocores, memory bytes)` use
+    /// constant amounts (requests equal to the usage), as the control endpoint adds them.
+    pub fn with_usage(
+        namespace: &str,
+        name: &str,
+        labels: Labels,
+        containers: &[(String, u64, u64)],
+        at_ms: i64,
+    ) -> Self {
+        let app: Arc<str> = labels.get("app").unwrap_or(name).into();
+        SimPod {
+            namespace: namespace.into(),
+            name: name.to_owned(),
+            template_hash: labels.get("pod-template-hash").unwrap_or("").into(),
+            app,
+            labels,
+            created_at_ms: at_ms,
+            containers: containers
+                .iter()
+                .map(|(c, cpu, memory)| SimContainer {
+                    name: c.as_str().into(),
+                    image: format!("registry.example/kubedojo-sim/{c}:1.0").into(),
+                    cpu_nanocores: *cpu,
+                    memory_bytes: *memory,
+                    wave: None,
+                    counter_base_ns: IDLE_COUNTER_NS,
+                    counter_since_ms: at_ms,
+                    cpu_request_millicores: cpu / MILLICORE,
+                    memory_request_bytes: *memory,
+                    started_at_ms: at_ms,
+                    restart_count: 0,
+                })
+                .collect(),
+        }
+    }
+
     /// Pod CPU rate: the sum of its containers, in nanocores.
     pub fn cpu_nanocores(&self) -> u64 {
         saturating_sum(self.containers.iter().map(|c| c.cpu_nanocores))
@@ -324,15 +444,84 @@ impl SimPod {
     pub fn memory_bytes(&self) -> u64 {
         saturating_sum(self.containers.iter().map(|c| c.memory_bytes))
     }
+
+    /// Pod CPU rate at `t_ms`, in nanocores.
+    pub fn cpu_nanocores_at(&self, t_ms: i64) -> u64 {
+        saturating_sum(self.containers.iter().map(|c| c.cpu_nanocores_at(t_ms)))
+    }
+
+    /// Pod working set at `t_ms`, in bytes.
+    pub fn memory_bytes_at(&self, t_ms: i64) -> u64 {
+        saturating_sum(self.containers.iter().map(|c| c.memory_bytes_at(t_ms)))
+    }
+
+    /// Mean pod CPU rate from `from_ms` to `to_ms`, in nanocores.
+    pub fn mean_cpu_nanocores(&self, from_ms: i64, to_ms: i64) -> u64 {
+        saturating_sum(
+            self.containers
+                .iter()
+                .map(|c| c.mean_cpu_nanocores(from_ms, to_ms)),
+        )
+    }
 }
 
 impl SimContainer {
     /// Cumulative CPU time in nanoseconds at `at_ms` (0 before the container started).
     pub fn cumulative_cpu_ns(&self, at_ms: i64) -> u64 {
-        if self.cpu_nanocores == 0 {
+        if self.cpu_nanocores == 0 && self.counter_base_ns == 0 {
             return IDLE_COUNTER_NS;
         }
-        cumulative_ns(self.cpu_nanocores, self.started_at_ms, at_ms)
+        if at_ms < self.started_at_ms {
+            return 0;
+        }
+        let since = self.counter_since_ms;
+        let linear = cumulative_ns(self.cpu_nanocores, since, at_ms);
+        let extra = self.wave.map_or(0.0, |w| {
+            w.cpu_extra_ns(self.cpu_nanocores, since, at_ms).round()
+        });
+        self.counter_base_ns
+            .saturating_add(linear)
+            .saturating_add_signed(extra as i64)
+    }
+
+    /// CPU rate at `t_ms`, in nanocores (the base rate unless there is a wave).
+    pub fn cpu_nanocores_at(&self, t_ms: i64) -> u64 {
+        match self.wave {
+            Some(w) => w.cpu_nanocores_at(self.cpu_nanocores, t_ms),
+            None => self.cpu_nanocores,
+        }
+    }
+
+    /// Working set at `t_ms`, in bytes (the base unless there is a wave).
+    pub fn memory_bytes_at(&self, t_ms: i64) -> u64 {
+        match self.wave {
+            Some(w) => w.memory_bytes_at(self.memory_bytes, t_ms),
+            None => self.memory_bytes,
+        }
+    }
+
+    /// Mean CPU rate from `from_ms` to `to_ms`: the counter's increase over the time, in
+    /// nanocores (the rate at `to_ms` for an empty interval).
+    pub fn mean_cpu_nanocores(&self, from_ms: i64, to_ms: i64) -> u64 {
+        if to_ms <= from_ms {
+            return self.cpu_nanocores_at(to_ms);
+        }
+        let used = self
+            .cumulative_cpu_ns(to_ms)
+            .saturating_sub(self.cumulative_cpu_ns(from_ms));
+        let ms = u128::try_from(to_ms.saturating_sub(from_ms)).unwrap_or(1);
+        u64::try_from(u128::from(used) * 1000 / ms).unwrap_or(u64::MAX)
+    }
+
+    /// From `at_ms` on, a constant rate and working set: the counter continues from its
+    /// value at `at_ms` (so rates stay honest), the wave stops.
+    pub fn set_usage(&mut self, at_ms: i64, cpu_nanocores: u64, memory_bytes: u64) {
+        let at = at_ms.max(self.started_at_ms);
+        self.counter_base_ns = self.cumulative_cpu_ns(at).max(IDLE_COUNTER_NS);
+        self.counter_since_ms = at;
+        self.cpu_nanocores = cpu_nanocores;
+        self.memory_bytes = memory_bytes;
+        self.wave = None;
     }
 }
 
@@ -396,7 +585,7 @@ pub(crate) fn mix(parts: &[u64]) -> u64 {
 }
 
 /// A uniform value in `lo..hi` from the hash `h` (`lo` if the range is empty).
-fn pick(h: u64, lo: u64, hi: u64) -> u64 {
+pub(crate) fn pick(h: u64, lo: u64, hi: u64) -> u64 {
     lo + h % hi.saturating_sub(lo).max(1)
 }
 
@@ -565,14 +754,7 @@ impl<'a> Catalogue<'a> {
             .enumerate()
             .map(|(k, (name, image))| {
                 let h = mix(&[seed, Salt::Container as u64, k as u64]);
-                container(
-                    h,
-                    name,
-                    image,
-                    self.spec.idle_percent,
-                    created_at_ms,
-                    started_at_ms,
-                )
+                container(h, name, image, self.spec, created_at_ms, started_at_ms)
             })
             .collect();
         SimPod {
@@ -645,11 +827,11 @@ fn container(
     h: u64,
     name: &Arc<str>,
     image: &Arc<str>,
-    idle: u8,
+    spec: &FleetSpec,
     created: i64,
     fleet_start: i64,
 ) -> SimContainer {
-    let cpu_nanocores = cpu_rate(h, idle);
+    let cpu_nanocores = cpu_rate(h, spec.idle_percent);
     let memory_bytes = working_set(splitmix(h ^ 1));
     let restarted = splitmix(h ^ 2).is_multiple_of(10);
     let first_start = created.saturating_add_unsigned(pick(splitmix(h ^ 3), 1_000, 30_000));
@@ -667,6 +849,12 @@ fn container(
         image: image.clone(),
         cpu_nanocores,
         memory_bytes,
+        wave: match spec.usage {
+            UsageModel::Constant => None,
+            UsageModel::Wave => Some(Wave::from_hash(splitmix(h ^ 6))),
+        },
+        counter_base_ns: 0,
+        counter_since_ms: started_at_ms,
         cpu_request_millicores: (cpu_nanocores * 3 / 2 / MILLICORE)
             .next_multiple_of(10)
             .max(10),

@@ -5,13 +5,19 @@
 //! endpoint (kubernetes `pkg/kubelet/metrics/collectors/resource_metrics.go`): one TLS
 //! listener per node on its own loopback address (Linux routes all of `127.0.0.0/8` to
 //! `lo`), HTTP/1.1 and h2, an optional bearer-token check, and Prometheus text whose
-//! CPU counters advance at a fixed, known rate per container.
+//! CPU counters advance at a known rate per container: fixed ([`UsageModel::Constant`]),
+//! or moving smoothly with time ([`UsageModel::Wave`], the counter being the rate's exact
+//! integral).
 //!
 //! - [`fleet`]: the deterministic model ([`FleetSpec`] → [`Fleet`]); expected usage is
-//!   read straight from [`SimContainer::cpu_nanocores`] and [`SimContainer::memory_bytes`].
+//!   read straight from [`SimContainer::cpu_nanocores`] and [`SimContainer::memory_bytes`]
+//!   (constant usage), or from [`SimContainer::mean_cpu_nanocores`] and
+//!   [`SimContainer::memory_bytes_at`] (waves).
+//! - [`usage`]: the [`UsageModel`] and its per-container [`Wave`].
 //! - [`payload`]: [`render`] writes one node's `/metrics/resource` body.
 //! - [`server`]: [`serve`] starts the listeners; [`SimHandle`] injects faults per node.
 //! - [`objects`]: the same fleet as Kubernetes v1 `Node`/`Pod` JSON.
+//! - [`control`]: an HTTP endpoint on loopback that adds, re-sizes and removes pods at run time.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kubedojo_data_api::sim::SimError> {
@@ -27,6 +33,7 @@
 //! ```
 
 pub mod command;
+pub mod control;
 pub mod fleet;
 pub mod objects;
 pub mod payload;
@@ -34,13 +41,15 @@ mod pki;
 pub mod server;
 #[cfg(test)]
 mod tests;
+pub mod usage;
 
 use std::{io, net::SocketAddr, time::Duration};
 
 pub use fleet::{Fleet, FleetSpec, Labels, SimContainer, SimNode, SimPod};
 pub use objects::{fleet_objects_json, namespace_object, node_object, pod_object};
 pub use payload::{CONTENT_TYPE, KubeletFormat, render};
-pub use server::{Behaviour, ServeOptions, SimClock, SimHandle, serve};
+pub use server::{Behaviour, ServeOptions, SimClock, SimControl, SimHandle, serve};
+pub use usage::{UsageModel, Wave};
 
 /// Errors of the simulator: an unusable [`FleetSpec`], certificate generation, or binding.
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,8 @@
 //!
 //! Every CPU value is computed *at its own timestamp*, so between two renders the rate
 //! `Δvalue / Δtimestamp` is exactly the container's
-//! [`SimContainer::cpu_nanocores`](super::SimContainer::cpu_nanocores).
+//! [`SimContainer::mean_cpu_nanocores`](super::SimContainer::mean_cpu_nanocores) over that
+//! time (its constant `cpu_nanocores` without a wave).
 
 use super::fleet::{SimNode, SimPod, cumulative_ns, mix, saturating_sum};
 
@@ -206,9 +207,11 @@ impl KubeletFormat {
 /// Appends `node`'s `/metrics/resource` body at `now_ms` (ms since the epoch) to `out`.
 ///
 /// Cumulative CPU of a container at timestamp `t` is
-/// `cpu_nanocores × (t − started_at_ms) / 1000` ns, printed in seconds; pods sum their
-/// containers, and the node adds `system_cpu_nanocores × (t − booted_at_ms)`. Memory is
-/// constant. Timestamps are `now_ms` minus a deterministic jitter below 25 ms.
+/// [`SimContainer::cumulative_cpu_ns`](super::SimContainer::cumulative_cpu_ns) (for constant
+/// usage `cpu_nanocores × (t − started_at_ms) / 1000` ns), printed in seconds; pods sum their
+/// containers, and the node adds `system_cpu_nanocores × (t − booted_at_ms)`. Memory is the
+/// working set at the series' timestamp. Timestamps are `now_ms` minus a deterministic
+/// jitter below 25 ms.
 pub fn render(node: &SimNode, now_ms: i64, out: &mut Vec<u8>) {
     let plan = Plan::new(node, now_ms);
     out.reserve(estimate_len(node, &plan));
@@ -334,7 +337,7 @@ impl Writer<'_> {
                 Quantity::Cpu => self
                     .value(container.cumulative_cpu_ns(ts), -9)
                     .timestamp(ts),
-                Quantity::Memory => self.value(container.memory_bytes, 0).timestamp(ts),
+                Quantity::Memory => self.value(container.memory_bytes_at(ts), 0).timestamp(ts),
                 Quantity::StartTime => self.value(container.started_at_ms as u64, -3),
                 Quantity::Zero => self.value(0, 0).timestamp(ts),
             }
@@ -349,7 +352,7 @@ impl Writer<'_> {
             self.put("\",pod=\"").label(&pod.name).put("\"} ");
             match f.quantity {
                 Quantity::Cpu => self.value(pod_cpu_ns(pod, ts), -9),
-                Quantity::Memory => self.value(pod.memory_bytes(), 0),
+                Quantity::Memory => self.value(pod.memory_bytes_at(ts), 0),
                 Quantity::StartTime | Quantity::Zero => self.value(0, 0),
             }
             .timestamp(ts)
@@ -361,7 +364,7 @@ impl Writer<'_> {
         let ts = plan.node_ts;
         let (mantissa, exp) = match f.quantity {
             Quantity::Cpu => (node_cpu_ns(node, ts), -9),
-            Quantity::Memory => (node_memory_bytes(node), 0),
+            Quantity::Memory => (node.memory_bytes_at(ts), 0),
             Quantity::StartTime | Quantity::Zero => (0, 0),
         };
         self.series_prefix(f.name)
@@ -414,11 +417,6 @@ fn pod_cpu_ns(pod: &SimPod, ts: i64) -> u64 {
 fn node_cpu_ns(node: &SimNode, ts: i64) -> u64 {
     let system = cumulative_ns(node.system_cpu_nanocores, node.booted_at_ms, ts);
     saturating_sum(node.pods.iter().map(|p| pod_cpu_ns(p, ts))).saturating_add(system)
-}
-
-fn node_memory_bytes(node: &SimNode) -> u64 {
-    let pods = saturating_sum(node.pods.iter().map(SimPod::memory_bytes));
-    pods.saturating_add(node.system_memory_bytes)
 }
 
 /// Decimal digits of `v`, most significant first, in `buf[start..]`; returns `start`.

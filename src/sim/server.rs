@@ -17,6 +17,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::{
@@ -183,7 +184,10 @@ struct NodeSlot {
 
 /// Everything the tasks share.
 struct Shared {
-    fleet: Arc<Fleet>,
+    /// The fleet being served; replaced whole when pods change ([`SimHandle::update_fleet`]).
+    fleet: ArcSwap<Fleet>,
+    /// Serialises fleet updates (each is a read-copy-update of `fleet`).
+    updating: std::sync::Mutex<()>,
     ca_pem: String,
     expected_auth: Option<String>,
     clock: SimClock,
@@ -275,7 +279,8 @@ impl NodeSlot {
 impl Shared {
     fn new(fleet: Arc<Fleet>, ca_pem: String, options: ServeOptions, nodes: Vec<NodeSlot>) -> Self {
         Self {
-            fleet,
+            fleet: ArcSwap::new(fleet),
+            updating: std::sync::Mutex::new(()),
             ca_pem,
             expected_auth: options.bearer_token,
             clock: options.clock,
@@ -438,7 +443,8 @@ fn rogue_acceptor(shared: &Shared, index: usize) -> Option<TlsAcceptor> {
     shared.nodes[index]
         .rogue
         .get_or_init(|| {
-            let made = Pki::new().and_then(|pki| pki.server_config(&shared.fleet.nodes[index]));
+            let made =
+                Pki::new().and_then(|pki| pki.server_config(&shared.fleet.load().nodes[index]));
             match made {
                 Ok(config) => Some(TlsAcceptor::from(config)),
                 Err(error) => {
@@ -482,7 +488,8 @@ async fn respond(
     }
     let gzip = accepts_gzip(req.headers());
     let now = shared.clock.now_ms();
-    let node = &shared.fleet.nodes[index];
+    let fleet = shared.fleet.load_full();
+    let node = &fleet.nodes[index];
     let rendered = |at: i64| {
         let mut body = Vec::new();
         render(node, at, &mut body);
@@ -522,7 +529,7 @@ async fn respond(
         }
         Behaviour::AlsoReport(other) => {
             let mut body = rendered(now);
-            if let Some(other) = shared.fleet.nodes.get(other) {
+            if let Some(other) = fleet.nodes.get(other) {
                 let mut theirs = Vec::new();
                 render(other, now, &mut theirs);
                 for line in theirs.split_inclusive(|b| *b == b'\n') {
@@ -690,15 +697,61 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     response
 }
 
+/// Changes a running fleet's pods ([`SimHandle::control`]); clones share the fleet.
+#[derive(Clone)]
+pub struct SimControl(Arc<Shared>);
+
+impl SimControl {
+    /// The fleet as it is now.
+    pub fn fleet(&self) -> Arc<Fleet> {
+        self.0.fleet.load_full()
+    }
+
+    /// "Now" on the simulator's clock, ms since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        self.0.clock.now_ms()
+    }
+
+    /// Changes the served fleet (a copy, swapped in whole: a scrape sees the fleet before or
+    /// after, never half of it). `change` must keep the nodes (their count and addresses):
+    /// it is for adding, removing and re-sizing pods ([`Fleet::put_pod`], [`Fleet::remove_pod`]).
+    pub fn update_fleet<R>(&self, change: impl FnOnce(&mut Fleet) -> R) -> R {
+        let _one_at_a_time = self
+            .0
+            .updating
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut fleet = Fleet::clone(&self.0.fleet.load());
+        let count = fleet.nodes.len();
+        let out = change(&mut fleet);
+        if fleet.nodes.len() == count {
+            self.0.fleet.store(Arc::new(fleet));
+        } else {
+            tracing::warn!("a fleet update changed the number of nodes; not applied");
+        }
+        out
+    }
+}
+
 impl SimHandle {
     /// PEM of the CA that signed every node's serving certificate.
     pub fn ca_pem(&self) -> &str {
         &self.shared.ca_pem
     }
 
-    /// The simulated fleet (expected values are read from it).
-    pub fn fleet(&self) -> &Arc<Fleet> {
-        &self.shared.fleet
+    /// The simulated fleet as it is now (expected values are read from it).
+    pub fn fleet(&self) -> Arc<Fleet> {
+        self.shared.fleet.load_full()
+    }
+
+    /// Changes the served fleet: see [`SimControl::update_fleet`].
+    pub fn update_fleet<R>(&self, change: impl FnOnce(&mut Fleet) -> R) -> R {
+        self.control().update_fleet(change)
+    }
+
+    /// A cloneable handle that changes the fleet's pods while it serves.
+    pub fn control(&self) -> SimControl {
+        SimControl(self.shared.clone())
     }
 
     /// The clock the payloads use.
@@ -720,7 +773,8 @@ impl SimHandle {
     /// Every node as a v1 `Node` ([`node_object`]) whose kubelet port is the bound one,
     /// for a cluster view when the fleet's port is 0.
     pub fn node_objects(&self) -> Vec<serde_json::Value> {
-        let nodes = self.shared.fleet.nodes.iter().zip(&self.shared.nodes);
+        let fleet = self.shared.fleet.load();
+        let nodes = fleet.nodes.iter().zip(&self.shared.nodes);
         nodes
             .map(|(node, slot)| {
                 let mut object = node_object(node);

@@ -464,3 +464,238 @@ fn public_types_can_cross_tasks() {
     send_sync::<SimClock>();
     send_sync::<SimError>();
 }
+
+/// container_memory_working_set_bytes per (namespace, pod, container).
+fn container_memory(scrape: &Scrape) -> BTreeMap<(String, String, String), f64> {
+    let label =
+        |s: &prometheus_parse::Sample, k: &str| s.labels.get(k).unwrap_or_default().to_owned();
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "container_memory_working_set_bytes")
+        .map(|s| {
+            let Value::Gauge(v) = s.value else {
+                panic!("gauge expected")
+            };
+            let key = (
+                label(s, "namespace"),
+                label(s, "pod"),
+                label(s, "container"),
+            );
+            (key, v)
+        })
+        .collect()
+}
+
+async fn scrape_text(client: &Client, handle: &SimHandle, node: usize) -> Scrape {
+    parse(
+        &get(client, handle, node)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+}
+
+/// With [`UsageModel::Wave`] the rate between two scrapes is the container's mean rate
+/// over exactly that time (the counter is the integral), the working set is the one at
+/// the sample's timestamp, and both move from one interval to the next.
+#[tokio::test]
+async fn wave_usage_over_the_wire_is_the_mean_rate_and_moves() {
+    let options = ServeOptions {
+        clock: SimClock::manual(T0),
+        ..ServeOptions::default()
+    };
+    let spec = FleetSpec {
+        usage: UsageModel::Wave,
+        idle_percent: 0,
+        ..spec(41, 1)
+    };
+    let handle = start(&spec, options).await;
+    let client = client(&handle, false);
+    let fleet = handle.fleet();
+    let mut samples = vec![(
+        container_cpu(&scrape_text(&client, &handle, 0).await),
+        BTreeMap::new(),
+    )];
+    for _ in 0..2 {
+        handle.clock().advance(Duration::from_secs(10));
+        let s = scrape_text(&client, &handle, 0).await;
+        samples.push((container_cpu(&s), container_memory(&s)));
+    }
+    let mut rates_moved = 0;
+    let mut memory_moved = 0;
+    let mut n = 0;
+    for pod in &fleet.nodes[0].pods {
+        for c in &pod.containers {
+            let key = (
+                pod.namespace.to_string(),
+                pod.name.clone(),
+                c.name.to_string(),
+            );
+            let mut rates = Vec::new();
+            for w in samples.windows(2) {
+                let ((v0, t0), (v1, t1)) = (w[0].0[&key], w[1].0[&key]);
+                let ns = (v1 * 1e9).round() - (v0 * 1e9).round();
+                let rate = ns * 1000.0 / (t1 - t0) as f64;
+                let want = c.mean_cpu_nanocores(t0, t1) as f64;
+                assert!((rate - want).abs() <= 1.0, "{key:?}: {rate} vs {want}");
+                rates.push(rate);
+                assert_eq!(w[1].1[&key], c.memory_bytes_at(t1) as f64, "{key:?}");
+            }
+            n += 1;
+            rates_moved += usize::from((rates[0] - rates[1]).abs() > 1000.0);
+            let mem = |i: usize| samples[i].1[&key];
+            memory_moved += usize::from(mem(1) != mem(2));
+        }
+    }
+    assert!(
+        rates_moved * 10 >= n * 8,
+        "{rates_moved} of {n} rates moved"
+    );
+    assert!(
+        memory_moved * 10 >= n * 8,
+        "{memory_moved} of {n} working sets moved"
+    );
+}
+
+/// The control endpoint adds a pod (served from the next scrape at the rate asked for),
+/// changes its usage with the counter continuing (so the next rate is the new one, exactly),
+/// removes it, and answers bad requests with 400/404 and a reason.
+#[tokio::test]
+async fn control_endpoint_adds_resizes_and_removes_pods() {
+    let options = ServeOptions {
+        clock: SimClock::manual(T0),
+        ..ServeOptions::default()
+    };
+    let spec = FleetSpec {
+        pods_per_node: 0,
+        ..spec(42, 2)
+    };
+    let handle = start(&spec, options).await;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let addr = control::serve_control(
+        handle.control(),
+        "127.0.0.1:0".parse().unwrap(),
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
+    let sim = client(&handle, false); // installs the rustls provider
+    let http = Client::builder().no_proxy().build().unwrap();
+    let url = |p: &str| format!("http://{addr}{p}");
+    let put = |cpu: &str, mem: &str| {
+        http.put(url("/pods/hpa/web-1"))
+            .body(format!(
+                r#"{{"node":"sim-node-0002","labels":{{"app":"web"}},"containers":[{{"name":"app","cpu":"{cpu}","memory":"{mem}"}}]}}"#
+            ))
+            .send()
+    };
+    let resp = put("400m", "300Mi").await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let pod: control::PodUsage = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(
+        (pod.node.as_str(), pod.cpu_nanocores, pod.memory_bytes),
+        ("sim-node-0002", 400_000_000, 300 << 20)
+    );
+    let key = ("hpa".to_string(), "web-1".to_string(), "app".to_string());
+    // Past the start (a sample's timestamp may be a few ms before "now").
+    handle.clock().advance(Duration::from_secs(1));
+    let s0 = scrape_text(&sim, &handle, 1).await;
+    handle.clock().advance(Duration::from_secs(10));
+    let s1 = scrape_text(&sim, &handle, 1).await;
+    let rate = |a: &Scrape, b: &Scrape| {
+        let ((v0, t0), (v1, t1)) = (container_cpu(a)[&key], container_cpu(b)[&key]);
+        ((v1 * 1e9).round() - (v0 * 1e9).round()) * 1000.0 / (t1 - t0) as f64
+    };
+    assert_eq!(rate(&s0, &s1), 400e6);
+    assert_eq!(container_memory(&s1)[&key], (300u64 << 20) as f64);
+    assert!(container_cpu(&scrape_text(&sim, &handle, 0).await).is_empty());
+
+    // New usage: the counter continues from where it was.
+    assert_eq!(put("100m", "50Mi").await.unwrap().status(), StatusCode::OK);
+    handle.clock().advance(Duration::from_secs(10));
+    let s2 = scrape_text(&sim, &handle, 1).await;
+    let r = rate(&s1, &s2);
+    // The window starts a few ms before the change (timestamp jitter): within 1%.
+    assert!((r - 100e6).abs() < 1e6, "{r}");
+    assert!(container_cpu(&s2)[&key].0 > container_cpu(&s1)[&key].0);
+    handle.clock().advance(Duration::from_secs(10));
+    let s3 = scrape_text(&sim, &handle, 1).await;
+    assert_eq!(rate(&s2, &s3), 100e6);
+    assert_eq!(container_memory(&s3)[&key], (50u64 << 20) as f64);
+    let list: Vec<control::PodUsage> = serde_json::from_str(
+        &http
+            .get(url("/pods"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(list.len(), 1);
+
+    // Bad requests.
+    for (body, want) in [
+        ("{", StatusCode::BAD_REQUEST),
+        (
+            r#"{"node":"sim-node-0002","containers":[]}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            r#"{"node":"sim-node-0002","containers":[{"name":"a","cpu":"lots","memory":"1Mi"}]}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            r#"{"node":"sim-node-0099","containers":[{"name":"a","cpu":"1m","memory":"1Mi"}]}"#,
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let resp = http
+            .put(url("/pods/hpa/x"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), want, "{body}");
+        assert!(
+            !resp.text().await.unwrap().trim().is_empty(),
+            "a reason for {body}"
+        );
+    }
+    let status = |r: reqwest::Response| r.status();
+    assert_eq!(
+        status(http.get(url("/nope")).send().await.unwrap()),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        status(http.post(url("/pods")).send().await.unwrap()),
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+
+    // Removed: gone from the next scrape.
+    let del = |p: &'static str| http.delete(url(p)).send();
+    assert_eq!(
+        status(del("/pods/hpa/web-1").await.unwrap()),
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(del("/pods/hpa/web-1").await.unwrap()),
+        StatusCode::NOT_FOUND
+    );
+    assert!(container_cpu(&scrape_text(&sim, &handle, 1).await).is_empty());
+    assert!(
+        control::serve_control(
+            handle.control(),
+            "0.0.0.0:0".parse().unwrap(),
+            cancel.clone()
+        )
+        .await
+        .is_err(),
+        "no control endpoint off loopback"
+    );
+    cancel.cancel();
+}

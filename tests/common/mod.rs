@@ -4,6 +4,7 @@
 
 pub mod fake_apiserver;
 pub mod harness;
+pub mod pg_app;
 pub mod postgres;
 
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use kubedojo_data_api::config::{CommonArgs, DemoArgs, LogFormat};
 use kubedojo_data_api::demo::{self, DemoServer};
 use kubedojo_data_api::server::tls::MinTlsVersion;
+use kubedojo_data_api::sim::UsageModel;
 
 /// Installs the ring provider once per test binary.
 pub fn crypto() {
@@ -30,6 +32,8 @@ pub fn demo_args(dir: &std::path::Path, records_file: Option<PathBuf>) -> DemoAr
         metric_resolution: Duration::from_secs(1),
         sim_first_address: "127.1.0.1".parse().unwrap(),
         sim_port: 0,
+        // Exact, time-independent usage: the tests compare against the fleet's figures.
+        sim_usage: UsageModel::Constant,
         cert_auth: Default::default(),
         postgres: Default::default(),
         serving: Default::default(),
@@ -56,6 +60,11 @@ pub struct TestServer {
 impl TestServer {
     /// Starts the demo with the embedded records (or `records` written to a file).
     pub async fn start(records: Option<&str>) -> Self {
+        Self::start_with(records, |_| {}).await
+    }
+
+    /// As [`TestServer::start`], with the demo arguments changed by `edit` first.
+    pub async fn start_with(records: Option<&str>, edit: impl FnOnce(&mut DemoArgs)) -> Self {
         crypto();
         let dir = tempfile::tempdir().unwrap();
         let file = records.map(|text| {
@@ -63,7 +72,9 @@ impl TestServer {
             std::fs::write(&p, text).unwrap();
             p
         });
-        let server = demo::start(&demo_args(dir.path(), file)).await.unwrap();
+        let mut args = demo_args(dir.path(), file);
+        edit(&mut args);
+        let server = demo::start(&args).await.unwrap();
         let client = reqwest::Client::builder()
             .tls_certs_only([reqwest::Certificate::from_pem(server.ca_pem.as_bytes()).unwrap()])
             .build()

@@ -15,8 +15,11 @@ pub struct TestPostgres {
     dir: tempfile::TempDir,
     bin: PathBuf,
     child: Option<Child>,
-    /// The port number used in the socket file name (`.s.PGSQL.<port>`).
+    /// The port number used in the socket file name (`.s.PGSQL.<port>`), and of the
+    /// loopback TCP listener when there is one.
     pub port: u16,
+    /// Also listen on 127.0.0.1:`port` with TLS (`ssl=on`, this certificate).
+    tls: bool,
 }
 
 fn bin_dir() -> PathBuf {
@@ -55,6 +58,16 @@ fn as_server_user(bin: &Path, program: &str) -> Command {
 impl TestPostgres {
     /// initdb + start. Panics with the server's log when it cannot start.
     pub fn start() -> Self {
+        Self::init(None)
+    }
+
+    /// As [`TestPostgres::start`], and also listening on 127.0.0.1:[`port`](Self::port)
+    /// with `ssl=on` and the given PEM certificate (chain) and key.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Self {
+        Self::init(Some((cert_pem, key_pem)))
+    }
+
+    fn init(tls: Option<(&str, &str)>) -> Self {
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("kubedojo-pg-")
@@ -89,13 +102,42 @@ impl TestPostgres {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        // A port number only names the socket file; there is no TCP listener.
-        let port = 20000 + (std::process::id() % 20000) as u16;
+        let port = match tls {
+            // A free loopback port (a small race with other processes is acceptable).
+            Some((cert, key)) => {
+                let data = dir.path().join("data");
+                std::fs::write(data.join("server.crt"), cert).unwrap();
+                std::fs::write(data.join("server.key"), key).unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(
+                    data.join("server.key"),
+                    std::fs::Permissions::from_mode(0o600),
+                )
+                .unwrap();
+                if is_root() {
+                    let status = Command::new("chown")
+                        .args(["nobody:nogroup"])
+                        .arg(data.join("server.crt"))
+                        .arg(data.join("server.key"))
+                        .status()
+                        .unwrap();
+                    assert!(status.success(), "chown of the server certificate");
+                }
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            }
+            // A port number only names the socket file; there is no TCP listener.
+            None => 20000 + (std::process::id() % 20000) as u16,
+        };
         let mut pg = TestPostgres {
             dir,
             bin,
             child: None,
             port,
+            tls: tls.is_some(),
         };
         pg.start_server();
         pg
@@ -104,13 +146,28 @@ impl TestPostgres {
     fn start_server(&mut self) {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::File::create(self.dir.path().join("server.log")).unwrap();
-        let child = as_server_user(&self.bin, "postgres")
+        let mut command = as_server_user(&self.bin, "postgres");
+        command
             .arg("-D")
             .arg(self.dir.path().join("data"))
             .arg("-k")
             .arg(self.dir.path())
-            .args(["-p", &self.port.to_string()])
-            .args(["-c", "listen_addresses="])
+            .args(["-p", &self.port.to_string()]);
+        if self.tls {
+            command.args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "ssl=on",
+                "-c",
+                "ssl_cert_file=server.crt",
+                "-c",
+                "ssl_key_file=server.key",
+            ]);
+        } else {
+            command.args(["-c", "listen_addresses="]);
+        }
+        let child = command
             .args(["-c", "fsync=off"])
             .args(["-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off"])
@@ -154,6 +211,16 @@ impl TestPostgres {
         format!(
             "host={} port={} user=postgres dbname=postgres",
             self.dir.path().display(),
+            self.port
+        )
+    }
+
+    /// A key/value DSN over TCP to `host` (which must resolve to 127.0.0.1; only for a
+    /// server started with [`TestPostgres::start_tls`]).
+    pub fn tcp_dsn(&self, host: &str) -> String {
+        assert!(self.tls, "this server has no TCP listener");
+        format!(
+            "host={host} port={} user=postgres dbname=postgres",
             self.port
         )
     }

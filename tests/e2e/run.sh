@@ -125,7 +125,7 @@ RESULTS=$DIR/results
 
 print_logs() {
   local f
-  for f in kubedojo-data-api kube-apiserver kubelet-sim; do
+  for f in kubedojo-data-api kd-pg-a kd-pg-b postgres kube-apiserver kubelet-sim; do
     [[ -s $DIR/$f.log ]] || continue
     printf '\n----- %s.log (last 150 lines of %s) -----\n' "$f" "$DIR/$f.log" >&2
     tail -n 150 "$DIR/$f.log" >&2
@@ -917,3 +917,6 @@ check "with every kubelet stopped, discovery and APIServices still answer" check
 
 # DataRecords: the lab's records, computed records, a restart mid-watch (issue 10)
 . "$E2E_DIR/records.sh"
+
+# DataRecords from a PostgreSQL table, two replicas (issue 11); replaces our server, so last
+. "$E2E_DIR/postgres.sh"

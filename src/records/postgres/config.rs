@@ -83,3 +83,36 @@ impl TableSourceConfig {
         }
     }
 }
+
+/// Resolves a connection of the sources configuration: reads its DSN from the named
+/// file or environment variable and applies the documented defaults. Errors name the
+/// connection and where the DSN was looked for, never the DSN.
+pub fn resolve_connection(
+    c: &crate::records::sources_config::ConnectionConfig,
+) -> Result<ConnectionConfig, String> {
+    use crate::records::sources_config::TlsMode as Mode;
+    use secrecy::ExposeSecret;
+    let dsn = c
+        .dsn_from
+        .read()
+        .map_err(|e| format!("connection {:?}: {e}", c.name))?;
+    let mut out = ConnectionConfig::new(c.name.clone(), dsn.expose_secret().to_string());
+    if let Some(n) = c.max_connections {
+        out.max_connections = n as usize;
+    }
+    if let Some(t) = c.connect_timeout {
+        out.connect_timeout = t;
+    }
+    if let Some(t) = c.statement_timeout {
+        out.statement_timeout = t;
+    }
+    if let Some(tls) = &c.tls {
+        out.tls = match tls.mode {
+            Mode::Disable => TlsMode::Disable,
+            Mode::Require => TlsMode::Require,
+            Mode::VerifyFull => TlsMode::VerifyFull,
+        };
+        out.ca_file = tls.ca_file.clone();
+    }
+    Ok(out)
+}

@@ -29,7 +29,7 @@ impl DbError {
     /// Maps a driver error: connection-level failures and timeouts are `Unavailable`.
     pub fn from_pg(e: tokio_postgres::Error) -> Self {
         if e.is_closed() {
-            return DbError::Unavailable(e.to_string());
+            return DbError::Unavailable(with_causes(&e));
         }
         if let Some(db) = e.as_db_error() {
             let code = db.code().code();
@@ -44,9 +44,33 @@ impl DbError {
             }
             return DbError::Query(format!("{}: {}", db.code().code(), db.message()));
         }
-        // No server error: an I/O failure, a timeout or a closed connection.
-        DbError::Unavailable(e.to_string())
+        // No server error: an I/O failure, a timeout, a closed connection or a TLS
+        // handshake that failed (the causes say why: an unknown issuer, a wrong name).
+        DbError::Unavailable(with_causes(&e))
     }
+
+    /// The message without the kind's prefix.
+    pub fn message(&self) -> &str {
+        match self {
+            DbError::Unavailable(m) | DbError::Query(m) => m,
+        }
+    }
+}
+
+/// `e` and its sources, `outer: inner: ...` (tokio-postgres's own message for a failed
+/// TLS handshake or connect does not say why).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let m = cause.to_string();
+        if !out.contains(&m) {
+            out.push_str(": ");
+            out.push_str(&m);
+        }
+        source = cause.source();
+    }
+    out
 }
 
 impl From<tokio_postgres::Error> for DbError {
@@ -156,6 +180,11 @@ impl Database {
         self.statement_timeout
     }
 
+    /// The connect timeout (also the longest wait for a pooled connection).
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
     /// A pooled connection, or `Unavailable` within the connect timeout.
     pub async fn client(&self) -> Result<PooledClient, DbError> {
         match tokio::time::timeout(
@@ -250,7 +279,7 @@ where
 fn pool_error(e: deadpool_postgres::PoolError) -> String {
     use deadpool_postgres::PoolError;
     match e {
-        PoolError::Backend(e) => DbError::from_pg(e).to_string(),
+        PoolError::Backend(e) => DbError::from_pg(e).message().to_string(),
         PoolError::Timeout(_) => "timed out waiting for a connection".into(),
         other => other.to_string(),
     }

@@ -6,12 +6,14 @@
 //! keyset scans, and resourceVersions are ids of a change log that triggers fill in
 //! commit order, so they are the same on every replica and survive restarts. One
 //! listening connection per process (LISTEN/NOTIFY as a wake-up, the log as the
-//! truth) feeds every watcher. See docs/datarecords.md.
+//! truth) feeds every watcher. The query source (`kind: postgresQuery`, [`query`])
+//! fills configured records from SQL queries. See docs/datarecords.md.
 
 mod backend;
 pub mod config;
 pub mod db;
 pub mod feed;
+pub mod query;
 pub mod row;
 pub mod schema;
 pub mod sql;
@@ -25,6 +27,7 @@ pub use backend::{TableBackend, read_at};
 pub use config::{ConnectionConfig, TableSourceConfig, TlsMode};
 pub use db::{Database, DbError};
 pub use feed::ChangeFeed;
+pub use query::QuerySource;
 pub use schema::{SchemaNames, migrate};
 pub use table::TableSource;
 

@@ -163,6 +163,7 @@ pub fn record_from_row(row: &Value) -> Result<DataRecord, BadRow> {
         status: Some(DataRecordStatus {
             last_sync_time: last_sync,
             sync_status: text(row, "sync_status").unwrap_or_default().to_string(),
+            ..Default::default()
         }),
     })
 }
