@@ -60,6 +60,9 @@ STATIC_BIN="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/kubedojo-data-api
 step "real cluster: kube-apiserver + etcd, our server behind kube-aggregator, kubectl checks"
 KUBEDOJO_BIN="$STATIC_BIN" bash tests/e2e/run.sh
 
+step "faults through a real kube-apiserver: rolling restart of two replicas under HPA load, a 30 s kube-apiserver outage (tests/e2e/faults.sh)"
+KUBEDOJO_BIN="$STATIC_BIN" KD_LOAD="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/kd-load" bash tests/e2e/faults.sh
+
 step "a real HPA (kube-controller-manager) scaling Deployments on our metrics (tests/e2e/hpa.sh)"
 KUBEDOJO_BIN="$STATIC_BIN" bash tests/e2e/hpa.sh
 

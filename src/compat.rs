@@ -74,11 +74,6 @@ pub const IGNORED: &[(&str, Kind, &str)] = &[
         "rustls chooses the key exchange",
     ),
     (
-        "tls-sni-cert-key",
-        Kind::Value,
-        "one serving certificate (--tls-cert-file) for every name",
-    ),
-    (
         "enable-priority-and-fairness",
         Kind::Bool,
         "one in-flight limit (--max-requests-inflight)",
@@ -104,24 +99,27 @@ pub const IGNORED: &[(&str, Kind, &str)] = &[
     ),
     ("log-text-split-stream", Kind::Bool, "logs go to one stream"),
     ("vmodule", Kind::Value, "verbosity is global (-v)"),
-    ("audit-log-batch-buffer-size", Kind::Value, AUDIT),
-    ("audit-log-batch-max-size", Kind::Value, AUDIT),
-    ("audit-log-batch-max-wait", Kind::Value, AUDIT),
-    ("audit-log-batch-throttle-burst", Kind::Value, AUDIT),
-    ("audit-log-batch-throttle-enable", Kind::Bool, AUDIT),
-    ("audit-log-batch-throttle-qps", Kind::Value, AUDIT),
-    ("audit-log-compress", Kind::Bool, AUDIT),
-    ("audit-log-format", Kind::Value, AUDIT),
-    ("audit-log-maxage", Kind::Value, AUDIT),
-    ("audit-log-maxbackup", Kind::Value, AUDIT),
-    ("audit-log-maxsize", Kind::Value, AUDIT),
-    ("audit-log-mode", Kind::Value, AUDIT),
-    ("audit-log-path", Kind::Value, AUDIT),
-    ("audit-log-truncate-enabled", Kind::Bool, AUDIT),
-    ("audit-log-truncate-max-batch-size", Kind::Value, AUDIT),
-    ("audit-log-truncate-max-event-size", Kind::Value, AUDIT),
-    ("audit-log-version", Kind::Value, AUDIT),
-    ("audit-policy-file", Kind::Value, AUDIT),
+    ("audit-log-batch-buffer-size", Kind::Value, AUDIT_BATCH),
+    ("audit-log-batch-max-size", Kind::Value, AUDIT_BATCH),
+    ("audit-log-batch-max-wait", Kind::Value, AUDIT_BATCH),
+    ("audit-log-batch-throttle-burst", Kind::Value, AUDIT_BATCH),
+    ("audit-log-batch-throttle-enable", Kind::Bool, AUDIT_BATCH),
+    ("audit-log-batch-throttle-qps", Kind::Value, AUDIT_BATCH),
+    ("audit-log-compress", Kind::Bool, AUDIT_ROTATE),
+    ("audit-log-maxage", Kind::Value, AUDIT_ROTATE),
+    ("audit-log-maxbackup", Kind::Value, AUDIT_ROTATE),
+    ("audit-log-maxsize", Kind::Value, AUDIT_ROTATE),
+    ("audit-log-truncate-enabled", Kind::Bool, AUDIT_TRUNCATE),
+    (
+        "audit-log-truncate-max-batch-size",
+        Kind::Value,
+        AUDIT_TRUNCATE,
+    ),
+    (
+        "audit-log-truncate-max-event-size",
+        Kind::Value,
+        AUDIT_TRUNCATE,
+    ),
     ("audit-webhook-batch-buffer-size", Kind::Value, AUDIT),
     ("audit-webhook-batch-max-size", Kind::Value, AUDIT),
     ("audit-webhook-batch-max-wait", Kind::Value, AUDIT),
@@ -137,8 +135,11 @@ pub const IGNORED: &[(&str, Kind, &str)] = &[
     ("audit-webhook-version", Kind::Value, AUDIT),
 ];
 
-const AUDIT: &str =
-    "no audit backend: every request is in the request log (target kubedojo::request)";
+const AUDIT: &str = "no audit webhook backend: --audit-log-path writes the audit log";
+const AUDIT_BATCH: &str = "audit events are written synchronously (blocking mode)";
+const AUDIT_ROTATE: &str =
+    "the audit log is not rotated (rotate it outside, e.g. with logrotate copytruncate)";
+const AUDIT_TRUNCATE: &str = "audit events are metadata only, never truncated";
 
 /// The command line with the ignored flags (and their values) taken out, and one
 /// warning per ignored flag given. Only the serving mode (no subcommand) is filtered.
@@ -196,8 +197,8 @@ mod tests {
     fn ignored_flags_and_their_values_are_taken_out_with_a_warning() {
         let (kept, warnings) = filter_args(args(&[
             "bin",
-            "--audit-log-path",
-            "-",
+            "--audit-log-maxsize",
+            "10",
             "--secure-port=4443",
             "--profiling=false",
             "--contention-profiling",
@@ -211,7 +212,7 @@ mod tests {
         );
         assert_eq!(warnings.len(), 4);
         assert!(
-            warnings[0].starts_with("flag --audit-log-path is accepted"),
+            warnings[0].starts_with("flag --audit-log-maxsize is accepted"),
             "{warnings:?}"
         );
     }

@@ -258,6 +258,14 @@ pub struct ServeArgs {
     /// Serving private key (PEM).
     #[arg(long, requires = "tls_cert_file")]
     pub tls_private_key_file: Option<PathBuf>,
+    /// Extra serving certificate chosen by SNI name: `certfile,keyfile` (serves the
+    /// certificate's CN and DNS SANs) or `certfile,keyfile:name1,*.name2` (serves the
+    /// given names); repeat the flag for several. Reloaded when the files change.
+    #[arg(long = "tls-sni-cert-key", value_name = "CERT,KEY[:NAMES]", action = clap::ArgAction::Append)]
+    pub tls_sni_cert_key: Vec<crate::server::sni::NamedCertKey>,
+    /// Audit logging (`--audit-policy-file`, `--audit-log-path`).
+    #[command(flatten)]
+    pub audit: crate::server::audit::AuditArgs,
     /// kubeconfig for talking to kube-apiserver (default: in-cluster service account).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,

@@ -17,6 +17,7 @@ use crate::records::{
 };
 use crate::server::app::{App, ExtraRoutes};
 use crate::server::health::Health;
+use crate::server::sni::SniResolver;
 use crate::server::tls::{
     CertFiles, ReloadingCert, default_sans, ensure_self_signed, service_sans,
 };
@@ -276,7 +277,10 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             files
         }
     };
-    let cert = ReloadingCert::new(files)?;
+    let cert = SniResolver::new(ReloadingCert::new(files)?, &args.tls_sni_cert_key)?;
+    if !args.tls_sni_cert_key.is_empty() {
+        tracing::info!(names = ?cert.names(), "serving SNI certificates (--tls-sni-cert-key)");
+    }
     let delegated = crate::auth::delegated::start(
         &args.delegation,
         &args.cert_auth,
@@ -359,7 +363,13 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         pipeline.scraper = pipeline.scraper.with_ha(ha.coordinator.clone());
     }
     pipeline.add_to(&mut parts);
-    let app = Arc::new(build_app(parts).with_serving(&args.serving));
+    let audit =
+        crate::server::audit::AuditLog::from_args(&args.audit).map_err(anyhow::Error::msg)?;
+    let app = Arc::new(
+        build_app(parts)
+            .with_serving(&args.serving)
+            .with_audit(audit),
+    );
     let listener = args
         .serving
         .bind(std::net::SocketAddr::new(

@@ -104,6 +104,33 @@ impl FieldSelector {
     }
 }
 
+/// The selector in the syntax [`FieldSelector::parse`] reads (apimachinery's
+/// `Selector.String()`): `field=value` / `field!=value` terms joined by `,`, with `\`,
+/// `,` and `=` in values escaped by a backslash, so that parsing the output gives the
+/// same selector back.
+impl std::fmt::Display for FieldSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, t) in self.terms.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            let field = match t.field {
+                Field::Name => "metadata.name",
+                Field::Namespace => "metadata.namespace",
+            };
+            let op = if t.equals { "=" } else { "!=" };
+            write!(f, "{field}{op}")?;
+            for c in t.value.chars() {
+                if matches!(c, '\\' | ',' | '=') {
+                    f.write_str("\\")?;
+                }
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn split_unescaped(input: &str, sep: char) -> Vec<String> {
     let mut parts = Vec::new();
     let mut current = String::new();
@@ -130,10 +157,10 @@ fn split_unescaped(input: &str, sep: char) -> Vec<String> {
 
 /// Finds the operator scanning left to right, trying `!=`, `==`, `=` at each position.
 fn split_term(term: &str) -> Option<(String, bool, String)> {
-    let bytes = term.as_bytes();
-    for i in 0..bytes.len() {
+    // Only at character boundaries: slicing inside a multi-byte character panics.
+    for (i, _) in term.char_indices() {
         for (op, equals) in [("!=", false), ("==", true), ("=", true)] {
-            if term[i..].starts_with(op) && term.is_char_boundary(i) {
+            if term[i..].starts_with(op) {
                 let field = &term[..i];
                 if field.is_empty() {
                     return None;
@@ -182,6 +209,45 @@ mod tests {
         assert_eq!(s.required_name(), Some("a"));
         let s = FieldSelector::parse("metadata.name==a").unwrap();
         assert!(s.matches(&meta("x", "a")));
+    }
+
+    #[test]
+    fn non_ascii_before_the_operator_is_400_not_a_panic() {
+        // Found by `cargo fuzz run field_selector`: the operator scan sliced the term
+        // inside a multi-byte character.
+        for s in [
+            "\u{e9}",
+            "metadata.name\u{e9}",
+            "\u{e9}=x",
+            "metadata.name\u{1F600}!=a",
+        ] {
+            let e = FieldSelector::parse(s).unwrap_err();
+            assert_eq!(e.code, 400, "{s:?}");
+        }
+        let s = FieldSelector::parse("metadata.name=caf\u{e9}").unwrap();
+        assert_eq!(s.required_name(), Some("caf\u{e9}"));
+    }
+
+    #[test]
+    fn display_parses_back_to_the_same_selector() {
+        for input in [
+            "metadata.name=a,metadata.namespace!=kube-system",
+            "metadata.name==x",
+            "metadata.name=a\\,b\\=c\\\\d",
+            "metadata.name=",
+            "",
+        ] {
+            let s = FieldSelector::parse(input).unwrap();
+            let printed = s.to_string();
+            assert_eq!(
+                FieldSelector::parse(&printed).unwrap(),
+                s,
+                "{input:?} -> {printed:?}"
+            );
+        }
+        let s = FieldSelector::parse("metadata.name=a\\,b").unwrap();
+        assert_eq!(s.to_string(), "metadata.name=a\\,b");
+        assert_eq!(s.required_name(), Some("a,b"));
     }
 
     #[test]

@@ -120,6 +120,40 @@ impl Requirement {
     }
 }
 
+/// The selector in the syntax [`LabelSelector::parse`] reads (apimachinery's
+/// `Selector.String()`): requirements joined by `,`, so that parsing the output gives
+/// the same selector back.
+impl fmt::Display for LabelSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.requirements.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{r}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One requirement as apimachinery's `Requirement.String()` writes it: `key=v` and
+/// `key!=v` for a single value, `key in (a,b)` / `key notin (a,b)` for a set.
+impl fmt::Display for Requirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = &self.key;
+        let set = || self.values.join(",");
+        match (self.op, self.values.as_slice()) {
+            (Operator::Exists, _) => write!(f, "{key}"),
+            (Operator::DoesNotExist, _) => write!(f, "!{key}"),
+            (Operator::In, [v]) => write!(f, "{key}={v}"),
+            (Operator::NotIn, [v]) => write!(f, "{key}!={v}"),
+            (Operator::In, _) => write!(f, "{key} in ({})", set()),
+            (Operator::NotIn, _) => write!(f, "{key} notin ({})", set()),
+            (Operator::GreaterThan, _) => write!(f, "{key}>{}", set()),
+            (Operator::LessThan, _) => write!(f, "{key}<{}", set()),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Token {
     Ident(String),
@@ -409,6 +443,27 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn display_parses_back_to_the_same_selector() {
+        let s =
+            LabelSelector::parse("a=1,b==2,c!=3,d in (x, y),e notin (z),f,!g,h>5,i<-7").unwrap();
+        assert_eq!(s.to_string(), "a=1,b=2,c!=3,d in (x,y),e!=z,f,!g,h>5,i<-7");
+        for input in [
+            "",
+            "x in (),y=",
+            "k in (a,,b)",
+            "example.com/owner notin (a,b)",
+        ] {
+            let s = LabelSelector::parse(input).unwrap();
+            let printed = s.to_string();
+            assert_eq!(
+                LabelSelector::parse(&printed).unwrap(),
+                s,
+                "{input:?} -> {printed:?}"
+            );
+        }
     }
 
     #[test]

@@ -80,6 +80,7 @@ pub struct App {
     extra: Vec<Arc<dyn ExtraRoutes>>,
     version: serde_json::Value,
     limits: Limits,
+    audit: Option<Arc<super::audit::AuditLog>>,
 }
 
 /// Build-time facts for `/version`.
@@ -141,12 +142,20 @@ impl App {
             extra,
             version: version_info(),
             limits: Limits::default(),
+            audit: None,
         }
     }
 
     /// Applies the serving limits (`--request-timeout`, `--max-requests-inflight`).
     pub fn with_serving(mut self, opts: &ServingOptions) -> Self {
         self.limits = Limits::new(opts);
+        self
+    }
+
+    /// Writes an audit event for every request the policy selects
+    /// (`--audit-policy-file`, `--audit-log-path`).
+    pub fn with_audit(mut self, audit: Option<Arc<super::audit::AuditLog>>) -> Self {
+        self.audit = audit;
         self
     }
 
@@ -169,6 +178,7 @@ impl App {
         active: Option<ActiveGuard>,
     ) -> Response<Body> {
         let started = Instant::now();
+        let received = self.audit.as_ref().map(|_| super::audit::micro_time_now());
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         // Parsed once: authorization and the handler read the same values.
@@ -191,6 +201,7 @@ impl App {
             },
             _ => None,
         };
+        let mut panicked = false;
         let (user, mut resp) = match limited {
             Some(resp) => (None, resp),
             None => {
@@ -210,6 +221,7 @@ impl App {
                             .or_else(|| panic.downcast_ref::<String>().cloned())
                             .unwrap_or_default();
                         tracing::error!(path = %path, panic = %what, "request handler panicked");
+                        panicked = true;
                         (
                             None,
                             response::error(&ApiError::internal("the request handler panicked")),
@@ -233,6 +245,18 @@ impl App {
             )
         });
         let status = resp.status().as_u16();
+        if let (Some(log), Some(received)) = (&self.audit, received) {
+            let request = audit_request(&req, conn, &info, user.clone(), received);
+            if let Some(mut event) = log.begin(request) {
+                if panicked {
+                    event.panicked();
+                } else {
+                    event.response(status, long_running);
+                }
+                // ResponseComplete is written when the body has been sent (or dropped).
+                guards.push(Box::new(event));
+            }
+        }
         let content_type = resp
             .headers()
             .get(header::CONTENT_TYPE)
@@ -630,4 +654,49 @@ fn rendered(doc: &Rendered, if_none_match: Option<&str>, immutable: bool) -> Res
         h.insert(header::VARY, HeaderValue::from_static("Accept"));
     }
     resp
+}
+
+/// The request facts an audit event records.
+fn audit_request<B>(
+    req: &Request<B>,
+    conn: &ConnInfo,
+    info: &RequestInfo,
+    user: Option<UserInfo>,
+    received: String,
+) -> super::audit::AuditRequest {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut source_ips: Vec<String> = header("x-forwarded-for")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if let Some(remote) = conn.remote {
+        let ip = remote.ip().to_string();
+        if !source_ips.contains(&ip) {
+            source_ips.push(ip);
+        }
+    }
+    let audit_id = Some(header("audit-id"))
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(super::audit::new_audit_id);
+    super::audit::AuditRequest {
+        audit_id,
+        request_uri: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default(),
+        info: info.clone(),
+        user,
+        source_ips,
+        user_agent: header("user-agent"),
+        received,
+    }
 }

@@ -2,11 +2,13 @@
 //! (hyper-util's auto builder), graceful shutdown, and the request pipeline.
 
 pub mod app;
+pub mod audit;
 pub mod health;
 pub mod lifecycle;
 pub mod limits;
 pub mod options;
 pub mod pki;
+pub mod sni;
 pub mod tls;
 
 #[cfg(test)]

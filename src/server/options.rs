@@ -29,7 +29,7 @@ pub struct ServingOptions {
     #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", action = ArgAction::Set, value_parser = crate::config::parse_go_bool)]
     pub disable_http2_serving: bool,
-    /// Bind with SO_REUSEADDR.
+    /// Bind with SO_REUSEADDR (always set on Unix, as Go's listeners do).
     #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", action = ArgAction::Set, value_parser = crate::config::parse_go_bool)]
     pub permit_address_sharing: bool,
@@ -105,7 +105,12 @@ impl ServingOptions {
         } else {
             tokio::net::TcpSocket::new_v6()?
         };
-        socket.set_reuseaddr(self.permit_address_sharing)?;
+        // Go's listeners (kube-apiserver's, metrics-server's) always set SO_REUSEADDR on Unix,
+        // so a restarted process (a container restart keeps the pod's address) binds at once
+        // although connections the old one closed sit in TIME_WAIT; the kernel only allows it
+        // when the old and the new listener both set it. --permit-address-sharing adds nothing
+        // more on Linux, as upstream.
+        socket.set_reuseaddr(cfg!(unix) || self.permit_address_sharing)?;
         #[cfg(unix)]
         socket.set_reuseport(self.permit_port_sharing)?;
         socket.set_nodelay(true)?;
@@ -215,6 +220,27 @@ mod tests {
         assert!(e.contains("TLS_RSA_WITH_AES_128_CBC_SHA"), "{e}");
         let s = cipher_suites(&["TLS_AES_256_GCM_SHA384".into()]).unwrap();
         assert_eq!(s.len(), 1);
+    }
+
+    /// A restarted server (a container restart keeps the pod's address) must bind its port
+    /// while connections the old process closed are in TIME_WAIT, as Go's listeners do.
+    #[tokio::test]
+    async fn rebinds_a_port_whose_closed_connections_are_in_time_wait() {
+        use tokio::io::AsyncReadExt;
+        let o = ServingOptions::default();
+        let listener = o.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server_side, _) = listener.accept().await.unwrap();
+        // The server closes first (as a drain does), so its side ends in TIME_WAIT.
+        drop(server_side);
+        let mut buf = [0u8; 1];
+        assert_eq!(client.read(&mut buf).await.unwrap(), 0);
+        drop(client);
+        drop(listener);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        o.bind(addr)
+            .expect("bind while the old listener's connection is in TIME_WAIT");
     }
 
     #[test]

@@ -182,6 +182,11 @@ impl ReloadingCert {
         }
     }
 
+    /// The certificate served now.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current.load_full()
+    }
+
     /// Polls the files every `interval` until the task is dropped.
     pub async fn watch(self: Arc<Self>, interval: Duration) {
         let mut tick = tokio::time::interval(interval);
