@@ -26,7 +26,6 @@ pub const IGNORED: &[(&str, Kind, &str)] = &[
     ),
     ("external-hostname", Kind::Value, "no externalized URLs"),
     ("feature-gates", Kind::Value, "no Kubernetes feature gates"),
-    ("goaway-chance", Kind::Value, "no GOAWAY load spreading"),
     ("livez-grace-period", Kind::Value, "no post-start hooks"),
     (
         "max-mutating-requests-inflight",
@@ -257,6 +256,7 @@ mod tests {
                 ("kubelet-preferred-address-types", _) => "InternalIP,Hostname".into(),
                 ("metric-resolution", _) => "15s".into(),
                 ("kubelet-request-timeout", _) => "5s".into(),
+                ("goaway-chance", _) => "0.01".into(),
                 (_, "duration") => "10s".into(),
                 (_, "int" | "int32Slice" | "Level" | "float" | "float32" | "quantity") => {
                     "1".into()

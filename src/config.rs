@@ -173,6 +173,10 @@ pub struct KubeletSimArgs {
     /// Node indices (0-based) whose kubelet answers `/metrics/resource` with 500.
     #[arg(long, value_delimiter = ',')]
     pub failing_nodes: Vec<usize>,
+    /// Write the kubelet requests received so far (all nodes, one number) to this file
+    /// every 100 ms (replaced atomically), for harnesses that count requests per cycle.
+    #[arg(long, value_name = "FILE")]
+    pub requests_out: Option<PathBuf>,
     /// How usage moves over time: `constant` (exact, time-independent figures, as the
     /// harnesses validate) or `wave` (every container's CPU and memory follow a smooth wave).
     #[arg(long, value_enum, default_value_t = crate::sim::UsageModel::Constant)]

@@ -450,3 +450,57 @@ async fn a_tick_ends_by_the_resolution_and_healthy_nodes_go_first() {
     );
     handle.shutdown().await;
 }
+
+/// Issue #15 §4: the kubelet client keeps one connection per kubelet across scrapes (no TLS
+/// handshake per scrape), and makes a new one when the kubelet closed it.
+#[tokio::test]
+async fn one_kept_alive_connection_per_kubelet() {
+    use std::sync::Arc;
+
+    use kubedojo_data_api::scrape::{KubeletClient, KubeletClientConfig};
+    use kubedojo_data_api::sim::{self, FleetSpec, ServeOptions};
+    common::crypto();
+    let spec = FleetSpec {
+        nodes: 2,
+        pods_per_node: 30,
+        first_address: "127.1.11.1".parse().unwrap(),
+        port: 0,
+        ..FleetSpec::default()
+    };
+    let fleet = Arc::new(Fleet::new(&spec, kubedojo_data_api::api::time::now_millis()).unwrap());
+    let handle = sim::serve(fleet, ServeOptions::default()).await.unwrap();
+    let client = KubeletClient::new(KubeletClientConfig {
+        ca_pem: Some(handle.ca_pem().as_bytes().to_vec()),
+        timeout: Duration::from_secs(5),
+        max_body_bytes: 1 << 20,
+        ..KubeletClientConfig::default()
+    })
+    .unwrap();
+    let urls = [handle.url(0).unwrap(), handle.url(1).unwrap()];
+    for _ in 0..5 {
+        for url in &urls {
+            let body = client.get(url).await.unwrap();
+            let text = std::str::from_utf8(&body).unwrap();
+            assert!(text.contains("container_cpu_usage_seconds_total"), "{text}");
+        }
+    }
+    assert_eq!(handle.requests(0), 5);
+    assert_eq!(handle.connections(0), 1, "one connection for five scrapes");
+    assert_eq!(handle.connections(1), 1);
+    assert_eq!(client.idle_connections(), 2);
+    // The kubelet goes away and comes back: the dead connection is replaced.
+    handle.set_behaviour(0, Behaviour::Down).await.unwrap();
+    assert!(client.get(&urls[0]).await.is_err());
+    handle.set_behaviour(0, Behaviour::Normal).await.unwrap();
+    let mut ok = false;
+    for _ in 0..20 {
+        if client.get(&urls[0]).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "no scrape after the kubelet came back");
+    assert_eq!(handle.connections(0), 1);
+    handle.shutdown().await;
+}

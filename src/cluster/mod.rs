@@ -3,6 +3,7 @@
 //! scraper reads nodes from it; the metrics API reads pod and node labels from it.
 
 pub mod address;
+pub mod labels;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -56,6 +57,8 @@ pub struct PodInfo {
 pub struct ClusterView {
     nodes: DashMap<String, Arc<NodeInfo>>,
     pods: DashMap<(String, String), Arc<PodInfo>>,
+    /// One shared label map per distinct pod label set (a ReplicaSet's pods share one).
+    pod_labels: labels::LabelInterner,
     nodes_synced: AtomicBool,
     pods_synced: AtomicBool,
 }
@@ -86,6 +89,16 @@ impl ClusterView {
         }
     }
 
+    /// The shared map equal to `labels`: pods with equal labels share one (issue #15 §4).
+    pub fn pod_labels(&self, labels: BTreeMap<String, String>) -> Labels {
+        self.pod_labels.intern(labels)
+    }
+
+    /// Distinct pod label maps held (for tests and the memory budget).
+    pub fn distinct_pod_labels(&self) -> usize {
+        self.pod_labels.len()
+    }
+
     /// Adds or replaces a running pod.
     pub fn upsert_pod(&self, namespace: &str, name: &str, pod: PodInfo) {
         self.pods
@@ -105,6 +118,7 @@ impl ClusterView {
         for (k, p) in pods {
             self.pods.insert(k, Arc::new(p));
         }
+        self.pod_labels.sweep();
     }
 
     /// All nodes, sorted by name.

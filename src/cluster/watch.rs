@@ -59,12 +59,15 @@ pub fn node_info(node: &Node) -> Option<NodeInfo> {
     })
 }
 
-fn pod_info(meta: &PartialObjectMeta<Pod>) -> Option<((String, String), PodInfo)> {
-    let name = meta.metadata.name.clone()?;
-    let namespace = meta.metadata.namespace.clone()?;
-    let labels: BTreeMap<String, String> = meta.metadata.labels.clone().unwrap_or_default();
-    let created_ms = meta
-        .metadata
+fn pod_info(
+    view: &ClusterView,
+    meta: PartialObjectMeta<Pod>,
+) -> Option<((String, String), PodInfo)> {
+    let mut metadata = meta.metadata;
+    let name = metadata.name.take()?;
+    let namespace = metadata.namespace.take()?;
+    let labels: BTreeMap<String, String> = metadata.labels.take().unwrap_or_default();
+    let created_ms = metadata
         .creation_timestamp
         .as_ref()
         .map(|t| t.0.as_millisecond())
@@ -72,7 +75,7 @@ fn pod_info(meta: &PartialObjectMeta<Pod>) -> Option<((String, String), PodInfo)
     Some((
         (namespace, name),
         PodInfo {
-            labels: Arc::new(labels),
+            labels: view.pod_labels(labels),
             created_ms,
         },
     ))
@@ -126,13 +129,13 @@ pub async fn watch_pods(client: kube::Client, view: Arc<ClusterView>) {
     while let Some(event) = stream.next().await {
         match event {
             Ok(Event::Init) => relist.clear(),
-            Ok(Event::InitApply(p)) => relist.extend(pod_info(&p)),
+            Ok(Event::InitApply(p)) => relist.extend(pod_info(&view, p)),
             Ok(Event::InitDone) => {
                 view.replace_pods(std::mem::take(&mut relist));
                 view.set_pods_synced();
             }
             Ok(Event::Apply(p)) => {
-                if let Some(((ns, name), info)) = pod_info(&p) {
+                if let Some(((ns, name), info)) = pod_info(&view, p) {
                     view.upsert_pod(&ns, &name, info);
                 }
             }

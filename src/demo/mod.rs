@@ -174,11 +174,16 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
         };
         pipelines.push(pipeline);
     }
-    // One record set for the demo: its computed records follow the first replica's store.
-    let records = load_records(sources.as_ref(), Some(pipelines[0].metrics_inputs())).await?;
+    // A record set per replica, as separate pods have: each loads the file itself, has its
+    // own resourceVersion epoch, and computes its records from its own store.
+    let mut record_sets = Vec::new();
+    for pipeline in &pipelines {
+        record_sets.push(load_records(sources.as_ref(), Some(pipeline.metrics_inputs())).await?);
+    }
+    let mut refreshes = Vec::new();
     let mut peers = peers.into_iter();
     let mut postgres = Vec::new();
-    for (i, mut pipeline) in pipelines.into_iter().enumerate() {
+    for (i, (mut pipeline, records)) in pipelines.into_iter().zip(record_sets).enumerate() {
         let stop = shutdown.child_token();
         let mut coordinator = None;
         let mut membership = None;
@@ -195,7 +200,12 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
             pipeline.scraper = pipeline.scraper.with_ha(started.coordinator);
             tasks.extend(started.tasks);
         }
-        let mut parts = AppParts::new(records.clone(), demo_auth(&trust, &token));
+        refreshes.push(tokio::spawn(
+            records
+                .clone()
+                .run_refresh(args.common.records_refresh_interval),
+        ));
+        let mut parts = AppParts::new(records, demo_auth(&trust, &token));
         // Each replica has its own table source (pool and listener), as separate pods do.
         if let Some(pg) = crate::runtime::start_postgres(&args.postgres, sources.as_ref()).await? {
             parts.records_backend =
@@ -251,11 +261,6 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
             .with_context(|| format!("cannot write the kubeconfig to {}", path.display()))?;
     }
 
-    let refresh = tokio::spawn(
-        records
-            .clone()
-            .run_refresh(args.common.records_refresh_interval),
-    );
     let trust_refresh = tokio::spawn(trust_source.run(trust, None, REFRESH_INTERVAL));
     let all_stopped = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -263,7 +268,9 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
         for t in tasks {
             let _ = t.await;
         }
-        refresh.abort();
+        for r in refreshes {
+            r.abort();
+        }
         trust_refresh.abort();
     });
     let world::SimulatedWorld { sim, .. } = world;

@@ -27,6 +27,12 @@ use super::peer_auth::{PeerAuthError, PeerAuthenticator};
 use super::shard::OwnShard;
 use super::wire::{self, NodeFrame};
 
+/// How long a peer may take to send a request head; also how long the server keeps an
+/// idle keep-alive connection.
+const PEER_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle peer connections are dropped by the client well before the server ends them.
+const PEER_CLIENT_IDLE: Duration = Duration::from_secs(5);
+
 /// The one route of the peer listener.
 pub const SHARD_PATH: &str = "/ha/v1/shard";
 
@@ -128,7 +134,7 @@ pub async fn serve(
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(PEER_HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(tls), service);
             tokio::select! {
                 r = conn => if let Err(e) = r { tracing::debug!(%remote, error = %e, "peer connection ended with an error") },
@@ -264,6 +270,10 @@ impl PeerClient {
             .connect_timeout(self.timeout)
             .timeout(self.timeout)
             .pool_max_idle_per_host(1)
+            // Below the server's header timeout, which also ends idle keep-alive
+            // connections: reusing one the server is closing failed a fetch per tick at
+            // resolutions >= 10s (found by tests/e2e/ha.sh).
+            .pool_idle_timeout(PEER_CLIENT_IDLE)
             .no_proxy()
             .build()
             .map_err(|e| PeerError::Transport(e.to_string()))?;

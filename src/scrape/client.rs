@@ -1,10 +1,10 @@
-//! The kubelet client: one reqwest client with keep-alive connections reused across
-//! ticks, kubelet TLS verified against the cluster CA (or explicitly insecure), the
+//! The kubelet client: one kept-alive HTTP/1.1 connection per kubelet reused across ticks,
+//! each with a small read buffer (`conn`), kubelet TLS verified against the cluster CA (or explicitly insecure), the
 //! kubeconfig's credentials (bearer token, token file re-read as it rotates, exec plugin
 //! tokens, client certificate), a per-node timeout, a response size limit and optional gzip.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -92,16 +92,16 @@ impl ScrapeError {
             ScrapeError::Credentials(_) => "credentials",
         }
     }
+}
 
-    fn from_reqwest(e: &reqwest::Error) -> Self {
-        let chain = error_chain(e);
-        if e.is_timeout() {
-            ScrapeError::Timeout(chain)
-        } else if is_tls_failure(&chain) {
-            ScrapeError::Tls(chain)
-        } else {
-            ScrapeError::Transport(chain)
-        }
+/// A failure after the connection was made: a TLS alert (e.g. the kubelet refusing our client
+/// certificate, which TLS 1.3 reports only then) counts as TLS, anything else as transport.
+fn after_connect(e: &dyn std::error::Error) -> ScrapeError {
+    let chain = error_chain(e);
+    if is_tls_failure(&chain) {
+        ScrapeError::Tls(chain)
+    } else {
+        ScrapeError::Transport(chain)
     }
 }
 
@@ -214,81 +214,265 @@ fn bearer(token: &str) -> Result<HeaderValue, String> {
     Ok(value)
 }
 
-/// A shared client for every kubelet.
+/// A shared client for every kubelet: one kept-alive HTTP/1.1 connection each, with a small
+/// read buffer ([`super::conn`]).
 pub struct KubeletClient {
-    http: reqwest::Client,
+    conns: super::conn::Connections,
     auth: Authorizer,
+    timeout: Duration,
     max_body_bytes: usize,
+    gzip: bool,
 }
+
+/// How long an unused kubelet connection is kept (reqwest's `pool_idle_timeout` before).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl KubeletClient {
     /// Builds the client.
     pub fn new(config: KubeletClientConfig) -> Result<Self, String> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
-            .timeout(config.timeout)
-            .pool_max_idle_per_host(1)
-            .pool_idle_timeout(Duration::from_secs(120))
-            .tcp_keepalive(Duration::from_secs(30))
-            .gzip(config.gzip)
-            .no_proxy();
-        if config.insecure {
-            builder = builder.tls_danger_accept_invalid_certs(true);
-        } else if let Some(pem) = &config.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| format!("kubelet certificate authority: {e}"))?;
-            builder = builder.tls_certs_only(certs);
-        }
-        if let Some(identity) = &config.client_identity_pem {
-            let id = reqwest::Identity::from_pem(identity)
-                .map_err(|e| format!("kubelet client certificate: {e}"))?;
-            builder = builder.identity(id);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| format!("kubelet client: {e}"))?;
+        let tls = tls_config(&config)?;
         Ok(KubeletClient {
-            http,
+            conns: super::conn::Connections::new(
+                tls,
+                config.timeout.min(Duration::from_secs(5)),
+                IDLE_TIMEOUT,
+            ),
             auth: Authorizer::new(config.auth)?,
+            timeout: config.timeout,
             max_body_bytes: config.max_body_bytes.max(1024),
+            gzip: config.gzip,
         })
     }
 
-    /// GETs `url` and returns the body, bounded by the size limit.
+    /// Idle kubelet connections held.
+    pub fn idle_connections(&self) -> usize {
+        self.conns.idle_count()
+    }
+
+    /// GETs `url` and returns the body, bounded by the size limit and by the timeout.
     pub async fn get(&self, url: &str) -> Result<Bytes, ScrapeError> {
-        let mut req = self.http.get(url);
-        if let Some(value) = self.auth.header().await? {
-            req = req.header(http::header::AUTHORIZATION, value);
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| ScrapeError::Address(format!("{url}: {e}")))?;
+        let auth = self.auth.header().await?;
+        match tokio::time::timeout(self.timeout, self.exchange(&uri, auth.as_ref())).await {
+            Ok(result) => result,
+            Err(_) => Err(ScrapeError::Timeout(format!(
+                "{url}: no complete answer within {:?}",
+                self.timeout
+            ))),
         }
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| ScrapeError::from_reqwest(&e))?;
-        if resp.status() != reqwest::StatusCode::OK {
+    }
+
+    async fn exchange(
+        &self,
+        uri: &http::Uri,
+        auth: Option<&HeaderValue>,
+    ) -> Result<Bytes, ScrapeError> {
+        let mut fresh = false;
+        loop {
+            let mut lease = self.conns.checkout(uri, fresh).await?;
+            let req = self.request(uri, auth)?;
+            let resp = match lease.sender.ready().await {
+                Ok(()) => lease.sender.send_request(req).await,
+                Err(e) => Err(e),
+            };
+            let resp = match resp {
+                Ok(resp) => resp,
+                // The kubelet closed the idle connection before reading this request: GET is
+                // idempotent, so once more on a new connection (as hyper-util's pool does).
+                Err(e) if lease.reused && !fresh => {
+                    tracing::debug!(error = %e, "kubelet connection gone; reconnecting");
+                    fresh = true;
+                    continue;
+                }
+                Err(e) => return Err(after_connect(&e)),
+            };
+            let body = self.body(resp).await?;
+            self.conns.put_back(lease);
+            return self.decompress(body);
+        }
+    }
+
+    fn request(
+        &self,
+        uri: &http::Uri,
+        auth: Option<&HeaderValue>,
+    ) -> Result<http::Request<http_body_util::Empty<Bytes>>, ScrapeError> {
+        let mut req = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+            .header(http::header::ACCEPT, HeaderValue::from_static("*/*"));
+        if let Some(authority) = uri.authority() {
+            req = req.header(http::header::HOST, authority.as_str());
+        }
+        if self.gzip {
+            req = req.header(
+                http::header::ACCEPT_ENCODING,
+                HeaderValue::from_static("gzip"),
+            );
+        }
+        if let Some(value) = auth {
+            req = req.header(http::header::AUTHORIZATION, value.clone());
+        }
+        req.body(http_body_util::Empty::new())
+            .map_err(|e| ScrapeError::Address(format!("{uri}: {e}")))
+    }
+
+    /// The whole body of a 200 answer, bounded by the size limit.
+    async fn body(
+        &self,
+        resp: http::Response<hyper::body::Incoming>,
+    ) -> Result<(Bytes, bool), ScrapeError> {
+        use http_body_util::BodyExt;
+        if resp.status() != http::StatusCode::OK {
             return Err(ScrapeError::Status(resp.status().to_string()));
         }
-        if resp
-            .content_length()
-            .is_some_and(|n| n as usize > self.max_body_bytes)
-        {
+        let gzipped = self.gzip
+            && resp
+                .headers()
+                .get(http::header::CONTENT_ENCODING)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        let length = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if length.is_some_and(|n| n > self.max_body_bytes) {
             return Err(ScrapeError::TooLarge(self.max_body_bytes));
         }
-        let mut body = BytesMut::with_capacity(resp.content_length().unwrap_or(16 * 1024) as usize);
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| ScrapeError::from_reqwest(&e))?
-        {
-            if body.len() + chunk.len() > self.max_body_bytes {
-                return Err(ScrapeError::TooLarge(self.max_body_bytes));
+        let mut body = BytesMut::with_capacity(length.unwrap_or(16 * 1024));
+        let mut incoming = resp.into_body();
+        while let Some(frame) = incoming.frame().await {
+            let frame = frame.map_err(|e| after_connect(&e))?;
+            if let Ok(chunk) = frame.into_data() {
+                if body.len() + chunk.len() > self.max_body_bytes {
+                    return Err(ScrapeError::TooLarge(self.max_body_bytes));
+                }
+                body.extend_from_slice(&chunk);
             }
-            body.extend_from_slice(&chunk);
         }
-        Ok(body.freeze())
+        Ok((body.freeze(), gzipped))
+    }
+
+    /// The body as sent, or gunzipped (bounded by the size limit after decompression).
+    fn decompress(&self, (body, gzipped): (Bytes, bool)) -> Result<Bytes, ScrapeError> {
+        if !gzipped {
+            return Ok(body);
+        }
+        use std::io::Read;
+        let limit = self.max_body_bytes;
+        let mut out = Vec::with_capacity(body.len().saturating_mul(6).min(limit));
+        flate2::read::GzDecoder::new(&body[..])
+            .take(limit as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| ScrapeError::Transport(format!("gzip body: {e}")))?;
+        if out.len() > limit {
+            return Err(ScrapeError::TooLarge(limit));
+        }
+        Ok(Bytes::from(out))
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// rustls settings for kubelets: verified against the CA bundle (or the system roots without
+/// one), or not at all when insecure; the client certificate when given; HTTP/1.1 only.
+fn tls_config(config: &KubeletClientConfig) -> Result<rustls::ClientConfig, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("kubelet TLS: {e}"))?;
+    let builder = if config.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+    } else if let Some(pem) = &config.ca_pem {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| format!("kubelet certificate authority: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("kubelet certificate authority: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err("kubelet certificate authority: no certificate in the bundle".into());
+        }
+        builder.with_root_certificates(roots)
+    } else {
+        let verifier = rustls_platform_verifier::Verifier::new(provider)
+            .map_err(|e| format!("kubelet TLS (system roots): {e}"))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+    };
+    let mut tls = match &config.client_identity_pem {
+        Some(pem) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("kubelet client certificate: {e}"))?;
+            if chain.is_empty() {
+                return Err("kubelet client certificate: no certificate in the PEM".into());
+            }
+            let key = PrivateKeyDer::from_pem_slice(pem)
+                .map_err(|e| format!("kubelet client certificate: the key: {e}"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("kubelet client certificate: {e}"))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
+/// `--kubelet-insecure-tls`: encrypt, but accept any serving certificate.
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {

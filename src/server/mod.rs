@@ -78,6 +78,7 @@ pub async fn serve_with(
     let connections = (opts.max_connections > 0)
         .then(|| Arc::new(tokio::sync::Semaphore::new(opts.max_connections)));
     let idle = opts.idle_connection_timeout;
+    let goaway_chance = opts.goaway_chance;
     // Every connection task holds a clone; draining ends when all are dropped.
     let (alive_tx, mut alive_rx) = tokio::sync::mpsc::channel::<()>(1);
     loop {
@@ -130,12 +131,30 @@ pub async fn serve_with(
             };
             let activity = ConnActivity::new();
             let per_request = activity.clone();
-            let service = service_fn(move |req| {
+            // --goaway-chance: a request that draws it asks its connection to end gracefully.
+            let goaway = Arc::new(tokio::sync::Notify::new());
+            let goaway_request = goaway.clone();
+            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let app = app.clone();
                 let conn = conn.clone();
                 let active = per_request.begin();
+                let goaway = goaway_request.clone();
+                let version = req.version();
                 async move {
-                    Ok::<_, std::convert::Infallible>(app.handle_on(req, &conn, Some(active)).await)
+                    let mut resp = app.handle_on(req, &conn, Some(active)).await;
+                    if goaway_chance.roll() {
+                        if version == hyper::Version::HTTP_2 {
+                            // GOAWAY once this response is under way; the client's next
+                            // request goes on a new connection.
+                            goaway.notify_one();
+                        } else {
+                            resp.headers_mut().insert(
+                                hyper::header::CONNECTION,
+                                hyper::header::HeaderValue::from_static("close"),
+                            );
+                        }
+                    }
+                    Ok::<_, std::convert::Infallible>(resp)
                 }
             });
             let io = TokioIo::new(TrackedIo::new(tls, activity.clone()));
@@ -152,6 +171,11 @@ pub async fn serve_with(
                         break;
                     }
                     _ = shutdown.cancelled(), if !closing => {
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                    _ = goaway.notified(), if !closing => {
+                        tracing::debug!(%remote, "goaway-chance: ending the connection gracefully");
                         closing = true;
                         connection.as_mut().graceful_shutdown();
                     }

@@ -57,6 +57,12 @@ pub struct ServingOptions {
     /// (watches are ended at once).
     #[arg(long, default_value = "20s", value_parser = crate::config::parse_duration)]
     pub shutdown_drain_timeout: Duration,
+    /// Probability (0 to 0.02, as kube-apiserver's flag) that a request ends its connection
+    /// after the response: HTTP/2 gets a graceful GOAWAY (in-flight streams finish), HTTP/1.1
+    /// `Connection: close`. The client reconnects, so kube-aggregator's one connection per
+    /// Service moves between the replicas over time. 0 (the default) never does.
+    #[arg(long, default_value = "0", value_parser = parse_goaway_chance)]
+    pub goaway_chance: GoawayChance,
     /// TLS cipher suites (Go / IANA names, comma separated; default: rustls's safe set).
     /// TLS 1.3 suites stay enabled unless some are listed, as in Go.
     #[arg(long, value_delimiter = ',')]
@@ -78,6 +84,7 @@ impl Default for ServingOptions {
             shutdown_delay_duration: Duration::ZERO,
             shutdown_drain_timeout: Duration::from_secs(20),
             tls_cipher_suites: Vec::new(),
+            goaway_chance: GoawayChance::NEVER,
         }
     }
 }
@@ -110,6 +117,42 @@ impl ServingOptions {
         socket.bind(addr)?;
         socket.listen(1024)
     }
+}
+
+/// A validated `--goaway-chance`: a probability in `[0, 0.02]`, never NaN.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GoawayChance(f64);
+
+// Never NaN (parse_goaway_chance refuses it), so equality is total.
+impl Eq for GoawayChance {}
+
+impl GoawayChance {
+    /// Never sends a GOAWAY.
+    pub const NEVER: GoawayChance = GoawayChance(0.0);
+
+    /// The probability.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+
+    /// One draw: should this request end its connection?
+    pub fn roll(self) -> bool {
+        self.0 > 0.0 && rand::random::<f64>() < self.0
+    }
+}
+
+/// Parses `--goaway-chance` (kube-apiserver allows 0 to 0.02).
+pub fn parse_goaway_chance(s: &str) -> Result<GoawayChance, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("--goaway-chance: {s:?} is not a number"))?;
+    if !(0.0..=0.02).contains(&v) {
+        return Err(format!(
+            "--goaway-chance: {s} is out of range; it must be between 0 and 0.02 (2%)"
+        ));
+    }
+    Ok(GoawayChance(v))
 }
 
 /// Maps Go / IANA cipher suite names to rustls's (ring) suites. Names rustls does
@@ -198,6 +241,22 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         o.bind(addr)
             .expect("bind while the old listener's connection is in TIME_WAIT");
+    }
+
+    #[test]
+    fn goaway_chance_is_a_probability_up_to_two_percent() {
+        assert_eq!(parse_goaway_chance("0").unwrap(), GoawayChance::NEVER);
+        assert_eq!(parse_goaway_chance("0.02").unwrap().get(), 0.02);
+        assert_eq!(parse_goaway_chance("0.001").unwrap().get(), 0.001);
+        for bad in ["0.021", "-0.01", "1", "NaN", "x", ""] {
+            let e = parse_goaway_chance(bad).unwrap_err();
+            assert!(e.contains("--goaway-chance"), "{bad}: {e}");
+        }
+        assert!(!GoawayChance::NEVER.roll());
+        let hits = (0..100_000)
+            .filter(|_| parse_goaway_chance("0.02").unwrap().roll())
+            .count();
+        assert!((1_500..2_500).contains(&hits), "{hits} of 100000 at 2%");
     }
 
     #[test]

@@ -94,7 +94,27 @@ pub async fn run(args: KubeletSimArgs) -> anyhow::Result<()> {
         println!("kubelet-sim control on http://{bound}");
     }
     println!("kubelet-sim serving {} nodes", fleet.nodes.len());
-    crate::runtime::shutdown_signal().await;
+    let nodes = fleet.nodes.len();
+    let counting = async {
+        let Some(path) = &args.requests_out else {
+            return std::future::pending().await;
+        };
+        let tmp = path.with_extension("tmp");
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let total: u64 = (0..nodes).map(|i| handle.requests(i)).sum();
+            let written = std::fs::write(&tmp, format!("{total}\n"))
+                .and_then(|()| std::fs::rename(&tmp, path));
+            if let Err(e) = written {
+                tracing::warn!(error = %e, path = %path.display(), "cannot write --requests-out");
+            }
+        }
+    };
+    tokio::select! {
+        () = crate::runtime::shutdown_signal() => {}
+        () = counting => {}
+    }
     cancel.cancel();
     handle.shutdown().await;
     Ok(())

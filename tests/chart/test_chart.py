@@ -547,6 +547,70 @@ def t_sources():
     check(failed and "namespace" in err, f"a bad namespace: {err}")
 
 
+@test("sharding: off by default (no peer flags, no Lease RBAC); on: peer port, downward-API env, Lease Role in the release namespace only, goawayChance")
+def t_sharding():
+    docs, _ = template()
+    _, _, c = container(docs)
+    check(not any(a.startswith(("--peer-", "--scrape-replication", "--goaway-chance")) for a in c["args"]),
+          f"sharding flags without sharding.enabled: {c['args']}")
+    check(not find(docs, "Role", f"{RELEASE}-members"), "Lease Role without sharding.enabled")
+    eq([p["name"] for p in c["ports"]], ["https"], "ports without sharding")
+    vals = WORK / "sharding-values.yaml"
+    vals.write_text(yaml.safe_dump({"sharding": {"enabled": True, "scrapeReplication": 2, "peerPort": 4444},
+                                    "goawayChance": 0.01, "replicas": 3,
+                                    "env": [{"name": "EXTRA", "value": "1"}]}))
+    docs, _ = template([vals])
+    dep, _, c = container(docs)
+    eq(dep["spec"]["replicas"], 3, "replicas")
+    for flag in ("--peer-port=4444", "--scrape-replication=2", "--goaway-chance=0.01"):
+        check(flag in c["args"], f"{flag} not in {c['args']}")
+    eq([(p["name"], p["containerPort"]) for p in c["ports"]], [("https", 10250), ("peers", 4444)], "ports")
+    env = {e["name"]: e for e in c["env"]}
+    eq({k: env[k]["valueFrom"]["fieldRef"]["fieldPath"] for k in ("POD_NAME", "POD_NAMESPACE", "POD_IP")},
+       {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace", "POD_IP": "status.podIP"},
+       "downward-API env")
+    eq(env["EXTRA"]["value"], "1", "the user's env kept")
+    role = one(docs, "Role", f"{RELEASE}-members")
+    eq(role["metadata"]["namespace"], NS, "Role namespace")
+    eq(role["rules"], [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                        "verbs": ["get", "list", "watch", "create", "update", "delete"]}], "Lease rules, nothing broader")
+    rb = one(docs, "RoleBinding", f"{RELEASE}-members")
+    eq((rb["metadata"]["namespace"], rb["roleRef"]["name"], rb["subjects"]),
+       (NS, f"{RELEASE}-members", [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NS}]), "RoleBinding")
+    check(not any("coordination.k8s.io" in json.dumps(d.get("rules", [])) for d in find(docs, "ClusterRole")),
+          "no cluster-wide Lease access")
+    # goawayChance alone (a single scraping-everything fleet can still spread connections)
+    docs, _ = template(extra=["--set-json", "goawayChance=0.02"])
+    _, _, c = container(docs)
+    check("--goaway-chance=0.02" in c["args"] and not any(a.startswith("--peer-port") for a in c["args"]),
+          f"goawayChance without sharding: {c['args']}")
+    # what cannot work is refused at render time
+    for sets, want in ((["sharding.scrapeReplication=0"], "scrapeReplication"),
+                       (["sharding.enabled=true", "sharding.peerPort=10250"], "peerPort"),
+                       (["sharding.replicas=3"], "replicas")):
+        failed, err = template_fails(sets=sets)
+        check(failed and want in err, f"{sets}: {err}")
+    p = run([HELM, "template", RELEASE, CHART, "-n", NS, "--set-json", "goawayChance=0.05"], check_rc=False)
+    check(p.returncode != 0 and "goawayChance" in p.stderr, f"goawayChance 0.05: {p.stderr}")
+
+
+@test("manifests/components/sharding: the chart's sharding.enabled Deployment and Lease RBAC")
+def t_manifests_sharding():
+    dst, _ = manifests_copy()
+    (dst / "overlay").mkdir()
+    (dst / "overlay" / "kustomization.yaml").write_text(
+        "resources: [../manifests]\ncomponents: [../manifests/components/sharding]\n")
+    got = {key(d): d for d in kustomize(dst / "overlay")}
+    want = manifests_rendering(sets=["sharding.enabled=true"])
+    dk = ("Deployment", MANIFESTS_NS, RELEASE)
+    eq(got[dk]["spec"], want[dk]["spec"], "Deployment spec with the sharding component")
+    for kind in ("Role", "RoleBinding"):
+        k = (kind, MANIFESTS_NS, f"{RELEASE}-members")
+        g = {f: got[k][f] for f in ("rules", "roleRef", "subjects") if f in got[k]}
+        w = {f: want[k][f] for f in ("rules", "roleRef", "subjects") if f in want[k]}
+        eq(g, w, f"{kind} {RELEASE}-members")
+
+
 @test("metrics.enabled keeps the health paths always allowed; ServiceMonitor needs both switches")
 def t_metrics():
     docs, _ = template(sets=["metrics.enabled=true"])
@@ -982,6 +1046,7 @@ def t_binary_flags():
                               "metrics.enabled=true", "records.existingConfigMap=r", "records.refreshInterval=1m"])[0]
                for t in ("self", "helm", "cert-manager", "existingSecret")]
     renders += [template([f])[0] for f in sorted((CHART / "ci").glob("*.yaml"))]
+    renders.append(template(sets=["sharding.enabled=true"], extra=["--set-json", "goawayChance=0.01"])[0])
     unknown = set()
     for docs in renders:
         for d in find(docs, "Deployment"):

@@ -73,6 +73,10 @@ system:{{ include "kubedojo-data-api.fullname" . }}
 {{- define "kubedojo-data-api.authDelegatorName" -}}
 {{ include "kubedojo-data-api.fullname" . }}:system:auth-delegator
 {{- end }}
+{{- define "kubedojo-data-api.membersName" -}}
+{{- printf "%s-members" (include "kubedojo-data-api.fullname" .) }}
+{{- end }}
+
 {{- define "kubedojo-data-api.authReaderName" -}}
 {{ include "kubedojo-data-api.fullname" . }}-auth-reader
 {{- end }}
@@ -249,7 +253,15 @@ computed ones) are what the values ask for.
 {{- if .Values.metrics.enabled }}
 {{- $args = append $args "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics" }}
 {{- end }}
-{{- toYaml (concat $args .Values.defaultArgs .Values.args) }}
+{{- $ha := list }}
+{{- if .Values.sharding.enabled }}
+{{- $ha = append $ha (printf "--peer-port=%d" (int .Values.sharding.peerPort)) }}
+{{- $ha = append $ha (printf "--scrape-replication=%d" (int .Values.sharding.scrapeReplication)) }}
+{{- end }}
+{{- if .Values.goawayChance }}
+{{- $ha = append $ha (printf "--goaway-chance=%v" .Values.goawayChance) }}
+{{- end }}
+{{- toYaml (concat $args .Values.defaultArgs $ha .Values.args) }}
 {{- end }}
 
 {{/* Render-time checks that the schema cannot express. */}}
@@ -268,6 +280,9 @@ computed ones) are what the values ask for.
 {{- if and (eq (include "kubedojo-data-api.insecureSkipTLSVerify" .) "false") (not (or .Values.tls.existingSecret.caBundle .Values.tls.existingSecret.injectCAFrom .Values.tls.existingSecret.lookup)) }}
 {{- fail "tls.type existingSecret needs a CA for the APIServices: set tls.existingSecret.caBundle, tls.existingSecret.injectCAFrom or tls.existingSecret.lookup (or apiService.insecureSkipTLSVerify)" }}
 {{- end }}
+{{- end }}
+{{- if and .Values.sharding.enabled (eq (int .Values.sharding.peerPort) (int .Values.containerPort)) }}
+{{- fail "sharding.peerPort must differ from containerPort (the peer listener is a second port)" }}
 {{- end }}
 {{- if and .Values.hostNetwork.enabled (eq (int .Values.containerPort) 10250) }}
 {{- fail "hostNetwork.enabled with containerPort 10250 would collide with the kubelet's port: set containerPort (e.g. 4443)" }}

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Instructions per scrape cycle of our server (issue #15): callgrind counts are repeatable on a
+# shared, noisy machine where CPU seconds are not, so this is how a CPU-per-cycle change is
+# bisected. Same fleet and flags as run.sh (kube-apiserver, kubelet-sim, TLS to kubelets).
+#
+# Usage:
+#   bench/scale/callgrind.sh [--nodes N] [--pods M] [--cycles C] [--resolution 10s] BIN...
+#
+# For each BIN (a kubedojo-data-api binary, e.g. one built from an older commit): start it under
+# `valgrind --tool=callgrind --instr-atstart=no` with run.sh's flags, wait until it serves every
+# pod, switch instrumentation on right after a tick ends, let C whole ticks pass (idle: no API
+# load), switch it off. Prints one line per binary: `Ir per cycle` (instructions, the tick plus
+# everything else the server did meanwhile), and keeps callgrind.out.* in OUT for
+# `callgrind_annotate`. Wrap in `flock /tmp/kubedojo-cluster.lock` (it starts a cluster).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+E2E=$ROOT/tests/e2e
+NODES=100 PODS=30 CONTAINERS=2 CYCLES=3 RESOLUTION=10s OUT= EXTRA=()
+BINS=()
+while (($#)); do
+  case "$1" in
+    --nodes) NODES=$2; shift ;;
+    --pods) PODS=$2; shift ;;
+    --cycles) CYCLES=$2; shift ;;
+    --resolution) RESOLUTION=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    --extra) EXTRA+=("$2"); shift ;;
+    -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) BINS+=("$1") ;;
+  esac
+  shift
+done
+((${#BINS[@]})) || { echo "usage: $0 [options] BIN..." >&2; exit 2; }
+RES_S=${RESOLUTION%s}
+NAMESPACES=$((NODES / 20 > 3 ? NODES / 20 : 3))
+OUT=${OUT:-$ROOT/target/scale/callgrind-${NODES}x${PODS}-$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+log() { printf '[callgrind %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+KD_LOAD=${KD_LOAD:-$TARGET_DIR/release/kd-load}
+SIM_BIN=${SIM_BIN:-${BINS[0]}}
+
+# shellcheck source=tests/e2e/cluster.sh
+source "$E2E/cluster.sh"
+CL=$OUT/cluster
+SIM_PID= SERVER_PID=
+cleanup() {
+  local rc=$?
+  [[ -n $SERVER_PID ]] && { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
+  [[ -n $SIM_PID ]] && { kill "$SIM_PID" 2>/dev/null || true; wait "$SIM_PID" 2>/dev/null || true; }
+  kd_cluster_down "$CL" >/dev/null 2>&1 || true
+  exit $rc
+}
+trap cleanup EXIT
+
+KUBEDOJO_AGGREGATOR_ROUTING=false kd_cluster_up "$CL" >&2
+# shellcheck disable=SC1091
+source "$CL/cluster.env"
+ADMIN_KC=$CL/admin.kubeconfig
+CERT=(--cert "$CL/pki/admin.crt" --key "$CL/pki/admin.key")
+"$SIM_BIN" kubelet-sim --nodes "$NODES" --pods-per-node "$PODS" --containers-per-pod "$CONTAINERS" \
+  --namespaces "$NAMESPACES" --first-address 127.3.0.1 --port 10250 --idle-percent 0 \
+  --deployment-pods 5-50 --objects-out "$OUT/objects.json" --ca-out "$OUT/sim-ca.crt" \
+  </dev/null >"$OUT/kubelet-sim.log" 2>&1 &
+SIM_PID=$!
+for ((i = 0; i < 600; i++)); do
+  grep -q "kubelet-sim serving $NODES nodes" "$OUT/kubelet-sim.log" 2>/dev/null && break
+  kill -0 "$SIM_PID" 2>/dev/null || die "kubelet-sim exited: $(tail -5 "$OUT/kubelet-sim.log")"
+  sleep 0.5
+done
+"$KD_LOAD" "${CERT[@]}" create --apiserver "$KD_APISERVER_URL" --objects "$OUT/objects.json" --concurrency 32 >&2
+"$KD_LOAD" targets --objects "$OUT/objects.json" >"$OUT/targets.json"
+read -r EXPECT_NODES EXPECT_PODS < <(python3 -c '
+import json, sys
+t = json.load(open(sys.argv[1])); print(t["nodes"], t["pods"])' "$OUT/targets.json")
+
+tick_count() {
+  curl -sk --max-time 30 "${CERT[@]}" "$URL/metrics" |
+    awk '/^metrics_server_manager_tick_duration_seconds_count/ {c=$2} END {print (c==""?0:c)}'
+}
+
+n=0
+for bin in "${BINS[@]}"; do
+  n=$((n + 1))
+  PORT=$(_kd_free_port)
+  URL=https://127.0.0.1:$PORT
+  mkdir -p "$OUT/certs-$n"
+  NO_COLOR=1 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out.$n" \
+    "$bin" --secure-port="$PORT" --bind-address=127.0.0.1 \
+    --kubeconfig="$ADMIN_KC" --authentication-kubeconfig="$ADMIN_KC" --authorization-kubeconfig="$ADMIN_KC" \
+    --kubelet-certificate-authority="$OUT/sim-ca.crt" --kubelet-use-node-status-port \
+    --kubelet-preferred-address-types=InternalIP --metric-resolution="$RESOLUTION" \
+    --kubelet-request-timeout="$((RES_S / 2))s" --v=1 --cert-dir="$OUT/certs-$n" "${EXTRA[@]}" \
+    </dev/null >"$OUT/server-$n.log" 2>&1 &
+  SERVER_PID=$!
+  "$KD_LOAD" "${CERT[@]}" wait --url "$URL" --nodes "$EXPECT_NODES" --pods "$EXPECT_PODS" --timeout 900 \
+    --pid "$SERVER_PID" >"$OUT/wait-$n.log" 2>&1 || die "$bin never served the fleet ($OUT/server-$n.log)"
+  # One more whole tick first (the first rates, connection set-up), then right after a tick ends.
+  c=$(tick_count)
+  while (($(tick_count) < c + 2)); do sleep 0.3; done
+  c0=$(tick_count)
+  callgrind_control -i on "$SERVER_PID" >/dev/null
+  sleep "$((CYCLES * RES_S - RES_S / 2))"
+  while (($(tick_count) < c0 + CYCLES)); do sleep 0.5; done
+  callgrind_control -i off "$SERVER_PID" >/dev/null
+  c1=$(tick_count)
+  kill "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+  f=$(ls -t "$OUT"/callgrind.out.$n* | head -1)
+  ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+  cycles=$((c1 - c0))
+  echo "$bin: $((ir / cycles)) Ir per cycle ($cycles cycles, $NODES x $PODS; $f)"
+done
