@@ -15,8 +15,11 @@ pub struct LabelInterner {
 #[derive(Default)]
 struct Inner {
     sets: HashSet<Labels>,
-    /// Interned since the last sweep; a sweep runs when this passes the set's size.
+    /// Interned since the last sweep; a sweep runs when this passes the number of maps
+    /// the last sweep kept (at least 1,024), so sweeping costs O(1) per intern.
     since_sweep: usize,
+    /// Maps kept by the last sweep.
+    kept_at_sweep: usize,
 }
 
 impl LabelInterner {
@@ -27,7 +30,7 @@ impl LabelInterner {
             return Labels::clone(shared);
         }
         inner.since_sweep += 1;
-        if inner.since_sweep > inner.sets.len().max(1024) {
+        if inner.since_sweep > inner.kept_at_sweep.max(1024) {
             inner.sweep();
         }
         let shared = Labels::new(labels);
@@ -61,6 +64,7 @@ impl LabelInterner {
 impl Inner {
     fn sweep(&mut self) {
         self.sets.retain(|l| Labels::strong_count(l) > 1);
+        self.kept_at_sweep = self.sets.len();
         self.since_sweep = 0;
     }
 }
