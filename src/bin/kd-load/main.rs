@@ -26,6 +26,7 @@ use anyhow::{Context, bail};
 mod count;
 mod floor;
 mod load;
+mod summary;
 mod targets;
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
