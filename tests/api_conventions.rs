@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::read_events;
 use common::{TABLE, TestServer};
 use serde_json::Value;
 
@@ -621,25 +622,6 @@ async fn bad_records_file_fails_start_up_with_a_clear_message() {
         err.contains("record 0 (\"a\")") && err.contains("spec.data.k"),
         "{err}"
     );
-}
-
-/// Reads watch events (one JSON object per line) until `count` arrived or the stream ends.
-async fn read_events(resp: &mut reqwest::Response, count: usize) -> Vec<Value> {
-    let mut buf = Vec::new();
-    let mut events = Vec::new();
-    while events.len() < count {
-        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), resp.chunk())
-            .await
-            .expect("watch event within 10s")
-            .unwrap();
-        let Some(chunk) = chunk else { break };
-        buf.extend_from_slice(&chunk);
-        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=pos).collect();
-            events.push(serde_json::from_slice(&line).unwrap());
-        }
-    }
-    events
 }
 
 fn event_summary(events: &[Value]) -> Vec<(String, String)> {

@@ -7,28 +7,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::TestServer;
+use common::read_events;
 use serde_json::Value;
 
 const DR: &str = "/apis/data.kubedojo.io/v1alpha1";
-
-/// Reads watch events (one JSON object per line) until `count` arrived or the stream ends.
-async fn read_events(resp: &mut reqwest::Response, count: usize) -> Vec<Value> {
-    let mut buf = Vec::new();
-    let mut events = Vec::new();
-    while events.len() < count {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
-            .await
-            .expect("watch event within 10s")
-            .unwrap();
-        let Some(chunk) = chunk else { break };
-        buf.extend_from_slice(&chunk);
-        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=pos).collect();
-            events.push(serde_json::from_slice(&line).unwrap());
-        }
-    }
-    events
-}
 
 fn name(e: &Value) -> String {
     e["object"]["metadata"]["name"]

@@ -10,6 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::read_events;
 use kubedojo_data_api::demo::{self, DemoServer};
 use serde_json::Value;
 
@@ -101,25 +102,6 @@ impl T {
             })
             .collect()
     }
-}
-
-/// Reads watch events (one JSON object per line) until `count` arrived or the stream ends.
-async fn read_events(resp: &mut reqwest::Response, count: usize) -> Vec<Value> {
-    let mut buf = Vec::new();
-    let mut events = Vec::new();
-    while events.len() < count {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
-            .await
-            .expect("watch event within 10s")
-            .unwrap();
-        let Some(chunk) = chunk else { break };
-        buf.extend_from_slice(&chunk);
-        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=pos).collect();
-            events.push(serde_json::from_slice(&line).unwrap());
-        }
-    }
-    events
 }
 
 const FILE: &str = "\

@@ -138,3 +138,23 @@ impl TestServer {
 
 /// Kubectl's Table Accept header.
 pub const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+
+/// Reads watch events (one JSON object per line) until `count` arrived or the stream ends;
+/// each chunk must come within 10 s.
+pub async fn read_events(resp: &mut reqwest::Response, count: usize) -> Vec<serde_json::Value> {
+    let mut buf = Vec::new();
+    let mut events = Vec::new();
+    while events.len() < count {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+            .await
+            .expect("watch event within 10s")
+            .unwrap();
+        let Some(chunk) = chunk else { break };
+        buf.extend_from_slice(&chunk);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            events.push(serde_json::from_slice(&line).unwrap());
+        }
+    }
+    events
+}
