@@ -15,6 +15,8 @@ pub mod set;
 pub mod sources_config;
 mod types;
 #[cfg(feature = "server")]
+pub mod union;
+#[cfg(feature = "server")]
 pub mod version;
 
 #[cfg(feature = "server")]
