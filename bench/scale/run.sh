@@ -220,20 +220,16 @@ if [[ -z $FAILING_NODES ]]; then
     --lean-max-buf 8192 >"$OUT/floor-lean.json" || log "lean floor measurement failed"
 fi
 
-SERVER_PORT=$(_kd_free_port)
-URL=https://127.0.0.1:$SERVER_PORT
+# A fresh port per server start (set in measure): the machine is shared, so a port free when
+# one round ended may be taken by another process by the next start ("Address already in use").
+SERVER_PORT= URL=
 COMMON=(
-  --secure-port="$SERVER_PORT" --bind-address=127.0.0.1
+  --bind-address=127.0.0.1
   --kubeconfig="$ADMIN_KC" --authentication-kubeconfig="$ADMIN_KC" --authorization-kubeconfig="$ADMIN_KC"
   --kubelet-certificate-authority="$OUT/sim-ca.crt" --kubelet-use-node-status-port
   --kubelet-preferred-address-types=InternalIP --metric-resolution="$RESOLUTION"
   --kubelet-request-timeout="$((RES_S / 2))s" --v=1
 )
-if [[ $HPA_VIA != direct ]]; then
-  # Both servers are reached by the aggregator at localhost:$SERVER_PORT (ExternalName).
-  kd_register_apiservice "$CL" metrics.k8s.io v1beta1 "$SERVER_PORT" "" metrics-server kube-system
-fi
-
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # TCP payload bytes received on the process's open connections to kubelets (port 10250; TLS
 # records, i.e. the bytes on the wire less TCP/IP headers), from `ss -tip` (tcp_info
@@ -260,21 +256,43 @@ measure() {
   log "[$tag] starting (load average $(cut -d' ' -f1-3 /proc/loadavg))"
   local load0 t_ready0 ready_s
   load0=$(cut -d' ' -f1-3 /proc/loadavg)
-  t_ready0=$(date +%s.%N)
-  if [[ $name == ours ]]; then
-    local ours_extra=()
-    [[ $KUBELET_GZIP == true ]] && ours_extra+=(--kubelet-gzip=true)
-    NO_COLOR=1 "$KD_BIN" "${COMMON[@]}" "${ours_extra[@]}" --cert-dir="$certdir" </dev/null >"$OUT/$tag.log" 2>&1 &
-  else
-    "${SERVER_BIN[$name]}" "${COMMON[@]}" --cert-dir="$certdir" </dev/null >"$OUT/$tag.log" 2>&1 &
-  fi
-  SERVER_PID=$!
-  "$KD_LOAD" "${CERT[@]}" wait --url "$URL" --nodes "$EXPECT_NODES" --pods "$EXPECT_PODS" --timeout 600 \
-    --pid "$SERVER_PID" >"$OUT/$tag.wait.log" 2>&1 ||
+  local attempt
+  for attempt in 1 2 3; do
+    SERVER_PORT=$(_kd_free_port "$SERVER_PORT")
+    URL=https://127.0.0.1:$SERVER_PORT
+    if [[ $HPA_VIA != direct ]]; then
+      # The aggregator reaches the server at localhost:$SERVER_PORT (ExternalName Service).
+      kd_register_apiservice "$CL" metrics.k8s.io v1beta1 "$SERVER_PORT" "" metrics-server kube-system >/dev/null
+    fi
+    t_ready0=$(date +%s.%N)
+    if [[ $name == ours ]]; then
+      local ours_extra=()
+      [[ $KUBELET_GZIP == true ]] && ours_extra+=(--kubelet-gzip=true)
+      NO_COLOR=1 "$KD_BIN" --secure-port="$SERVER_PORT" "${COMMON[@]}" "${ours_extra[@]}" --cert-dir="$certdir" \
+        </dev/null >"$OUT/$tag.log" 2>&1 &
+    else
+      "${SERVER_BIN[$name]}" --secure-port="$SERVER_PORT" "${COMMON[@]}" --cert-dir="$certdir" </dev/null >"$OUT/$tag.log" 2>&1 &
+    fi
+    SERVER_PID=$!
+    "$KD_LOAD" "${CERT[@]}" wait --url "$URL" --nodes "$EXPECT_NODES" --pods "$EXPECT_PODS" --timeout 600 \
+      --pid "$SERVER_PID" >"$OUT/$tag.wait.log" 2>&1 && break
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+    # Lost the port between choosing and binding it: another free port (at most 3 attempts).
+    if ((attempt < 3)) && grep -qi "address already in use" "$OUT/$tag.log"; then
+      log "[$tag] port $SERVER_PORT taken before the server bound it; another port"
+      continue
+    fi
     die "[$tag] never served the whole fleet: $(tail -3 "$OUT/$tag.wait.log") (log: $OUT/$tag.log)"
+  done
   ready_s=$(python3 -c "import time; print(round(time.time() - $t_ready0, 2))")
   if [[ $HPA_VIA != direct ]]; then
     kd_wait_apiservice "$CL" v1beta1.metrics.k8s.io 120 || die "[$tag] APIService not Available"
+    # Available may be stale (the previous server's port): wait until the aggregator serves
+    # this server's full fleet.
+    "$KD_LOAD" "${CERT[@]}" wait --url "$KD_APISERVER_URL" --nodes "$EXPECT_NODES" --pods "$EXPECT_PODS" \
+      --timeout 120 --pid "$SERVER_PID" >>"$OUT/$tag.wait.log" 2>&1 ||
+      die "[$tag] the aggregator never served the whole fleet: $(tail -3 "$OUT/$tag.wait.log")"
   fi
   # RSS sampler (kB), every 0.5 s, until killed.
   (while kill -0 "$SERVER_PID" 2>/dev/null; do
