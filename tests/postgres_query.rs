@@ -407,6 +407,11 @@ async fn a_stopped_database_turns_records_stale_then_current_again() {
     assert_eq!(r[0].status.as_ref().unwrap().sync_status, "Error");
     assert!(r[0].spec.data.is_empty());
 
+    // Sync times have whole seconds: a recovery in the same second as the first success
+    // could not be told from it, so resume only once the clock is past that second.
+    while Some(kubedojo_data_api::api::time::Time::now()) <= status.last_sync_time {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     pg.resume();
     // Recovery is observed, not timed: the pool's next connect succeeds once the
     // server accepts connections again (a generous bound for a loaded machine).
