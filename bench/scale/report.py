@@ -80,6 +80,8 @@ rows = [
     ("Resident memory, peak (VmHWM), MiB", lambda r: r["rss_peak_mib"], "{:.1f}", True),
     ("Resident memory, steady (median VmRSS, idle), MiB", lambda r: r["rss_steady_mib"], "{:.1f}", True),
     ("CPU seconds per scrape cycle (idle: the work of one cycle)", lambda r: r["cpu_seconds_per_cycle"], "{:.3f}", True),
+    ("Kubelet bytes received per scrape cycle (idle; TCP payload incl. TLS, ss -tip), MB",
+     lambda r: r["read_bytes_per_cycle"] / 1e6 if r.get("read_bytes_per_cycle") is not None else None, "{:.2f}", True),
     ("CPU under load, cores", lambda r: r["load_cpu_cores"], "{:.3f}", True),
     ("Seconds from start to serving every expected pod", lambda r: r["ready_seconds"], "{:.1f}", True),
 ]

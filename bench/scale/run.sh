@@ -55,7 +55,8 @@
 #   correct answers, a baseline that served the whole fleet, zero errors); prints
 #   `N passed, M failed` last.
 #
-# Environment: KD_BIN, KD_LOAD (binaries; default target/release, built if missing),
+# Environment: KD_BIN, KD_LOAD (binaries; default target/release, built if missing), KD_SIM_FIRST
+# (first kubelet address, default 127.3.0.1),
 # METRICS_SERVER_BIN, METRICS_SERVER_LEGACY_BIN (default `tests/e2e/tools.sh path ...`).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -66,7 +67,7 @@ NAMESPACES= DEPLOYMENT_PODS=5-50 HPA_PERIOD=15 HPA_MODE=spread HPA_VIA=both
 HPA_ACCEPT=application/json TOP_ACCEPT=application/json
 TOP_PODS_RATE=0.5 TOP_NODES_RATE=1 ROUNDS=5 OUT= CHECK=false KEEP=false
 SLOW_NODES= SLOW_DELAY=2s FAILING_NODES= BASELINES=metrics-server SCENARIO=custom KUBELET_GZIP=false
-SIM_FIRST=127.3.0.1
+SIM_FIRST=${KD_SIM_FIRST:-127.3.0.1}  # first kubelet address (override: another fleet runs)
 scenario() {
   SCENARIO=$1
   case "$1" in
@@ -107,7 +108,7 @@ while (($#)); do
     --out) OUT=$2; shift ;;
     --check) CHECK=true ;;
     --keep) KEEP=true ;;
-    -h | --help) sed -n '2,58p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,59p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -230,6 +231,15 @@ COMMON=(
   --kubelet-request-timeout="$((RES_S / 2))s" --v=1
 )
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# TCP payload bytes received on the process's open connections to kubelets (port 10250; TLS
+# records, i.e. the bytes on the wire less TCP/IP headers), from `ss -tip` (tcp_info
+# bytes_received). /proc/PID/io rchar would miss ours: Rust reads sockets with recv(2).
+read_bytes() {
+  ss -tinpH state established '( dport = :10250 )' 2>/dev/null | awk -v p="pid=$1," '
+    index($0, p) {want = 1; next}
+    want { if (match($0, /bytes_received:[0-9]+/)) s += substr($0, RSTART + 15, RLENGTH - 15); want = 0 }
+    END {print s + 0}'
+}
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 # tick_stats: "<count> <sum>" of metrics_server_manager_tick_duration_seconds
 tick_stats() {
@@ -301,6 +311,8 @@ measure() {
   done
   read -r c0 s0 < <(tick_stats)
   cpu0=$(cpu_ticks "$SERVER_PID")
+  local rc0 rc1
+  rc0=$(read_bytes "$SERVER_PID")
   local idle_start
   idle_start=$(date +%s.%N)
   sleep "$(python3 -c "print($IDLE_CYCLES * $RES_S - 0.5)")"
@@ -311,6 +323,7 @@ measure() {
     sleep 0.2
   done
   cpu1=$(cpu_ticks "$SERVER_PID")
+  rc1=$(read_bytes "$SERVER_PID")
   local idle_end
   idle_end=$(date +%s.%N)
   # Load window.
@@ -334,10 +347,10 @@ measure() {
   SERVER_PID=
   python3 - "$OUT" "$tag" "$name" "$round" "$ready_s" "$c0" "$s0" "$c1" "$s1" "$cpu0" "$cpu1" \
     "$idle_start" "$idle_end" "$lc0" "$lc1" "$load_start" "$load_end" "$hwm" "$(getconf CLK_TCK)" \
-    "$load0" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
+    "$load0" "$(cut -d' ' -f1-3 /proc/loadavg)" "$rc0" "$rc1" <<'EOF'
 import json, statistics, sys
 (out, tag, name, rnd, ready_s, c0, s0, c1, s1, cpu0, cpu1, i0, i1, lc0, lc1, l0, l1, hwm,
- hz, load0, load1) = sys.argv[1:]
+ hz, load0, load1, rc0, rc1) = sys.argv[1:]
 hz = float(hz)
 cycles = float(c1) - float(c0)
 rss = []
@@ -353,6 +366,7 @@ res = {
     "idle_cycles": cycles,
     "cpu_seconds_per_cycle": (float(cpu1) - float(cpu0)) / hz / cycles if cycles else None,
     "tick_seconds_mean": (float(s1) - float(s0)) / cycles if cycles else None,
+    "read_bytes_per_cycle": (int(rc1) - int(rc0)) / cycles if cycles else None,
     "rss_steady_mib": statistics.median(idle) / 1024,
     "rss_peak_mib": int(hwm) / 1024,
     "load_cpu_cores": (float(lc1) - float(lc0)) / hz / (float(l1) - float(l0)),
