@@ -68,7 +68,10 @@ async fn pods(client: &reqwest::Client, server: &DemoServer, i: usize) -> Option
 
 /// A counter of a replica's `/metrics` (the text exposition).
 async fn self_metric(client: &reqwest::Client, server: &DemoServer, i: usize, name: &str) -> u64 {
-    let url = format!("https://localhost:{}/metrics", server.replicas[i].addr.port());
+    let url = format!(
+        "https://localhost:{}/metrics",
+        server.replicas[i].addr.port()
+    );
     let text = client
         .get(url)
         .bearer_auth(&server.token)
@@ -143,12 +146,7 @@ async fn three_replicas_share_the_kubelets_and_each_serves_every_pod() {
     }
     for r in &server.replicas {
         let c = r.coordinator.as_ref().unwrap();
-        assert!(
-            c.stats()
-                .nodes_from_peers
-                .get()
-                > 0
-        );
+        assert!(c.stats().nodes_from_peers.get() > 0);
     }
     // The exchange on /metrics: each replica fetched shard bytes (one that owns no node
     // serves none), and the bytes served add up to the bytes received (read 3/4 into a tick: fetches happen at 1/2).
