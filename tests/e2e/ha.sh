@@ -274,9 +274,9 @@ wait_full() {
     sleep 1
   done
 }
-expect_per_cycle() { # WANT: averaged over 2 cycles
+expect_per_cycle() { # WANT: one whole cycle (wall-clock aligned ticks: exactly one tick's requests)
   local got
-  got=$(requests_per_cycle 2)
+  got=$(requests_per_cycle 1)
   echo "kubelet requests per cycle: $got (R x nodes = $1; replicas x nodes = $((3 * NODES)))"
   [[ $got == "$1" ]]
 }
