@@ -90,24 +90,45 @@ pub async fn start_postgres(
             .map_err(|e| anyhow::anyhow!("--sources-config: {e}"))?,
         None => None,
     };
-    let (connection, source, migrate) = match configured {
+    let (connection, source, migrate, union) = match configured {
         Some(spec) => {
             if args.postgres_dsn_file.is_some() {
                 anyhow::bail!(
                     "--postgres-dsn-file and a postgres source in --sources-config both name a table source: use one"
                 );
             }
-            (spec.connection, spec.source, spec.migrate)
+            let union = spec.combined.then_some(spec.sources_before);
+            (spec.connection, spec.source, spec.migrate, union)
         }
         None => match postgres_from_flags(args)? {
-            Some(parts) => parts,
+            Some((c, s, m)) => (c, s, m, None),
             None => return Ok(None),
         },
     };
     let schema = source.schema.clone();
-    let running = start_table(&connection, &source, migrate, &records_group::DATARECORDS).await?;
-    tracing::info!(connection = %connection.name, schema = %schema, "serving DataRecords from PostgreSQL");
+    let mut running =
+        start_table(&connection, &source, migrate, &records_group::DATARECORDS).await?;
+    running.union = union;
+    tracing::info!(connection = %connection.name, schema = %schema, union = union.is_some(), "serving DataRecords from PostgreSQL");
     Ok(Some(running))
+}
+
+/// The DataRecords backend of a running table source: the table alone, or its union
+/// with the in-memory `records` when the configuration combines them.
+pub fn records_backend(
+    pg: &crate::records::postgres::RunningTable,
+    records: &Arc<RecordSet>,
+) -> Arc<dyn crate::api::resource::AsyncBackend> {
+    match pg.union {
+        Some(before) => Arc::new(crate::records::union::UnionBackend::new(
+            records.clone(),
+            pg.table.clone(),
+            pg.feed.clone(),
+            before,
+            &records_group::DATARECORDS,
+        )),
+        None => pg.backend.clone(),
+    }
 }
 
 /// The table source the `--postgres-*` flags describe, when a DSN is given.
@@ -343,9 +364,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let records = load_records(sources.as_ref(), Some(pipeline.metrics_inputs())).await?;
     let postgres = start_postgres(&args.postgres, sources.as_ref()).await?;
     let mut parts = AppParts::new(records.clone(), delegated.chain);
-    parts.records_backend = postgres
-        .as_ref()
-        .map(|p| p.backend.clone() as Arc<dyn crate::api::resource::AsyncBackend>);
+    parts.records_backend = postgres.as_ref().map(|p| records_backend(p, &records));
     let lifecycle = crate::server::lifecycle::Lifecycle::new();
     parts
         .health

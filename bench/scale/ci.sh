@@ -6,9 +6,12 @@
 # <= 0.6 (was 0.4; see report.py), HPA p50 latency <= 1.5 and full pod list p50 <= 0.6 of metrics-server's; zero errors
 # and every scheduled request answered with the whole fleet, for both servers (a broken
 # baseline fails the run). Prints `N passed, M failed` last.
-# Output: target/scale/ci-<timestamp>/ (results.md, results.json, logs). Extra arguments are
-# passed to run.sh (e.g. --rounds 1).
+# Before it, bench/scale/golden.sh (issue 12 §1, ~45 s): both servers on one 20 × 10 fleet,
+# their protobuf answers decoded by the real Go types and compared field by field.
+# Output: target/scale/ci-<timestamp>/ (results.md, results.json, logs; golden/). Extra
+# arguments are passed to run.sh (e.g. --rounds 1).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-exec bash "$ROOT/bench/scale/run.sh" --scenario ci \
-  --out "$ROOT/target/scale/ci-$(date -u +%Y%m%dT%H%M%SZ)" --check "$@"
+OUT=$ROOT/target/scale/ci-$(date -u +%Y%m%dT%H%M%SZ)
+bash "$ROOT/bench/scale/golden.sh" --out "$OUT/golden"
+exec bash "$ROOT/bench/scale/run.sh" --scenario ci --out "$OUT" --check "$@"

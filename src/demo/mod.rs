@@ -209,8 +209,7 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
         let mut parts = AppParts::new(records, demo_auth(&trust, &token));
         // Each replica has its own table source (pool and listener), as separate pods do.
         if let Some(pg) = crate::runtime::start_postgres(&args.postgres, sources.as_ref()).await? {
-            parts.records_backend =
-                Some(pg.backend.clone() as Arc<dyn crate::api::resource::AsyncBackend>);
+            parts.records_backend = Some(crate::runtime::records_backend(&pg, &parts.records));
             postgres.push(pg);
         }
         parts

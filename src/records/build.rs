@@ -77,20 +77,17 @@ pub struct TableSourceSpec {
     pub source: TableSourceConfig,
     /// Create or upgrade the schema at start-up.
     pub migrate: bool,
+    /// How many in-memory sources (of the record set) come before the table: their
+    /// records win a name over its rows, the rows win over the later ones'.
+    pub sources_before: usize,
+    /// True when other sources are configured too (served as a union with the set).
+    pub combined: bool,
 }
 
 /// Resolves the table source of `config` (at most one; see [`SourcesConfig`]).
 pub fn table_source(config: &SourcesConfig) -> Result<Option<TableSourceSpec>, String> {
     for (index, source) in config.sources.iter().enumerate() {
         if let SourceConfig::Postgres(p) = source {
-            if config.sources.len() > 1 {
-                // The table answers from SQL while the other sources live in memory;
-                // serving their union (with a composite resourceVersion) is not built
-                // yet, and serving only one of them would hide records silently.
-                return Err(format!(
-                    "sources[{index}]: a postgres table source cannot be combined with other sources yet (list it alone, or use postgresQuery, file and computed sources without it)"
-                ));
-            }
             let c = config.connection(&p.connection).ok_or_else(|| {
                 format!(
                     "sources[{index}].connection: no connection named {:?}",
@@ -107,6 +104,9 @@ pub fn table_source(config: &SourcesConfig) -> Result<Option<TableSourceSpec>, S
                 connection,
                 source: table,
                 migrate: p.migrate,
+                // Every other source is one in-memory source of the set, in order.
+                sources_before: index,
+                combined: config.sources.len() > 1,
             }));
         }
     }

@@ -9,6 +9,7 @@ pub mod postgres;
 pub mod set;
 pub mod sources_config;
 mod types;
+pub mod union;
 pub mod version;
 
 pub use build::{build_sources, default_sources};

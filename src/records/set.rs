@@ -23,13 +23,24 @@ pub struct StoredRecord {
     pub record: DataRecord,
     /// Its JSON form.
     pub json: Vec<u8>,
+    /// The index (in the record set) of the source that produced it; 0 outside a set.
+    pub source: usize,
 }
 
 impl StoredRecord {
     /// Renders the record's JSON once.
     pub fn new(record: DataRecord) -> Self {
+        Self::from_source(record, 0)
+    }
+
+    /// Renders the record's JSON once, remembering which source of the set produced it.
+    pub fn from_source(record: DataRecord, source: usize) -> Self {
         let json = serde_json::to_vec(&record).expect("DataRecord serialises");
-        StoredRecord { record, json }
+        StoredRecord {
+            record,
+            json,
+            source,
+        }
     }
 
     /// This record's last state, stamped with another resourceVersion (a DELETED event
@@ -37,7 +48,7 @@ impl StoredRecord {
     pub fn restamped(&self, resource_version: &str) -> StoredRecord {
         let mut record = self.record.clone();
         record.metadata.resource_version = Some(resource_version.to_string());
-        StoredRecord::new(record)
+        StoredRecord::from_source(record, self.source)
     }
 }
 
@@ -79,6 +90,9 @@ pub struct RecordEvent {
 
 /// How many past events a watch can resume from.
 const HISTORY: usize = 16 * 1024;
+/// How many past snapshots are kept (pages of a list at an older version, watchers that
+/// merge the set with another stream).
+const RECENT_SNAPSHOTS: usize = 32;
 
 /// An immutable, sorted (namespace, name) view of all records.
 #[derive(Debug, Default)]
@@ -123,6 +137,8 @@ pub struct RecordSet {
     epoch: Epoch,
     sources: Vec<Arc<dyn RecordSource>>,
     snapshot: ArcSwap<RecordsSnapshot>,
+    /// The last [`RECENT_SNAPSHOTS`] snapshots, oldest first.
+    recent: Mutex<VecDeque<Arc<RecordsSnapshot>>>,
     state: Mutex<State>,
     events: broadcast::Sender<RecordEvent>,
     history: Mutex<History>,
@@ -150,6 +166,7 @@ impl RecordSet {
                 seq: 0,
                 records: Vec::new(),
             }),
+            recent: Mutex::new(VecDeque::new()),
             state: Mutex::new(State {
                 seq: 0,
                 last_good: vec![None; n],
@@ -186,6 +203,43 @@ impl RecordSet {
     /// How many name conflicts have started since start-up.
     pub fn conflicts_seen(&self) -> u64 {
         self.conflicts_seen.load(Ordering::Acquire)
+    }
+
+    /// Counts a name conflict found outside the set (between one of its records and
+    /// another component of a union); the caller logs it, once.
+    pub fn note_conflict(&self) {
+        self.conflicts_seen.fetch_add(1, Ordering::AcqRel);
+        if let Some(c) = self.conflict_counter.get() {
+            c.inc();
+        }
+    }
+
+    /// The snapshot of counter value `seq`, while it is one of the last few published
+    /// (`None` once it is gone, or for a counter never published).
+    pub fn snapshot_at(&self, seq: u64) -> Option<Arc<RecordsSnapshot>> {
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = self.snapshot();
+        if current.seq == seq {
+            return Some(current);
+        }
+        recent.iter().find(|s| s.seq == seq).cloned()
+    }
+
+    /// The events after counter value `seq`, whole publishes only (`None` when some
+    /// left the history).
+    pub fn history_after(&self, seq: u64) -> Option<Vec<RecordEvent>> {
+        let history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        if seq < history.floor {
+            return None;
+        }
+        Some(
+            history
+                .events
+                .iter()
+                .filter(|e| e.seq > seq)
+                .cloned()
+                .collect(),
+        )
     }
 
     /// The current snapshot.
@@ -240,7 +294,7 @@ impl RecordSet {
     }
 
     fn merge_and_publish(&self, state: &mut State) {
-        let mut merged: Vec<(DataRecord, bool)> = Vec::new();
+        let mut merged: Vec<(DataRecord, bool, usize)> = Vec::new();
         let mut owner: HashMap<Key, usize> = HashMap::new();
         let mut conflicts = BTreeSet::new();
         for (i, records) in state.last_good.iter().enumerate() {
@@ -252,7 +306,7 @@ impl RecordSet {
                     continue;
                 }
                 owner.insert(key, i);
-                merged.push((record.clone(), sync_time_is_content));
+                merged.push((record.clone(), sync_time_is_content, i));
             }
         }
         for (ns, name, loser) in conflicts.difference(&state.conflicts) {
@@ -279,17 +333,18 @@ impl RecordSet {
         }
     }
 
-    fn publish(&self, state: &mut State, merged: Vec<(DataRecord, bool)>) {
+    fn publish(&self, state: &mut State, merged: Vec<(DataRecord, bool, usize)>) {
         let seq = state.seq + 1;
         let rv = self.epoch.version(seq);
         let mut events: Vec<RecordEvent> = Vec::new();
         let mut next: HashMap<Key, Arc<StoredRecord>> = HashMap::with_capacity(merged.len());
-        for (mut record, sync_time_is_content) in merged {
+        for (mut record, sync_time_is_content, source) in merged {
             let key = (record.namespace().to_string(), record.metadata.name.clone());
             let previous = state.current.get(&key);
             let kind = match previous {
                 Some(old)
-                    if same_content(&old.record, &record)
+                    if old.source == source
+                        && same_content(&old.record, &record)
                         && (!sync_time_is_content
                             || sync_time(&old.record) == sync_time(&record)) =>
                 {
@@ -305,7 +360,7 @@ impl RecordSet {
                 record.metadata.creation_timestamp = Some(created);
             }
             record.metadata.resource_version = Some(rv.clone());
-            let stored = Arc::new(StoredRecord::new(record));
+            let stored = Arc::new(StoredRecord::from_source(record, source));
             events.push(RecordEvent {
                 kind,
                 seq,
@@ -334,11 +389,19 @@ impl RecordSet {
                 .cmp(&(b.record.namespace(), b.record.metadata.name.as_str()))
         });
         state.current = next;
-        self.snapshot.store(Arc::new(RecordsSnapshot {
-            resource_version: rv,
-            seq,
-            records,
-        }));
+        {
+            // Under the lock, so `snapshot_at` always finds the one just replaced.
+            let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            if recent.len() == RECENT_SNAPSHOTS {
+                recent.pop_front();
+            }
+            recent.push_back(self.snapshot.load_full());
+            self.snapshot.store(Arc::new(RecordsSnapshot {
+                resource_version: rv,
+                seq,
+                records,
+            }));
+        }
         let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
         for e in events {
             if history.events.len() == HISTORY

@@ -42,6 +42,9 @@ pub struct RunningTable {
     pub table: Arc<TableSource>,
     /// The change feed.
     pub feed: Arc<ChangeFeed>,
+    /// When the table is combined with in-memory sources: how many of them come
+    /// before it in the configuration (served as a [`crate::records::union`]).
+    pub union: Option<usize>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -88,6 +91,7 @@ pub async fn start_table(
         backend,
         table,
         feed,
+        union: None,
         tasks,
     })
 }
