@@ -72,5 +72,8 @@ KUBEDOJO_BIN="$STATIC_BIN" bash tests/e2e/ha.sh
 step "the lab's steps word for word with manifests/ (real kube-apiserver, tests/e2e/lab.sh)"
 KUBEDOJO_BIN="$STATIC_BIN" bash tests/e2e/lab.sh
 
+step "every CI gate of bench/scale/report.py can fail (doctored copies of a committed run, ~3 s)"
+python3 bench/scale/test_gates.py
+
 step "side by side with metrics-server at 100 nodes x 30 pods (fails if we stop being ahead)"
 KD_BIN="$STATIC_BIN" KD_LOAD="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/kd-load" bash bench/scale/ci.sh

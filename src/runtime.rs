@@ -12,9 +12,7 @@ use crate::api::resource::ResourceProvider;
 use crate::auth::AuthChain;
 use crate::config::{CommonArgs, LogFormat, ServeArgs};
 use crate::groups::records as records_group;
-use crate::records::{
-    MetricsInputs, RecordSet, RecordSource, SourcesConfig, build_sources, default_sources,
-};
+use crate::records::{MetricsInputs, RecordSet, RecordSource, SourcesConfig, default_sources};
 use crate::server::app::{App, ExtraRoutes};
 use crate::server::health::Health;
 use crate::server::sni::SniResolver;
@@ -63,9 +61,20 @@ pub async fn load_records(
     config: Option<&SourcesConfig>,
     metrics: Option<MetricsInputs>,
 ) -> anyhow::Result<Arc<RecordSet>> {
+    load_records_with_kube(config, metrics, None).await
+}
+
+/// As [`load_records`], with a Kubernetes client for ConfigMap-held query definitions.
+pub async fn load_records_with_kube(
+    config: Option<&SourcesConfig>,
+    metrics: Option<MetricsInputs>,
+    kube: Option<&kube::Client>,
+) -> anyhow::Result<Arc<RecordSet>> {
     let sources: Vec<Box<dyn RecordSource>> = match config {
-        Some(config) => build_sources(config, metrics.as_ref())
-            .map_err(|e| anyhow::anyhow!("cannot build the DataRecord sources: {e}"))?,
+        Some(config) => {
+            crate::records::build::build_sources_with_kube(config, metrics.as_ref(), kube)
+                .map_err(|e| anyhow::anyhow!("cannot build the DataRecord sources: {e}"))?
+        }
         None => default_sources(metrics.as_ref()),
     };
     let set = Arc::new(RecordSet::new(sources));
@@ -331,6 +340,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         node_selector,
     ));
     let ha_client = client.clone();
+    let records_client = client.clone();
     let watch_pods = tokio::spawn(crate::cluster::watch::watch_pods(client, view.clone()));
     let kubelet = crate::scrape::KubeletClient::new(crate::pipeline::kubelet_client_config(
         &args.metrics,
@@ -361,7 +371,12 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         view.clone(),
         args.metrics.request_timeout(),
     );
-    let records = load_records(sources.as_ref(), Some(pipeline.metrics_inputs())).await?;
+    let records = load_records_with_kube(
+        sources.as_ref(),
+        Some(pipeline.metrics_inputs()),
+        Some(&records_client),
+    )
+    .await?;
     let postgres = start_postgres(&args.postgres, sources.as_ref()).await?;
     let mut parts = AppParts::new(records.clone(), delegated.chain);
     parts.records_backend = postgres.as_ref().map(|p| records_backend(p, &records));

@@ -212,6 +212,7 @@ impl Telemetry {
             "DataRecords source rows skipped because they are not valid DataRecords, by row",
             BAD_ROWS.clone(),
         );
+        crate::records::postgres::query_metrics::register(&mut registry);
         Arc::new(Telemetry {
             registry,
             kubelet_request_duration,

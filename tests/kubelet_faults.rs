@@ -162,9 +162,25 @@ enum Expect {
     Served,
 }
 
-/// Applies `behaviour` to node 0 and polls for `hold`: the healthy nodes' samples keep
-/// advancing, every served value is honest, readiness holds, and the expectation is met.
-async fn fault(t: &TestServer, behaviour: Behaviour, expect: Expect, hold: Duration) {
+/// Scrape cycles (ticks) each fault is held for, counted as observed: a new sample timestamp
+/// of a healthy node is one published tick. Tying the hold to ticks rather than wall time
+/// keeps the test meaningful on a loaded machine, where 2.5 s of wall time could hold only
+/// one slow tick (the hold used to be 2.5 s at 1 s resolution and flaked under load).
+const HOLD_TICKS: usize = 3;
+/// Wall-time bound on waiting for those ticks: a failure, not a flake, when exceeded.
+const TICK_WAIT: Duration = Duration::from_secs(30);
+
+/// The sample timestamp of node `i` as served now, if it is served.
+async fn timestamp(t: &TestServer, i: usize) -> Option<String> {
+    let name = fleet(t).nodes[i].name.clone();
+    nodes(t).await.remove(&name).map(|x| x.0)
+}
+
+/// Applies `behaviour` to node 0 and polls until `HOLD_TICKS` ticks have been observed with
+/// it in place (and, for a fault that must hide node 0, until it was seen hidden): the
+/// healthy nodes' samples keep advancing, every served value is honest, readiness holds,
+/// and the expectation is met.
+async fn fault(t: &TestServer, behaviour: Behaviour, expect: Expect) {
     let what = format!("{behaviour:?}");
     let sim = t.server.sim.as_ref().unwrap();
     let f = fleet(t);
@@ -175,13 +191,22 @@ async fn fault(t: &TestServer, behaviour: Behaviour, expect: Expect, hold: Durat
         .map(|p| (p.namespace.to_string(), p.name.clone()))
         .collect();
     let failed_before = counter(t, "metrics_server_kubelet_request_total{success=\"false\"}").await;
-    let before = nodes(t).await;
     sim.set_behaviour(0, behaviour).await.unwrap();
+    // Ticks count from the first sample published after the behaviour was set.
+    let mut last = timestamp(t, 1).await;
     let started = Instant::now();
     let mut hidden = false;
-    let mut healthy_moved = false;
-    while started.elapsed() < hold {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut ticks = 0;
+    loop {
+        let want_hidden = !matches!(expect, Expect::Served);
+        if ticks >= HOLD_TICKS && (hidden || !want_hidden) {
+            break;
+        }
+        assert!(
+            started.elapsed() < TICK_WAIT,
+            "{what}: {ticks} of {HOLD_TICKS} ticks observed in {TICK_WAIT:?} (node 0 hidden: {hidden})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(ready(t).await, "{what}: readiness lost");
         let (n, p) = (nodes(t).await, pods(t).await);
         assert_honest(&f, &n, &p, &what);
@@ -192,8 +217,10 @@ async fn fault(t: &TestServer, behaviour: Behaviour, expect: Expect, hold: Durat
                 other.name
             );
         }
-        if n.get(&f.nodes[1].name).map(|x| &x.0) != before.get(&f.nodes[1].name).map(|x| &x.0) {
-            healthy_moved = true;
+        let now = n.get(&f.nodes[1].name).map(|x| x.0.clone());
+        if now != last {
+            ticks += 1;
+            last = now;
         }
         let gone = !n.contains_key(&node0) && node0_pods.iter().all(|k| !p.contains_key(k));
         hidden |= gone;
@@ -201,6 +228,7 @@ async fn fault(t: &TestServer, behaviour: Behaviour, expect: Expect, hold: Durat
             assert!(n.contains_key(&node0), "{what}: node 0 must stay served");
         }
     }
+    let healthy_moved = ticks > 0;
     assert!(
         healthy_moved,
         "{what}: the healthy nodes' samples stopped advancing"
@@ -238,8 +266,24 @@ async fn fault(t: &TestServer, behaviour: Behaviour, expect: Expect, hold: Durat
     }
     // Reset: a Down in between makes the next sighting a first one (a counter that was divided
     // by 1,000 and comes back would otherwise be a jump up, which no real kubelet does).
+    // Down is seen once node 0 has dropped out and two ticks were published (the second
+    // started after Down was set, so it scraped the down kubelet).
     sim.set_behaviour(0, Behaviour::Down).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let down = Instant::now();
+    let mut last = timestamp(t, 1).await;
+    let mut ticks = 0;
+    while ticks < 2 || timestamp(t, 0).await.is_some() {
+        assert!(
+            down.elapsed() < TICK_WAIT,
+            "after {what}: {ticks} ticks and node 0 still served {TICK_WAIT:?} after its kubelet went down"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = timestamp(t, 1).await;
+        if now != last {
+            ticks += 1;
+            last = now;
+        }
+    }
     sim.set_behaviour(0, Behaviour::Normal).await.unwrap();
     wait_all_served(t, &format!("after {what}")).await;
 }
@@ -248,14 +292,7 @@ async fn fault(t: &TestServer, behaviour: Behaviour, expect: Expect, hold: Durat
 async fn each_kubelet_fault_stays_on_its_node() {
     let t = TestServer::start(None).await;
     wait_all_served(&t, "start").await;
-    let hold = Duration::from_millis(2_500);
-    fault(
-        &t,
-        Behaviour::Hang,
-        Expect::Fails(&["timeout", "deadline"]),
-        hold,
-    )
-    .await;
+    fault(&t, Behaviour::Hang, Expect::Fails(&["timeout", "deadline"])).await;
     fault(
         &t,
         Behaviour::SlowDrip {
@@ -263,34 +300,26 @@ async fn each_kubelet_fault_stays_on_its_node() {
             every: Duration::from_millis(100),
         },
         Expect::Fails(&["timeout", "deadline"]),
-        hold,
     )
     .await;
-    fault(&t, Behaviour::Status(503), Expect::Fails(&["status"]), hold).await;
-    fault(&t, Behaviour::Garbage, Expect::Fails(&["decode"]), hold).await;
+    fault(&t, Behaviour::Status(503), Expect::Fails(&["status"])).await;
+    fault(&t, Behaviour::Garbage, Expect::Fails(&["decode"])).await;
     fault(
         &t,
         Behaviour::HugeBody(100 * 1024 * 1024),
         Expect::Fails(&["too_large", "timeout", "deadline"]),
-        hold,
     )
     .await;
-    fault(
-        &t,
-        Behaviour::WrongCertificate,
-        Expect::Fails(&["tls"]),
-        hold,
-    )
-    .await;
-    fault(&t, Behaviour::CounterReset, Expect::Hidden, hold).await;
-    fault(&t, Behaviour::ZeroValues, Expect::Hidden, hold).await;
+    fault(&t, Behaviour::WrongCertificate, Expect::Fails(&["tls"])).await;
+    fault(&t, Behaviour::CounterReset, Expect::Hidden).await;
+    fault(&t, Behaviour::ZeroValues, Expect::Hidden).await;
     // A kubelet clock 30 s ahead: samples are rated over their own (skewed) timestamps, so the
     // values stay exact; 30 s behind: the samples are older than the stored ones and change
     // nothing (never a negative or invented window).
-    fault(&t, Behaviour::ClockSkew(30_000), Expect::Served, hold).await;
-    fault(&t, Behaviour::ClockSkew(-30_000), Expect::Served, hold).await;
+    fault(&t, Behaviour::ClockSkew(30_000), Expect::Served).await;
+    fault(&t, Behaviour::ClockSkew(-30_000), Expect::Served).await;
     // Node 0 also reports node 1's pods: each pod is listed once, with node 1's exact values.
-    fault(&t, Behaviour::AlsoReport(1), Expect::Served, hold).await;
+    fault(&t, Behaviour::AlsoReport(1), Expect::Served).await;
     let text = t.get("/metrics", None).await.text().await.unwrap();
     let node0 = format!("node=\"{}\"", fleet(&t).nodes[0].name);
     for series in [

@@ -4,18 +4,26 @@
 # bisected. Same fleet and flags as run.sh (kube-apiserver, kubelet-sim, TLS to kubelets).
 #
 # Usage:
-#   bench/scale/callgrind.sh [--nodes N] [--pods M] [--cycles C] [--resolution 10s] BIN...
+#   bench/scale/callgrind.sh [--nodes N] [--pods M] [--cycles C] [--resolution 25s] BIN...
+#
+# The resolution must leave valgrind time (it runs ~50x slower) and stay under the simulated
+# kubelets' 30 s idle-connection timeout (hyper's header-read timeout): at 10 s one tick's 100
+# scrapes timed out under valgrind (the request timeout is half the resolution), at 40 s every
+# kept-alive connection was closed between ticks; either way every scrape reconnected and half
+# the count was TLS handshakes. A failed scrape is reported.
 #
 # For each BIN (a kubedojo-data-api binary, e.g. one built from an older commit): start it under
 # `valgrind --tool=callgrind --instr-atstart=no` with run.sh's flags, wait until it serves every
 # pod, switch instrumentation on right after a tick ends, let C whole ticks pass (idle: no API
 # load), switch it off. Prints one line per binary: `Ir per cycle` (instructions, the tick plus
 # everything else the server did meanwhile), and keeps callgrind.out.* in OUT for
-# `callgrind_annotate`. Wrap in `flock /tmp/kubedojo-cluster.lock` (it starts a cluster).
+# `callgrind_annotate`. It starts its own control plane and kubelet-sim (from --first-address,
+# default 127.6.0.1, away from run.sh's 127.3.0.1) and measures instructions, not time: it needs
+# no `flock /tmp/kubedojo-cluster.lock`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 E2E=$ROOT/tests/e2e
-NODES=100 PODS=30 CONTAINERS=2 CYCLES=3 RESOLUTION=10s OUT= EXTRA=()
+NODES=100 PODS=30 CONTAINERS=2 CYCLES=3 RESOLUTION=25s OUT= EXTRA=() SIM_FIRST=127.6.0.1
 BINS=()
 while (($#)); do
   case "$1" in
@@ -24,8 +32,9 @@ while (($#)); do
     --cycles) CYCLES=$2; shift ;;
     --resolution) RESOLUTION=$2; shift ;;
     --out) OUT=$2; shift ;;
+    --first-address) SIM_FIRST=$2; shift ;;
     --extra) EXTRA+=("$2"); shift ;;
-    -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) BINS+=("$1") ;;
   esac
   shift
@@ -61,7 +70,7 @@ source "$CL/cluster.env"
 ADMIN_KC=$CL/admin.kubeconfig
 CERT=(--cert "$CL/pki/admin.crt" --key "$CL/pki/admin.key")
 "$SIM_BIN" kubelet-sim --nodes "$NODES" --pods-per-node "$PODS" --containers-per-pod "$CONTAINERS" \
-  --namespaces "$NAMESPACES" --first-address 127.3.0.1 --port 10250 --idle-percent 0 \
+  --namespaces "$NAMESPACES" --first-address "$SIM_FIRST" --port 10250 --idle-percent 0 \
   --deployment-pods 5-50 --objects-out "$OUT/objects.json" --ca-out "$OUT/sim-ca.crt" \
   </dev/null >"$OUT/kubelet-sim.log" 2>&1 &
 SIM_PID=$!
@@ -76,10 +85,11 @@ read -r EXPECT_NODES EXPECT_PODS < <(python3 -c '
 import json, sys
 t = json.load(open(sys.argv[1])); print(t["nodes"], t["pods"])' "$OUT/targets.json")
 
-tick_count() {
-  curl -sk --max-time 30 "${CERT[@]}" "$URL/metrics" |
-    awk '/^metrics_server_manager_tick_duration_seconds_count/ {c=$2} END {print (c==""?0:c)}'
-}
+# Ticks are counted from the server's own "scrape cycle done" debug line (one per tick), not by
+# polling /metrics: each poll is a TLS handshake plus a self-metrics encoding (~3M Ir at 100
+# nodes) that would be counted as the cycle's work (it was ~10% of it).
+LOG_FILTER="info,kubedojo_data_api::scrape::scraper=debug,hyper=warn,rustls=warn,h2=warn,tower=warn,kube=info"
+ticks() { grep -c "scrape cycle done" "$OUT/server-$n.log" || true; }
 
 n=0
 for bin in "${BINS[@]}"; do
@@ -87,7 +97,7 @@ for bin in "${BINS[@]}"; do
   PORT=$(_kd_free_port)
   URL=https://127.0.0.1:$PORT
   mkdir -p "$OUT/certs-$n"
-  NO_COLOR=1 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out.$n" \
+  NO_COLOR=1 KUBEDOJO_LOG=$LOG_FILTER valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out.$n" \
     "$bin" --secure-port="$PORT" --bind-address=127.0.0.1 \
     --kubeconfig="$ADMIN_KC" --authentication-kubeconfig="$ADMIN_KC" --authorization-kubeconfig="$ADMIN_KC" \
     --kubelet-certificate-authority="$OUT/sim-ca.crt" --kubelet-use-node-status-port \
@@ -98,19 +108,21 @@ for bin in "${BINS[@]}"; do
   "$KD_LOAD" "${CERT[@]}" wait --url "$URL" --nodes "$EXPECT_NODES" --pods "$EXPECT_PODS" --timeout 900 \
     --pid "$SERVER_PID" >"$OUT/wait-$n.log" 2>&1 || die "$bin never served the fleet ($OUT/server-$n.log)"
   # One more whole tick first (the first rates, connection set-up), then right after a tick ends.
-  c=$(tick_count)
-  while (($(tick_count) < c + 2)); do sleep 0.3; done
-  c0=$(tick_count)
+  c=$(ticks)
+  while (($(ticks) < c + 2)); do sleep 0.2; done
+  c0=$(ticks) l0=$(wc -l <"$OUT/server-$n.log")
   callgrind_control -i on "$SERVER_PID" >/dev/null
-  sleep "$((CYCLES * RES_S - RES_S / 2))"
-  while (($(tick_count) < c0 + CYCLES)); do sleep 0.5; done
+  while (($(ticks) < c0 + CYCLES)); do sleep 0.2; done
   callgrind_control -i off "$SERVER_PID" >/dev/null
-  c1=$(tick_count)
+  c1=$(ticks) l1=$(wc -l <"$OUT/server-$n.log")
   kill "$SERVER_PID" 2>/dev/null || true
   wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=
-  f=$(ls -t "$OUT"/callgrind.out.$n* | head -1)
-  ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+  f=$OUT/callgrind.out.$n
+  # (no early `exit` in awk: callgrind_annotate would die of SIGPIPE and pipefail end the script)
+  ir=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done {gsub(",", "", $1); print $1; done = 1}')
+  fails=$(sed -n "$((l0 + 1)),${l1}p" "$OUT/server-$n.log" | grep -c "failed to scrape" || true)
+  ((fails == 0)) || log "WARNING: $fails failed scrapes while measuring ($OUT/server-$n.log; timeouts under valgrind? use a longer --resolution): reconnections inflate the count"
   cycles=$((c1 - c0))
   echo "$bin: $((ir / cycles)) Ir per cycle ($cycles cycles, $NODES x $PODS; $f)"
 done

@@ -32,8 +32,11 @@ ap.add_argument("--baselines", default="metrics-server")
 ap.add_argument("--check", action="store_true")
 # CI gates (ours / baseline): near the ratios measured at 100 × 30 with a margin for noise.
 ap.add_argument("--max-rss-ratio", type=float, default=0.5)
-ap.add_argument("--max-cpu-ratio", type=float, default=0.6)  # was 0.4; two runs of the final build gave 0.419 and 0.469 (0.25 before the Dec 2026 scraper changes): restore once the rise is found (issue 15)
-ap.add_argument("--max-hpa-latency-ratio", type=float, default=1.5)  # two runs of the final build gave 0.74 and 1.10 (n = 73 per round: p50 is noisy)
+# Measured at 100 x 30 (bench/results/ci-100x30*): CPU per cycle 0.246, 0.193 (the 0.42-0.47 of
+# two runs under load average ~20 were not in the instruction counts: bench/scale/callgrind.sh
+# gives +7% between those builds, docs/benchmarks.md); HPA p50 0.74-1.10 (n = 73 per round).
+ap.add_argument("--max-cpu-ratio", type=float, default=0.4)
+ap.add_argument("--max-hpa-latency-ratio", type=float, default=1.4)  # rounds vary ±35% (4.7-9.8 ms)
 ap.add_argument("--max-list-latency-ratio", type=float, default=0.6)
 a = ap.parse_args()
 BASELINES = a.baselines.split()
@@ -77,6 +80,8 @@ rows = [
     ("Resident memory, peak (VmHWM), MiB", lambda r: r["rss_peak_mib"], "{:.1f}", True),
     ("Resident memory, steady (median VmRSS, idle), MiB", lambda r: r["rss_steady_mib"], "{:.1f}", True),
     ("CPU seconds per scrape cycle (idle: the work of one cycle)", lambda r: r["cpu_seconds_per_cycle"], "{:.3f}", True),
+    ("Kubelet bytes received per scrape cycle (idle; TCP payload incl. TLS, ss -tip), MB",
+     lambda r: r["read_bytes_per_cycle"] / 1e6 if r.get("read_bytes_per_cycle") is not None else None, "{:.2f}", True),
     ("CPU under load, cores", lambda r: r["load_cpu_cores"], "{:.3f}", True),
     ("Seconds from start to serving every expected pod", lambda r: r["ready_seconds"], "{:.1f}", True),
 ]

@@ -55,7 +55,8 @@
 #   correct answers, a baseline that served the whole fleet, zero errors); prints
 #   `N passed, M failed` last.
 #
-# Environment: KD_BIN, KD_LOAD (binaries; default target/release, built if missing),
+# Environment: KD_BIN, KD_LOAD (binaries; default target/release, built if missing), KD_SIM_FIRST
+# (first kubelet address, default 127.3.0.1),
 # METRICS_SERVER_BIN, METRICS_SERVER_LEGACY_BIN (default `tests/e2e/tools.sh path ...`).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -66,7 +67,7 @@ NAMESPACES= DEPLOYMENT_PODS=5-50 HPA_PERIOD=15 HPA_MODE=spread HPA_VIA=both
 HPA_ACCEPT=application/json TOP_ACCEPT=application/json
 TOP_PODS_RATE=0.5 TOP_NODES_RATE=1 ROUNDS=5 OUT= CHECK=false KEEP=false
 SLOW_NODES= SLOW_DELAY=2s FAILING_NODES= BASELINES=metrics-server SCENARIO=custom KUBELET_GZIP=false
-SIM_FIRST=127.3.0.1
+SIM_FIRST=${KD_SIM_FIRST:-127.3.0.1}  # first kubelet address (override: another fleet runs)
 scenario() {
   SCENARIO=$1
   case "$1" in
@@ -107,7 +108,7 @@ while (($#)); do
     --out) OUT=$2; shift ;;
     --check) CHECK=true ;;
     --keep) KEEP=true ;;
-    -h | --help) sed -n '2,58p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,59p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -219,21 +220,26 @@ if [[ -z $FAILING_NODES ]]; then
     --lean-max-buf 8192 >"$OUT/floor-lean.json" || log "lean floor measurement failed"
 fi
 
-SERVER_PORT=$(_kd_free_port)
-URL=https://127.0.0.1:$SERVER_PORT
+# A fresh port per server start (set in measure): the machine is shared, so a port free when
+# one round ended may be taken by another process by the next start ("Address already in use").
+SERVER_PORT= URL=
 COMMON=(
-  --secure-port="$SERVER_PORT" --bind-address=127.0.0.1
+  --bind-address=127.0.0.1
   --kubeconfig="$ADMIN_KC" --authentication-kubeconfig="$ADMIN_KC" --authorization-kubeconfig="$ADMIN_KC"
   --kubelet-certificate-authority="$OUT/sim-ca.crt" --kubelet-use-node-status-port
   --kubelet-preferred-address-types=InternalIP --metric-resolution="$RESOLUTION"
   --kubelet-request-timeout="$((RES_S / 2))s" --v=1
 )
-if [[ $HPA_VIA != direct ]]; then
-  # Both servers are reached by the aggregator at localhost:$SERVER_PORT (ExternalName).
-  kd_register_apiservice "$CL" metrics.k8s.io v1beta1 "$SERVER_PORT" "" metrics-server kube-system
-fi
-
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# TCP payload bytes received on the process's open connections to kubelets (port 10250; TLS
+# records, i.e. the bytes on the wire less TCP/IP headers), from `ss -tip` (tcp_info
+# bytes_received). /proc/PID/io rchar would miss ours: Rust reads sockets with recv(2).
+read_bytes() {
+  ss -tinpH state established '( dport = :10250 )' 2>/dev/null | awk -v p="pid=$1," '
+    index($0, p) {want = 1; next}
+    want { if (match($0, /bytes_received:[0-9]+/)) s += substr($0, RSTART + 15, RLENGTH - 15); want = 0 }
+    END {print s + 0}'
+}
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 # tick_stats: "<count> <sum>" of metrics_server_manager_tick_duration_seconds
 tick_stats() {
@@ -250,21 +256,43 @@ measure() {
   log "[$tag] starting (load average $(cut -d' ' -f1-3 /proc/loadavg))"
   local load0 t_ready0 ready_s
   load0=$(cut -d' ' -f1-3 /proc/loadavg)
-  t_ready0=$(date +%s.%N)
-  if [[ $name == ours ]]; then
-    local ours_extra=()
-    [[ $KUBELET_GZIP == true ]] && ours_extra+=(--kubelet-gzip=true)
-    NO_COLOR=1 "$KD_BIN" "${COMMON[@]}" "${ours_extra[@]}" --cert-dir="$certdir" </dev/null >"$OUT/$tag.log" 2>&1 &
-  else
-    "${SERVER_BIN[$name]}" "${COMMON[@]}" --cert-dir="$certdir" </dev/null >"$OUT/$tag.log" 2>&1 &
-  fi
-  SERVER_PID=$!
-  "$KD_LOAD" "${CERT[@]}" wait --url "$URL" --nodes "$EXPECT_NODES" --pods "$EXPECT_PODS" --timeout 600 \
-    --pid "$SERVER_PID" >"$OUT/$tag.wait.log" 2>&1 ||
+  local attempt
+  for attempt in 1 2 3; do
+    SERVER_PORT=$(_kd_free_port "$SERVER_PORT")
+    URL=https://127.0.0.1:$SERVER_PORT
+    if [[ $HPA_VIA != direct ]]; then
+      # The aggregator reaches the server at localhost:$SERVER_PORT (ExternalName Service).
+      kd_register_apiservice "$CL" metrics.k8s.io v1beta1 "$SERVER_PORT" "" metrics-server kube-system >/dev/null
+    fi
+    t_ready0=$(date +%s.%N)
+    if [[ $name == ours ]]; then
+      local ours_extra=()
+      [[ $KUBELET_GZIP == true ]] && ours_extra+=(--kubelet-gzip=true)
+      NO_COLOR=1 "$KD_BIN" --secure-port="$SERVER_PORT" "${COMMON[@]}" "${ours_extra[@]}" --cert-dir="$certdir" \
+        </dev/null >"$OUT/$tag.log" 2>&1 &
+    else
+      "${SERVER_BIN[$name]}" --secure-port="$SERVER_PORT" "${COMMON[@]}" --cert-dir="$certdir" </dev/null >"$OUT/$tag.log" 2>&1 &
+    fi
+    SERVER_PID=$!
+    "$KD_LOAD" "${CERT[@]}" wait --url "$URL" --nodes "$EXPECT_NODES" --pods "$EXPECT_PODS" --timeout 600 \
+      --pid "$SERVER_PID" >"$OUT/$tag.wait.log" 2>&1 && break
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+    # Lost the port between choosing and binding it: another free port (at most 3 attempts).
+    if ((attempt < 3)) && grep -qi "address already in use" "$OUT/$tag.log"; then
+      log "[$tag] port $SERVER_PORT taken before the server bound it; another port"
+      continue
+    fi
     die "[$tag] never served the whole fleet: $(tail -3 "$OUT/$tag.wait.log") (log: $OUT/$tag.log)"
+  done
   ready_s=$(python3 -c "import time; print(round(time.time() - $t_ready0, 2))")
   if [[ $HPA_VIA != direct ]]; then
     kd_wait_apiservice "$CL" v1beta1.metrics.k8s.io 120 || die "[$tag] APIService not Available"
+    # Available may be stale (the previous server's port): wait until the aggregator serves
+    # this server's full fleet.
+    "$KD_LOAD" "${CERT[@]}" wait --url "$KD_APISERVER_URL" --nodes "$EXPECT_NODES" --pods "$EXPECT_PODS" \
+      --timeout 120 --pid "$SERVER_PID" >>"$OUT/$tag.wait.log" 2>&1 ||
+      die "[$tag] the aggregator never served the whole fleet: $(tail -3 "$OUT/$tag.wait.log")"
   fi
   # RSS sampler (kB), every 0.5 s, until killed.
   (while kill -0 "$SERVER_PID" 2>/dev/null; do
@@ -283,6 +311,8 @@ measure() {
   done
   read -r c0 s0 < <(tick_stats)
   cpu0=$(cpu_ticks "$SERVER_PID")
+  local rc0 rc1
+  rc0=$(read_bytes "$SERVER_PID")
   local idle_start
   idle_start=$(date +%s.%N)
   sleep "$(python3 -c "print($IDLE_CYCLES * $RES_S - 0.5)")"
@@ -293,6 +323,7 @@ measure() {
     sleep 0.2
   done
   cpu1=$(cpu_ticks "$SERVER_PID")
+  rc1=$(read_bytes "$SERVER_PID")
   local idle_end
   idle_end=$(date +%s.%N)
   # Load window.
@@ -316,10 +347,10 @@ measure() {
   SERVER_PID=
   python3 - "$OUT" "$tag" "$name" "$round" "$ready_s" "$c0" "$s0" "$c1" "$s1" "$cpu0" "$cpu1" \
     "$idle_start" "$idle_end" "$lc0" "$lc1" "$load_start" "$load_end" "$hwm" "$(getconf CLK_TCK)" \
-    "$load0" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
+    "$load0" "$(cut -d' ' -f1-3 /proc/loadavg)" "$rc0" "$rc1" <<'EOF'
 import json, statistics, sys
 (out, tag, name, rnd, ready_s, c0, s0, c1, s1, cpu0, cpu1, i0, i1, lc0, lc1, l0, l1, hwm,
- hz, load0, load1) = sys.argv[1:]
+ hz, load0, load1, rc0, rc1) = sys.argv[1:]
 hz = float(hz)
 cycles = float(c1) - float(c0)
 rss = []
@@ -335,6 +366,7 @@ res = {
     "idle_cycles": cycles,
     "cpu_seconds_per_cycle": (float(cpu1) - float(cpu0)) / hz / cycles if cycles else None,
     "tick_seconds_mean": (float(s1) - float(s0)) / cycles if cycles else None,
+    "read_bytes_per_cycle": (int(rc1) - int(rc0)) / cycles if cycles else None,
     "rss_steady_mib": statistics.median(idle) / 1024,
     "rss_peak_mib": int(hwm) / 1024,
     "load_cpu_cores": (float(lc1) - float(lc0)) / hz / (float(l1) - float(l0)),

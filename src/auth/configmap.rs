@@ -108,7 +108,7 @@ impl TrustSource {
                 api.clone(),
                 watcher::Config::default().fields(&format!("metadata.name={CONFIGMAP_NAME}")),
             )
-            .default_backoff()
+            .backoff(crate::cluster::backoff::watch_backoff())
             .boxed(),
             None => futures::stream::pending().boxed(),
         };

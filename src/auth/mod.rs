@@ -2,27 +2,42 @@
 //! chain: authenticators tried in order (a failed credential is 401, never
 //! anonymous), then authorizers in order (first Allow or Deny wins).
 
+#[cfg(feature = "server")]
 mod authorizers;
+#[cfg(feature = "server")]
 pub mod cache;
 pub mod client_cert;
+#[cfg(feature = "server")]
 pub mod configmap;
+#[cfg(feature = "server")]
 pub mod delegated;
+#[cfg(feature = "server")]
 mod forbidden;
 pub mod front_proxy;
+#[cfg(feature = "server")]
 pub mod options;
+#[cfg(feature = "server")]
 pub mod review;
+#[cfg(feature = "server")]
 pub mod sar;
+#[cfg(feature = "server")]
 mod token;
+#[cfg(feature = "server")]
 pub mod token_review;
 pub mod trust;
 pub mod verifier;
 
+#[cfg(feature = "server")]
 pub use authorizers::{AlwaysAllowGroups, AlwaysAllowPaths, StaticUsers};
 pub use client_cert::ClientCertAuthenticator;
+#[cfg(feature = "server")]
 pub use forbidden::forbidden;
 pub use front_proxy::FrontProxyAuthenticator;
+#[cfg(feature = "server")]
 pub use sar::SubjectAccessReviewAuthorizer;
+#[cfg(feature = "server")]
 pub use token::StaticTokenAuthenticator;
+#[cfg(feature = "server")]
 pub use token_review::TokenReviewAuthenticator;
 pub use trust::{TrustConfig, TrustStore};
 pub use verifier::DynamicClientVerifier;

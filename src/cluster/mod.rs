@@ -3,6 +3,7 @@
 //! scraper reads nodes from it; the metrics API reads pod and node labels from it.
 
 pub mod address;
+pub mod backoff;
 pub mod labels;
 pub mod watch;
 

@@ -1,5 +1,6 @@
 //! Feeds the [`ClusterView`] from kube-apiserver: full (trimmed) Nodes and
-//! metadata-only running Pods, with the kube crate's watcher and backoff.
+//! metadata-only running Pods, with the kube crate's watcher and our backoff
+//! ([`super::backoff`]: back within ~5 s of a kube-apiserver outage's end).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 
 use super::address::METRICS_PATH_ANNOTATION;
+use super::backoff::watch_backoff;
 use super::{ClusterView, NodeInfo, PodInfo};
 
 /// Converts a Node into what the scraper needs.
@@ -91,7 +93,7 @@ pub async fn watch_nodes(
     if let Some(sel) = node_selector.filter(|s| !s.is_empty()) {
         config = config.labels(&sel);
     }
-    let stream = watcher::watcher(Api::<Node>::all(client), config).default_backoff();
+    let stream = watcher::watcher(Api::<Node>::all(client), config).backoff(watch_backoff());
     futures::pin_mut!(stream);
     let mut relist: Vec<NodeInfo> = Vec::new();
     while let Some(event) = stream.next().await {
@@ -122,8 +124,8 @@ pub async fn watch_pods(client: kube::Client, view: Arc<ClusterView>) {
     let config = watcher::Config::default()
         .any_semantic()
         .fields("status.phase=Running");
-    let stream =
-        watcher::watcher(Api::<PartialObjectMeta<Pod>>::all(client), config).default_backoff();
+    let stream = watcher::watcher(Api::<PartialObjectMeta<Pod>>::all(client), config)
+        .backoff(watch_backoff());
     futures::pin_mut!(stream);
     let mut relist = Vec::new();
     while let Some(event) = stream.next().await {

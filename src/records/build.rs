@@ -20,6 +20,17 @@ pub fn build_sources(
     config: &SourcesConfig,
     metrics: Option<&MetricsInputs>,
 ) -> Result<Vec<Box<dyn RecordSource>>, String> {
+    build_sources_with_kube(config, metrics, None)
+}
+
+/// As [`build_sources`], with a Kubernetes client for a `postgresQuery` source's
+/// `configMap` (an error without one). Call inside a Tokio runtime (it starts the
+/// ConfigMap watches).
+pub fn build_sources_with_kube(
+    config: &SourcesConfig,
+    metrics: Option<&MetricsInputs>,
+    kube: Option<&kube::Client>,
+) -> Result<Vec<Box<dyn RecordSource>>, String> {
     let mut out: Vec<Box<dyn RecordSource>> = Vec::with_capacity(config.sources.len());
     // Query sources on the same connection share its pool.
     let mut databases: HashMap<String, Arc<Database>> = HashMap::new();
@@ -55,11 +66,16 @@ pub fn build_sources(
                         db
                     }
                 };
-                out.push(Box::new(QuerySource::new(
-                    &q.connection,
-                    db,
-                    q.records.clone(),
-                )));
+                let mut source = QuerySource::new(&q.connection, db, q.records.clone());
+                if let Some(cm) = &q.config_map {
+                    let Some(client) = kube else {
+                        return Err(format!(
+                            "sources[{i}].configMap: record definitions in a ConfigMap need the Kubernetes API, which this mode does not use (serve mode has it; use inline records here)"
+                        ));
+                    };
+                    source = source.with_config_map(cm.clone(), client.clone());
+                }
+                out.push(Box::new(source));
             }
         }
     }

@@ -2,20 +2,31 @@
 //! ones (computed from metrics, an external database) plug in without touching the
 //! API layer; a [`RecordSet`] merges their output into one served snapshot.
 
+#[cfg(feature = "server")]
 pub mod build;
+#[cfg(feature = "server")]
 pub mod computed;
 mod file;
+#[cfg(feature = "server")]
 pub mod postgres;
+#[cfg(feature = "server")]
 pub mod set;
+#[cfg(feature = "server")]
 pub mod sources_config;
 mod types;
+#[cfg(feature = "server")]
 pub mod union;
+#[cfg(feature = "server")]
 pub mod version;
 
+#[cfg(feature = "server")]
 pub use build::{build_sources, default_sources};
+#[cfg(feature = "server")]
 pub use computed::{ComputedSource, MetricsInputs};
 pub use file::{DEFAULT_SYNC_STATUS, FileSource, embedded_records, parse_records};
+#[cfg(feature = "server")]
 pub use set::{RecordSet, RecordsSnapshot};
+#[cfg(feature = "server")]
 pub use sources_config::SourcesConfig;
 pub use types::{Condition, DataRecord, DataRecordSpec, DataRecordStatus};
 

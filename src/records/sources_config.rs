@@ -204,8 +204,69 @@ pub struct PostgresQuerySourceConfig {
     _kind: IgnoredAny,
     /// The connection's name.
     pub connection: String,
-    /// One record per query.
+    /// One record per query (inline; may be empty when `configMap` is given).
+    #[serde(default)]
     pub records: Vec<QueryRecordConfig>,
+    /// More record definitions in a ConfigMap, watched through the Kubernetes API.
+    #[serde(default)]
+    pub config_map: Option<ConfigMapRef>,
+}
+
+/// A ConfigMap key holding a YAML list of query record definitions (the same shape
+/// as a `postgresQuery` source's `records`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigMapRef {
+    /// The ConfigMap's namespace.
+    pub namespace: String,
+    /// The ConfigMap's name.
+    pub name: String,
+    /// The key holding the definitions (default `records.yaml`).
+    #[serde(default = "default_configmap_key")]
+    pub key: String,
+}
+
+fn default_configmap_key() -> String {
+    "records.yaml".to_string()
+}
+
+impl std::fmt::Display for ConfigMapRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ConfigMap {}/{} key {:?}",
+            self.namespace, self.name, self.key
+        )
+    }
+}
+
+/// Checks one query record definition; the error starts with `at` (where it is).
+pub fn validate_query_record(r: &QueryRecordConfig, at: &str) -> Result<(), String> {
+    if !super::file::is_dns1123_label(&r.namespace) {
+        return Err(format!(
+            "{at}.namespace: must be a lowercase RFC 1123 label"
+        ));
+    }
+    if !super::file::is_dns1123_subdomain(&r.name) {
+        return Err(format!("{at}.name: must be a lowercase RFC 1123 subdomain"));
+    }
+    if r.query.trim().is_empty() {
+        return Err(format!("{at}.query: must not be empty"));
+    }
+    if r.ttl.is_some_and(|t| t.is_zero()) {
+        return Err(format!("{at}.ttl: must be more than 0"));
+    }
+    if r.timeout.is_some_and(|t| t.is_zero()) {
+        return Err(format!("{at}.timeout: must be more than 0"));
+    }
+    for (k, v) in &r.labels {
+        if !crate::api::label_selector::is_valid_label_key(k)
+            || !crate::api::label_selector::is_valid_label_value(v)
+        {
+            return Err(format!("{at}.labels: {k:?}: {v:?} is not a valid label"));
+        }
+    }
+    Ok(())
 }
 
 /// One record of a `postgresQuery` source.
@@ -465,36 +526,29 @@ impl SourcesConfig {
                             known()
                         ));
                     }
+                    if q.records.is_empty() && q.config_map.is_none() {
+                        return Err(format!(
+                            "sources[{i}]: a postgresQuery source needs records, a configMap or both"
+                        ));
+                    }
+                    if let Some(cm) = &q.config_map {
+                        if !super::file::is_dns1123_label(&cm.namespace) {
+                            return Err(format!(
+                                "sources[{i}].configMap.namespace: must be a lowercase RFC 1123 label"
+                            ));
+                        }
+                        if !super::file::is_dns1123_subdomain(&cm.name) {
+                            return Err(format!(
+                                "sources[{i}].configMap.name: must be a lowercase RFC 1123 subdomain"
+                            ));
+                        }
+                        if cm.key.is_empty() {
+                            return Err(format!("sources[{i}].configMap.key: must not be empty"));
+                        }
+                    }
                     for (j, r) in q.records.iter().enumerate() {
                         let at = format!("sources[{i}].records[{j}]");
-                        if !super::file::is_dns1123_label(&r.namespace) {
-                            return Err(format!(
-                                "{at}.namespace: must be a lowercase RFC 1123 label"
-                            ));
-                        }
-                        if !super::file::is_dns1123_subdomain(&r.name) {
-                            return Err(format!(
-                                "{at}.name: must be a lowercase RFC 1123 subdomain"
-                            ));
-                        }
-                        if r.query.trim().is_empty() {
-                            return Err(format!("{at}.query: must not be empty"));
-                        }
-                        if r.ttl.is_some_and(|t| t.is_zero()) {
-                            return Err(format!("{at}.ttl: must be more than 0"));
-                        }
-                        if r.timeout.is_some_and(|t| t.is_zero()) {
-                            return Err(format!("{at}.timeout: must be more than 0"));
-                        }
-                        for (k, v) in &r.labels {
-                            if !crate::api::label_selector::is_valid_label_key(k)
-                                || !crate::api::label_selector::is_valid_label_value(v)
-                            {
-                                return Err(format!(
-                                    "{at}.labels: {k:?}: {v:?} is not a valid label"
-                                ));
-                            }
-                        }
+                        validate_query_record(r, &at)?;
                         if !query_records.insert((r.namespace.clone(), r.name.clone())) {
                             return Err(format!(
                                 "{at}: a second query record {}/{}",

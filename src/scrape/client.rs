@@ -1,5 +1,5 @@
 //! The kubelet client: one kept-alive HTTP/1.1 connection per kubelet reused across ticks,
-//! each with a small read buffer (`conn`), kubelet TLS verified against the cluster CA (or explicitly insecure), the
+//! spoken directly over its TLS stream with nothing kept between requests but the TLS session (`conn`), kubelet TLS verified against the cluster CA (or explicitly insecure), the
 //! kubeconfig's credentials (bearer token, token file re-read as it rotates, exec plugin
 //! tokens, client certificate), a per-node timeout, a response size limit and optional gzip.
 
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderValue;
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
@@ -214,8 +214,8 @@ fn bearer(token: &str) -> Result<HeaderValue, String> {
     Ok(value)
 }
 
-/// A shared client for every kubelet: one kept-alive HTTP/1.1 connection each, with a small
-/// read buffer ([`super::conn`]).
+/// A shared client for every kubelet: one kept-alive HTTP/1.1 connection each, without
+/// per-connection buffers between requests ([`super::conn`]).
 pub struct KubeletClient {
     conns: super::conn::Connections,
     auth: Authorizer,
@@ -269,87 +269,66 @@ impl KubeletClient {
         uri: &http::Uri,
         auth: Option<&HeaderValue>,
     ) -> Result<Bytes, ScrapeError> {
+        use super::conn::ExchangeError;
+        let request = self.request(uri, auth);
         let mut fresh = false;
         loop {
             let mut lease = self.conns.checkout(uri, fresh).await?;
-            let req = self.request(uri, auth)?;
-            let resp = match lease.sender.ready().await {
-                Ok(()) => lease.sender.send_request(req).await,
-                Err(e) => Err(e),
-            };
-            let resp = match resp {
-                Ok(resp) => resp,
-                // The kubelet closed the idle connection before reading this request: GET is
-                // idempotent, so once more on a new connection (as hyper-util's pool does).
-                Err(e) if lease.reused && !fresh => {
-                    tracing::debug!(error = %e, "kubelet connection gone; reconnecting");
-                    fresh = true;
-                    continue;
-                }
-                Err(e) => return Err(after_connect(&e)),
-            };
-            let body = self.body(resp).await?;
-            self.conns.put_back(lease);
-            return self.decompress(body);
+            let resp =
+                match super::conn::exchange(&mut lease.io, &request, self.max_body_bytes).await {
+                    Ok(resp) => resp,
+                    // The kubelet closed the idle connection before answering this request: GET is
+                    // idempotent, so once more on a new connection (as hyper-util's pool does).
+                    Err(ExchangeError::NoResponse(e)) if lease.reused && !fresh => {
+                        tracing::debug!(error = %e, "kubelet connection gone; reconnecting");
+                        fresh = true;
+                        continue;
+                    }
+                    Err(ExchangeError::NoResponse(e) | ExchangeError::Io(e)) => {
+                        return Err(after_connect(&e));
+                    }
+                    Err(ExchangeError::Protocol(e)) => {
+                        return Err(ScrapeError::Transport(format!(
+                            "invalid HTTP response: {e}"
+                        )));
+                    }
+                    Err(ExchangeError::TooLarge) => {
+                        return Err(ScrapeError::TooLarge(self.max_body_bytes));
+                    }
+                };
+            if resp.status != 200 {
+                return Err(ScrapeError::Status(
+                    http::StatusCode::from_u16(resp.status)
+                        .map_or_else(|_| resp.status.to_string(), |s| s.to_string()),
+                ));
+            }
+            let gzipped = self.gzip && resp.gzip;
+            if resp.reusable {
+                self.conns.put_back(lease);
+            }
+            return self.decompress((resp.body.freeze(), gzipped));
         }
     }
 
-    fn request(
-        &self,
-        uri: &http::Uri,
-        auth: Option<&HeaderValue>,
-    ) -> Result<http::Request<http_body_util::Empty<Bytes>>, ScrapeError> {
-        let mut req = http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
-            .header(http::header::ACCEPT, HeaderValue::from_static("*/*"));
-        if let Some(authority) = uri.authority() {
-            req = req.header(http::header::HOST, authority.as_str());
-        }
+    /// The request head: `GET path HTTP/1.1` with Host, Accept, gzip when asked for, and the
+    /// credentials.
+    fn request(&self, uri: &http::Uri, auth: Option<&HeaderValue>) -> Vec<u8> {
+        let mut req = Vec::with_capacity(256);
+        req.extend_from_slice(b"GET ");
+        req.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+        req.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        req.extend_from_slice(uri.authority().map_or("", |a| a.as_str()).as_bytes());
+        req.extend_from_slice(b"\r\naccept: */*\r\n");
         if self.gzip {
-            req = req.header(
-                http::header::ACCEPT_ENCODING,
-                HeaderValue::from_static("gzip"),
-            );
+            req.extend_from_slice(b"accept-encoding: gzip\r\n");
         }
         if let Some(value) = auth {
-            req = req.header(http::header::AUTHORIZATION, value.clone());
+            req.extend_from_slice(b"authorization: ");
+            req.extend_from_slice(value.as_bytes());
+            req.extend_from_slice(b"\r\n");
         }
-        req.body(http_body_util::Empty::new())
-            .map_err(|e| ScrapeError::Address(format!("{uri}: {e}")))
-    }
-
-    /// The whole body of a 200 answer, bounded by the size limit.
-    async fn body(
-        &self,
-        resp: http::Response<hyper::body::Incoming>,
-    ) -> Result<(Bytes, bool), ScrapeError> {
-        use http_body_util::BodyExt;
-        if resp.status() != http::StatusCode::OK {
-            return Err(ScrapeError::Status(resp.status().to_string()));
-        }
-        let gzipped = self.gzip
-            && resp
-                .headers()
-                .get(http::header::CONTENT_ENCODING)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-        let length = resp
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        if length.is_some_and(|n| n > self.max_body_bytes) {
-            return Err(ScrapeError::TooLarge(self.max_body_bytes));
-        }
-        let mut body = BytesMut::with_capacity(length.unwrap_or(16 * 1024));
-        let mut incoming = resp.into_body();
-        while let Some(frame) = incoming.frame().await {
-            let frame = frame.map_err(|e| after_connect(&e))?;
-            if let Ok(chunk) = frame.into_data() {
-                if body.len() + chunk.len() > self.max_body_bytes {
-                    return Err(ScrapeError::TooLarge(self.max_body_bytes));
-                }
-                body.extend_from_slice(&chunk);
-            }
-        }
-        Ok((body.freeze(), gzipped))
+        req.extend_from_slice(b"\r\n");
+        req
     }
 
     /// The body as sent, or gunzipped (bounded by the size limit after decompression).

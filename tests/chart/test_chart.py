@@ -472,6 +472,26 @@ def t_defaults():
     check("affinity" not in container(docs)[1], "affinity rendered with preset none")
 
 
+@test("shutdown: --shutdown-delay-duration=5s by default (faults.sh: zero errors in a rolling restart), grace period covers delay + drain")
+def t_shutdown_delay():
+    docs, _ = template()
+    _, pod, c = container(docs)
+    check("--shutdown-delay-duration=5s" in c["args"], f"--shutdown-delay-duration=5s missing from {c['args']}")
+    eq(pod["terminationGracePeriodSeconds"], 30, "terminationGracePeriodSeconds")
+    docs, _ = template(sets=["shutdownDelaySeconds=8", "terminationGracePeriodSeconds=40"])
+    _, pod, c = container(docs)
+    check("--shutdown-delay-duration=8s" in c["args"], f"--shutdown-delay-duration=8s missing from {c['args']}")
+    eq(pod["terminationGracePeriodSeconds"], 40, "terminationGracePeriodSeconds")
+    docs, _ = template(sets=["shutdownDelaySeconds=0"])
+    check(not any(a.startswith("--shutdown-delay-duration") for a in container(docs)[2]["args"]),
+          "shutdownDelaySeconds=0 still passes the flag")
+    # the kubelet would SIGKILL the server mid-drain: 5 s delay + 20 s drain >= 25 s grace
+    failed, err = template_fails(sets=["terminationGracePeriodSeconds=25"])
+    check(failed and "must exceed shutdownDelaySeconds" in err, f"grace 25 s with a 5 s delay accepted: {err}")
+    failed, err = template_fails(sets=["shutdownDelaySeconds=15"])
+    check(failed and "must exceed shutdownDelaySeconds" in err, f"delay 15 s with a 30 s grace accepted: {err}")
+
+
 @test("apiService.metrics.create=false keeps metrics-server's APIService alone")
 def t_keep_metrics_server():
     docs, _ = template([ci("keep-metrics-server-values.yaml")])

@@ -4,6 +4,7 @@
 
 pub mod fake_apiserver;
 pub mod harness;
+pub mod kube_cluster;
 pub mod pg_app;
 pub mod postgres;
 

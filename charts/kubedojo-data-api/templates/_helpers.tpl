@@ -250,6 +250,9 @@ computed ones) are what the values ask for.
 {{- with .Values.records.refreshInterval }}
 {{- $args = append $args (printf "--records-refresh-interval=%s" .) }}
 {{- end }}
+{{- if .Values.shutdownDelaySeconds }}
+{{- $args = append $args (printf "--shutdown-delay-duration=%ds" (int .Values.shutdownDelaySeconds)) }}
+{{- end }}
 {{- if .Values.metrics.enabled }}
 {{- $args = append $args "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics" }}
 {{- end }}
@@ -283,6 +286,9 @@ computed ones) are what the values ask for.
 {{- end }}
 {{- if and .Values.sharding.enabled (eq (int .Values.sharding.peerPort) (int .Values.containerPort)) }}
 {{- fail "sharding.peerPort must differ from containerPort (the peer listener is a second port)" }}
+{{- end }}
+{{- if le (int .Values.terminationGracePeriodSeconds) (add (int .Values.shutdownDelaySeconds) 20) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed shutdownDelaySeconds (%d) + the 20 s drain timeout, or the kubelet kills the server mid-drain" (int .Values.terminationGracePeriodSeconds) (int .Values.shutdownDelaySeconds)) }}
 {{- end }}
 {{- if and .Values.hostNetwork.enabled (eq (int .Values.containerPort) 10250) }}
 {{- fail "hostNetwork.enabled with containerPort 10250 would collide with the kubelet's port: set containerPort (e.g. 4443)" }}

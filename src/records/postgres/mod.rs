@@ -14,6 +14,8 @@ pub mod config;
 pub mod db;
 pub mod feed;
 pub mod query;
+mod query_configmap;
+pub mod query_metrics;
 pub mod row;
 pub mod schema;
 pub mod sql;

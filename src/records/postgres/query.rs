@@ -31,6 +31,8 @@ use tokio::time::Instant;
 use tokio_postgres::SimpleQueryMessage;
 
 use super::db::{Database, DbError};
+use super::query_configmap::ConfigMapDefinitions;
+use super::query_metrics::{FailureReason, RecordMetrics};
 use crate::api::meta::ObjectMeta;
 use crate::api::time::Time;
 use crate::records::file::record_uid;
@@ -47,26 +49,86 @@ pub const SPEC_SOURCE: &str = "postgres";
 /// The condition type carrying the sync state.
 pub const SYNCED: &str = "Synced";
 
-/// Records filled from SQL queries on one connection.
+/// Records filled from SQL queries on one connection: the inline definitions, then
+/// those of a watched ConfigMap ([`QuerySource::with_config_map`]).
 pub struct QuerySource {
     connection: String,
     db: Arc<Database>,
-    records: Vec<QueryRecord>,
+    records: Vec<Arc<QueryRecord>>,
+    config_map: Option<Arc<ConfigMapDefinitions>>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
     created: Time,
     queries: Arc<AtomicU64>,
 }
 
-struct QueryRecord {
-    def: QueryRecordConfig,
+impl Drop for QuerySource {
+    fn drop(&mut self) {
+        if let Some(w) = &self.watcher {
+            w.abort();
+        }
+    }
+}
+
+/// One record definition with its cache and metric handles.
+pub(super) struct QueryRecord {
+    pub(super) def: QueryRecordConfig,
     ttl: Duration,
     timeout: Duration,
     state: tokio::sync::Mutex<Entry>,
+    metrics: RecordMetrics,
+}
+
+impl QueryRecord {
+    /// A record with an empty cache; `default_timeout` when `def` names none.
+    pub(super) fn new(def: QueryRecordConfig, default_timeout: Duration) -> Self {
+        QueryRecord {
+            ttl: def.ttl.unwrap_or(DEFAULT_QUERY_TTL),
+            timeout: def.timeout.unwrap_or(default_timeout),
+            metrics: RecordMetrics::new(&def.namespace, &def.name),
+            def,
+            state: tokio::sync::Mutex::new(Entry::default()),
+        }
+    }
+}
+
+/// Why a query failed, with its metric reason.
+struct Failure {
+    error: DbError,
+    reason: FailureReason,
+}
+
+impl From<DbError> for Failure {
+    fn from(error: DbError) -> Self {
+        let reason = match &error {
+            DbError::Unavailable(m) if m.contains("statement timeout") => FailureReason::Timeout,
+            DbError::Unavailable(_) => FailureReason::Unavailable,
+            DbError::Query(_) => FailureReason::Sql,
+        };
+        Failure { error, reason }
+    }
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Failure::from(DbError::from_pg(e))
+    }
+}
+
+impl Failure {
+    fn shape(error: DbError) -> Self {
+        Failure {
+            error,
+            reason: FailureReason::Shape,
+        }
+    }
 }
 
 #[derive(Default)]
 struct Entry {
     /// When the last query (success or failure) started.
     checked: Option<Instant>,
+    /// When it ended.
+    finished: Option<Instant>,
     /// The last good data and when it was read.
     good: Option<(BTreeMap<String, String>, Time)>,
     /// The current failure, when the last query failed.
@@ -83,13 +145,10 @@ impl QuerySource {
             connection: connection.to_string(),
             records: records
                 .into_iter()
-                .map(|def| QueryRecord {
-                    ttl: def.ttl.unwrap_or(DEFAULT_QUERY_TTL),
-                    timeout: def.timeout.unwrap_or(default_timeout),
-                    def,
-                    state: tokio::sync::Mutex::new(Entry::default()),
-                })
+                .map(|def| Arc::new(QueryRecord::new(def, default_timeout)))
                 .collect(),
+            config_map: None,
+            watcher: None,
             db,
             created: Time::now(),
             queries: Arc::new(AtomicU64::new(0)),
@@ -101,27 +160,82 @@ impl QuerySource {
         self.queries.load(Ordering::Acquire)
     }
 
+    /// Adds the definitions of a ConfigMap, watched with `client` (a change of the
+    /// ConfigMap adds, changes or removes records; a malformed version keeps the last
+    /// good definitions). Starts the watch task (stopped when the source is dropped);
+    /// call inside a Tokio runtime.
+    pub fn with_config_map(
+        mut self,
+        reference: crate::records::sources_config::ConfigMapRef,
+        client: kube::Client,
+    ) -> Self {
+        let inline = self
+            .records
+            .iter()
+            .map(|r| (r.def.namespace.clone(), r.def.name.clone()))
+            .collect();
+        let defs = Arc::new(ConfigMapDefinitions::new(
+            reference,
+            inline,
+            self.db.statement_timeout(),
+        ));
+        self.watcher = Some(tokio::spawn(defs.clone().run(client)));
+        self.config_map = Some(defs);
+        self
+    }
+
+    /// The current error of the ConfigMap's definitions (naming the ConfigMap and key),
+    /// `None` when its current version is in use or there is no ConfigMap.
+    pub fn config_map_error(&self) -> Option<String> {
+        self.config_map.as_ref().and_then(|d| d.error())
+    }
+
+    /// Every record definition now: the inline ones, then the ConfigMap's.
+    fn all_records(&self) -> Vec<Arc<QueryRecord>> {
+        let mut all = self.records.clone();
+        if let Some(d) = &self.config_map {
+            all.extend(d.records());
+        }
+        all
+    }
+
     /// The record at `index` of the configuration, its query run first when its cached
     /// result expired (callers arriving together share that query). `None` past the end.
     pub async fn record(&self, index: usize) -> Option<DataRecord> {
-        let rec = self.records.get(index)?;
-        Some(self.current(rec).await)
+        let rec = self.all_records().get(index)?.clone();
+        Some(self.current(&rec).await)
     }
 
     async fn current(&self, rec: &QueryRecord) -> DataRecord {
-        let mut entry = rec.state.lock().await;
+        // Waiting behind another caller's query (not just its render) is a shared wait.
+        let (mut entry, waited_since) = match rec.state.try_lock() {
+            Ok(entry) => (entry, None),
+            Err(_) => {
+                let since = Instant::now();
+                (rec.state.lock().await, Some(since))
+            }
+        };
         // A little early rather than a whole reload period late.
         let tolerance = (rec.ttl / 10).min(Duration::from_millis(500));
         let fresh = entry
             .checked
             .is_some_and(|t| t.elapsed() + tolerance < rec.ttl);
-        if !fresh {
+        if fresh {
+            let shared = waited_since
+                .zip(entry.finished)
+                .is_some_and(|(w, f)| f >= w);
+            rec.metrics.hit(shared);
+        } else {
+            rec.metrics.miss();
             let started = Instant::now();
             let result = self.run(rec).await;
             entry.checked = Some(started);
+            entry.finished = Some(Instant::now());
             let now = Time::now();
+            let seconds = started.elapsed().as_secs_f64();
             match result {
                 Ok(data) => {
+                    rec.metrics.success(seconds, unix_seconds());
                     if entry.error.is_some() || entry.good.is_none() {
                         entry.since = Some(now);
                         if entry.error.take().is_some() {
@@ -135,7 +249,8 @@ impl QuerySource {
                     }
                     entry.good = Some((data, now));
                 }
-                Err(e) => {
+                Err(Failure { error: e, reason }) => {
+                    rec.metrics.failure(seconds, reason);
                     let message = e.to_string();
                     if entry.error.as_deref() != Some(message.as_str()) {
                         if entry.error.is_none() {
@@ -156,12 +271,15 @@ impl QuerySource {
         self.render(rec, &entry)
     }
 
-    async fn run(&self, rec: &QueryRecord) -> Result<BTreeMap<String, String>, DbError> {
+    async fn run(&self, rec: &QueryRecord) -> Result<BTreeMap<String, String>, Failure> {
         self.queries.fetch_add(1, Ordering::AcqRel);
         let limit = rec.timeout + self.db_connect_margin();
         match tokio::time::timeout(limit, self.query(rec)).await {
             Ok(r) => r,
-            Err(_) => Err(DbError::Unavailable(format!("no answer within {limit:?}"))),
+            Err(_) => Err(Failure {
+                error: DbError::Unavailable(format!("no answer within {limit:?}")),
+                reason: FailureReason::Timeout,
+            }),
         }
     }
 
@@ -170,7 +288,7 @@ impl QuerySource {
         self.db.connect_timeout() + Duration::from_millis(500)
     }
 
-    async fn query(&self, rec: &QueryRecord) -> Result<BTreeMap<String, String>, DbError> {
+    async fn query(&self, rec: &QueryRecord) -> Result<BTreeMap<String, String>, Failure> {
         let mut client = self.db.client().await?;
         let tx = client.build_transaction().read_only(true).start().await?;
         let ms = rec.timeout.as_millis().max(1);
@@ -180,10 +298,10 @@ impl QuerySource {
         // The extended protocol refuses several statements; parameters have no values.
         let statement = tx.prepare(sql).await?;
         if !statement.params().is_empty() {
-            return Err(DbError::Query(format!(
+            return Err(Failure::shape(DbError::Query(format!(
                 "the query takes {} parameter(s); a record's query must be complete",
                 statement.params().len()
-            )));
+            ))));
         }
         let messages = tx.simple_query(sql).await?;
         tx.commit().await?;
@@ -199,7 +317,7 @@ impl QuerySource {
                 _ => None,
             })
             .collect();
-        shape_rows(rec.def.shape, &columns, rows.iter().map(row_values))
+        shape_rows(rec.def.shape, &columns, rows.iter().map(row_values)).map_err(Failure::shape)
     }
 
     fn render(&self, rec: &QueryRecord, entry: &Entry) -> DataRecord {
@@ -270,6 +388,12 @@ impl QuerySource {
             }),
         }
     }
+}
+
+fn unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn row_values(row: &tokio_postgres::SimpleQueryRow) -> Vec<Option<String>> {
@@ -343,15 +467,31 @@ impl RecordSource for QuerySource {
 
     fn load(&self) -> BoxFuture<'_, Result<Vec<DataRecord>, RecordsError>> {
         async move {
-            let all = self.records.iter().map(|r| self.current(r));
+            if let Some(d) = &self.config_map {
+                // The first read of the ConfigMap, so that start-up serves its records.
+                d.initialized(self.db.connect_timeout()).await;
+            }
+            let records = self.all_records();
+            let all = records.iter().map(|r| self.current(r));
             Ok(futures::future::join_all(all).await)
         }
         .boxed()
     }
 
     fn refresh_interval(&self) -> Option<Duration> {
-        let min = self.records.iter().map(|r| r.ttl).min()?;
+        let inline = self.records.iter().map(|r| r.ttl).min();
+        // ConfigMap records come and go: their TTLs are not known here, so at most 1 s.
+        let min = match (inline, &self.config_map) {
+            (Some(t), Some(_)) => t.min(Duration::from_secs(2)),
+            (None, Some(_)) => Duration::from_secs(2),
+            (Some(t), None) => t,
+            (None, None) => return None,
+        };
         Some((min / 2).max(Duration::from_millis(100)))
+    }
+
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.config_map.as_ref().map(|d| d.subscribe())
     }
 
     fn sync_time_is_content(&self) -> bool {
