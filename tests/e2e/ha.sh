@@ -339,6 +339,7 @@ kill_during_poll() {
   SURVIVORS=()
   for i in 0 1 2; do ((i == VICTIM)) || SURVIVORS+=("$i"); done
   log "R=$R: polling while replica-$VICTIM (${SHARE_BEFORE[VICTIM]} nodes) is SIGKILLed"
+  rm -f "$DIR/poll.jsonl"
   $POLL poll "$DIR/poll.jsonl" "$POLL_SECS" 0.25 "$API_URL" "$DIR/poll-ca.crt" "$KD_PKI/admin.crt" "$KD_PKI/admin.key" \
     "https://${IPS[${SURVIVORS[0]}]}:$PORT/apis/metrics.k8s.io/v1beta1/pods" \
     "https://${IPS[${SURVIVORS[1]}]}:$PORT/apis/metrics.k8s.io/v1beta1/pods" &
