@@ -390,6 +390,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         args.bind_address,
         args.metrics.metric_resolution,
         ha_client,
+        pipeline.telemetry.peer.clone(),
         shutdown.clone(),
     )
     .await?;
@@ -397,6 +398,13 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         pipeline.scraper = pipeline.scraper.with_ha(ha.coordinator.clone());
     }
     pipeline.add_to(&mut parts);
+    if args.common.profiling {
+        parts
+            .extra_routes
+            .push(Arc::new(crate::server::pprof::Profiling::new(
+                args.serving.request_timeout,
+            )));
+    }
     let audit =
         crate::server::audit::AuditLog::from_args(&args.audit).map_err(anyhow::Error::msg)?;
     let app = Arc::new(

@@ -567,6 +567,39 @@ def t_sources():
     check(failed and "namespace" in err, f"a bad namespace: {err}")
 
 
+@test("sources: postgresQuery definitions from a ConfigMap: the source, the DSN mount, a Role for get/list/watch of that one ConfigMap only")
+def t_postgres_query_configmap():
+    docs, _ = template(sets=["sources.postgresQuery.enabled=true", "sources.postgres.existingSecret=pg-dsn",
+                             "sources.postgresQuery.configMap.name=queries",
+                             "sources.postgresQuery.configMap.namespace=ops"])
+    _, pod, c = container(docs)
+    cfg = yaml.safe_load(one(docs, "ConfigMap", f"{RELEASE}-sources")["data"]["sources.yaml"])
+    eq(cfg["connections"], [{"name": "main", "dsnFrom": {"file": "/etc/kubedojo-data-api/postgres/dsn"}}], "connection")
+    eq(cfg["sources"], [{"kind": "file"},
+                        {"kind": "postgresQuery", "connection": "main",
+                         "configMap": {"namespace": "ops", "name": "queries", "key": "records.yaml"}},
+                        {"kind": "computed", "namespace": "kubedojo-metrics"}], "sources in order, no table source")
+    eq({v["name"]: v for v in pod["volumes"]}["postgres-dsn"]["secret"]["secretName"], "pg-dsn", "DSN Secret volume")
+    role = one(docs, "Role", f"{RELEASE}-query-definitions")
+    eq(role["metadata"]["namespace"], "ops", "Role in the ConfigMap's namespace")
+    eq(role["rules"], [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["queries"],
+                        "verbs": ["get", "list", "watch"]}], "that one ConfigMap, read only")
+    binding = one(docs, "RoleBinding", f"{RELEASE}-query-definitions")
+    eq(binding["metadata"]["namespace"], "ops", "RoleBinding namespace")
+    eq(binding["roleRef"]["name"], f"{RELEASE}-query-definitions", "RoleBinding role")
+    eq([s["kind"] for s in binding["subjects"]], ["ServiceAccount"], "bound to the server's ServiceAccount")
+    # nothing else reads ConfigMaps
+    rules = [r for d in docs if d and d.get("kind") in ("Role", "ClusterRole") for r in d.get("rules", [])]
+    check(all("configmaps" not in r.get("resources", []) or r.get("resourceNames") == ["queries"] for r in rules),
+          "no broader ConfigMap rule")
+    # off by default: no Role
+    check(not find(template()[0], "Role", f"{RELEASE}-query-definitions"), "no Role when off")
+    failed, err = template_fails(sets=["sources.postgresQuery.enabled=true", "sources.postgres.existingSecret=pg"])
+    check(failed and "configMap.name" in err, f"postgresQuery without a ConfigMap name: {err}")
+    failed, err = template_fails(sets=["sources.postgresQuery.enabled=true", "sources.postgresQuery.configMap.name=q"])
+    check(failed and "existingSecret" in err, f"postgresQuery without a Secret: {err}")
+
+
 @test("sharding: off by default (no peer flags, no Lease RBAC); on: peer port, downward-API env, Lease Role in the release namespace only, goawayChance")
 def t_sharding():
     docs, _ = template()

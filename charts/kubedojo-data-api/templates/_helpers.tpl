@@ -198,7 +198,7 @@ computed ones) are what the values ask for.
 */}}
 {{- define "kubedojo-data-api.sourcesConfigMap" -}}
 {{- $c := .Values.sources.computed }}
-{{- if or (include "kubedojo-data-api.recordsConfigMap" .) .Values.sources.postgres.enabled (not $c.enabled) (ne $c.namespace "kubedojo-metrics") }}
+{{- if or (include "kubedojo-data-api.recordsConfigMap" .) .Values.sources.postgres.enabled .Values.sources.postgresQuery.enabled (not $c.enabled) (ne $c.namespace "kubedojo-metrics") }}
 {{- include "kubedojo-data-api.fullname" . }}-sources
 {{- end }}
 {{- end }}
@@ -213,7 +213,8 @@ computed ones) are what the values ask for.
 {{- $sources = append $sources (dict "kind" "file") }}
 {{- end }}
 {{- $pg := .Values.sources.postgres }}
-{{- if $pg.enabled }}
+{{- $pq := .Values.sources.postgresQuery }}
+{{- if or $pg.enabled $pq.enabled }}
 {{- $conn := dict "name" "main" "dsnFrom" (dict "file" (printf "%s/dsn" (include "kubedojo-data-api.postgresMountPath" .))) }}
 {{- with $pg.maxConnections }}
 {{- $_ := set $conn "maxConnections" (int .) }}
@@ -222,11 +223,17 @@ computed ones) are what the values ask for.
 {{- $_ := set $conn "tls" (dict "mode" .) }}
 {{- end }}
 {{- $connections = append $connections $conn }}
+{{- end }}
+{{- if $pg.enabled }}
 {{- $source := dict "kind" "postgres" "connection" "main" }}
 {{- with $pg.schema }}
 {{- $_ := set $source "schema" . }}
 {{- end }}
 {{- $sources = append $sources $source }}
+{{- end }}
+{{- if $pq.enabled }}
+{{- $cm := dict "namespace" (include "kubedojo-data-api.queryConfigMapNamespace" .) "name" $pq.configMap.name "key" $pq.configMap.key }}
+{{- $sources = append $sources (dict "kind" "postgresQuery" "connection" "main" "configMap" $cm) }}
 {{- end }}
 {{- if .Values.sources.computed.enabled }}
 {{- $sources = append $sources (dict "kind" "computed" "namespace" .Values.sources.computed.namespace) }}
@@ -267,10 +274,21 @@ computed ones) are what the values ask for.
 {{- toYaml (concat $args .Values.defaultArgs $ha .Values.args) }}
 {{- end }}
 
+{{/* Namespace of the ConfigMap of postgresQuery definitions (default: the release's). */}}
+{{- define "kubedojo-data-api.queryConfigMapNamespace" -}}
+{{- .Values.sources.postgresQuery.configMap.namespace | default (include "kubedojo-data-api.namespace" .) }}
+{{- end }}
+
 {{/* Render-time checks that the schema cannot express. */}}
 {{- define "kubedojo-data-api.validate" -}}
 {{- if and .Values.sources.postgres.enabled (not .Values.sources.postgres.existingSecret) }}
 {{- fail "sources.postgres.enabled needs sources.postgres.existingSecret (the Secret holding the DSN; never a value in clear)" }}
+{{- end }}
+{{- if and .Values.sources.postgresQuery.enabled (not .Values.sources.postgres.existingSecret) }}
+{{- fail "sources.postgresQuery.enabled needs sources.postgres.existingSecret (the Secret holding the DSN of the connection its queries use)" }}
+{{- end }}
+{{- if and .Values.sources.postgresQuery.enabled (not .Values.sources.postgresQuery.configMap.name) }}
+{{- fail "sources.postgresQuery.enabled needs sources.postgresQuery.configMap.name (the ConfigMap holding the record definitions)" }}
 {{- end }}
 {{- if and .Values.records.existingConfigMap .Values.records.inline }}
 {{- fail "set either records.inline or records.existingConfigMap, not both" }}
