@@ -15,7 +15,11 @@
 #   - the database stopped: DataRecords answer a 503 ServiceUnavailable Status with
 #     Retry-After through the aggregator, `kubectl top node` keeps working, the
 #     APIServices stay Available; the database back: lists work again, no restart.
-# Adds about 50 s to run.sh (47 s measured on the shared 2-core machine).
+#   - the union (last): one server on the chart's rendered sources config (file + postgres +
+#     computed): kubectl get dr -A / -l / --chunk-size across the three, a composite list
+#     resourceVersion, one kubectl -w seeing a psql INSERT/DELETE and a file edit, a row
+#     hidden by the file's record never shown (about 17 s of the total).
+# Adds about 55 s to run.sh (54 s measured on the shared 2-core machine).
 
 PG_T0=$SECONDS
 PG_BIN=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n1)
@@ -304,7 +308,126 @@ EOF
 }
 check "postgres: database stopped -> 503 ServiceUnavailable + Retry-After through the aggregator, kubectl top keeps working; back without a restart" check_pg_down
 
+# ---------------------------------------------------------------- the union
+# The table combined with a file source and the computed records in one --sources-config
+# (issue 10 §2/§4, issue 11): the config is the chart's own (helm template of
+# configmap-sources.yaml with sources.postgres.enabled and records.existingConfigMap),
+# its mount paths pointed at local files. One server replaces the two replicas (their
+# in-memory parts have different epochs: a client moving between them relists).
+UNION_NS=union-e2e
+UNION_T0=$SECONDS
+union_records() {
+  cat <<EOF
+- metadata: {name: from-file, namespace: $UNION_NS, labels: {app: web}}
+  spec: {source: file, data: {v: "$1"}}
+- metadata: {name: shadow, namespace: $UNION_NS}
+  spec: {source: file, data: {v: file-wins}}
+EOF
+}
+pg_union_setup() {
+  local helm
+  helm=$("$E2E_DIR/tools.sh" path helm | tail -n1) || return 1
+  "$helm" template kd "$ROOT/charts/kubedojo-data-api" --show-only templates/configmap-sources.yaml \
+    --set sources.postgres.enabled=true --set sources.postgres.existingSecret=pg-dsn \
+    --set sources.postgres.schema=e2e --set records.existingConfigMap=union-records >"$PGDIR/chart-sources.yaml" || return 1
+  python3 - "$PGDIR/chart-sources.yaml" "$PGDIR" >"$PGDIR/sources.yaml" <<'EOF' || return 1
+import sys, yaml
+text = yaml.safe_load(open(sys.argv[1]))["data"]["sources.yaml"]
+kinds = [s["kind"] for s in yaml.safe_load(text)["sources"]]
+assert kinds == ["file", "postgres", "computed"], kinds
+print(text.replace("/etc/kubedojo-data-api/postgres/dsn", sys.argv[2] + "/dsn")
+          .replace("/etc/kubedojo-data-api/records/records.yaml", sys.argv[2] + "/records.yaml"))
+EOF
+  union_records 1 >"$PGDIR/records.yaml"
+  _kd_stop "$DIR" kd-pg-a
+  _kd_stop "$DIR" kd-pg-b
+  local args=()
+  for a in "${SERVER_ARGS[@]}"; do [[ $a == --secure-port=* ]] || args+=("$a"); done
+  NO_COLOR=1 _kd_start "$DIR" kd-union "$BIN" --secure-port="$PG_PORT_A" --sources-config="$PGDIR/sources.yaml" \
+    --records-refresh-interval=1s "${args[@]}"
+  # shellcheck disable=SC2317 # called by _kd_wait
+  union_up() { curl -sS -o /dev/null --max-time 2 --cacert "$DIR/serving/serving-ca.crt" "https://$KD_EXT_HOST_IP:$PG_PORT_A/livez"; }
+  _kd_wait "$DIR" kd-union 30 union_up || return 1
+  k -n "$SVC_NS" delete endpointslice "$SVC-e2e-b" >/dev/null || return 1
+  k get namespace "$UNION_NS" >/dev/null 2>&1 || k create namespace "$UNION_NS" >/dev/null || return 1
+  pg_sql "INSERT INTO $PG_TABLE (namespace, name, labels, data) VALUES
+    ('$UNION_NS', 'row-1', '{\"app\":\"web\"}', '{\"v\":\"1\"}'), ('$UNION_NS', 'row-2', '{}', '{\"v\":\"2\"}'),
+    ('$UNION_NS', 'shadow', '{}', '{\"v\":\"row-hidden\"}')" >/dev/null || return 1
+  union_listed() { [[ $(k get dr -n "$UNION_NS" -o name | wc -l) == 4 ]]; }
+  retry 30 union_listed
+}
+check "union: the chart's sources config (file + postgres + computed) served by one server" pg_union_setup
+
+check_union_lists() {
+  local rc=0 all chunked one rv n
+  # computed records appear after the first scrape
+  union_computed() { k get dr -A -l data.kubedojo.io/source=metrics -o name | grep -q .; }
+  retry 40 union_computed || echo "no computed records yet"
+  all=$(k get dr -A -o 'custom-columns=NS:.metadata.namespace,NAME:.metadata.name,V:.spec.data.v,SRC:.metadata.labels.data\.kubedojo\.io/source' --no-headers) || return 1
+  python3 - "$all" "$UNION_NS" <<'EOF' || rc=1
+import sys
+rows = [l.split() for l in sys.argv[1].splitlines()]
+ns = sys.argv[2]
+mine = {(r[1], r[2]) for r in rows if r[0] == ns}
+assert mine == {("from-file", "1"), ("row-1", "1"), ("row-2", "2"), ("shadow", "file-wins")}, mine
+assert any(r[0] == "pg-e2e" for r in rows), "the table's earlier rows"
+computed = [r for r in rows if r[3] == "metrics"]
+assert computed, "computed records (data.kubedojo.io/source=metrics)"
+print(f"kubectl get dr -A: {len(rows)} records ({len(computed)} computed, the file's, the table's); the file wins 'shadow'")
+EOF
+  one=$(k get dr -n "$UNION_NS" -l app=web -o name | tr '\n' ' ')
+  [[ $one == "datarecord.data.kubedojo.io/from-file datarecord.data.kubedojo.io/row-1 " ]] || {
+    echo "-l app=web: $one"
+    rc=1
+  }
+  all=$(k get dr -A -o name) || return 1
+  for n in 1 2 3; do
+    chunked=$(k get dr -A -o name --chunk-size=$n) || return 1
+    [[ $chunked == "$all" ]] || {
+      echo "--chunk-size=$n differs from one list"
+      diff <(echo "$all") <(echo "$chunked")
+      rc=1
+    }
+  done
+  rv=$(k get --raw "/apis/data.kubedojo.io/v1alpha1/datarecords?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["metadata"]["resourceVersion"])')
+  [[ $rv =~ ^[0-9a-f]{12}\.[0-9]+_p[0-9]+$ ]] || {
+    echo "list resourceVersion is not composite: $rv"
+    rc=1
+  }
+  echo "chunk sizes 1-3 list the same $(wc -l <<<"$all") records; list resourceVersion $rv"
+  return $rc
+}
+check "union: kubectl get dr -A, -l, --chunk-size across the file, the table and the computed records" check_union_lists
+
+check_union_watch() {
+  local rc=0
+  # (a global: retry has a local `out` of its own)
+  UNION_OUT=$DIR/union-watch.out
+  : >"$UNION_OUT"
+  k get dr -n "$UNION_NS" -w --output-watch-events -o 'jsonpath={.type} {.object.metadata.name} {.object.spec.data.v}{"\n"}' >"$UNION_OUT" 2>&1 &
+  local watcher=$!
+  union_seen() { grep -Eq "$1" "$UNION_OUT"; }
+  retry 20 union_seen "^ADDED +shadow +file-wins" || rc=1
+  pg_sql "INSERT INTO $PG_TABLE (namespace, name, data) VALUES ('$UNION_NS', 'watched', '{\"v\":\"w\"}')" >/dev/null || rc=1
+  retry 20 union_seen "^ADDED +watched +w" || { echo "no ADDED for the psql INSERT"; rc=1; }
+  union_records 2 >"$PGDIR/records.yaml"
+  retry 20 union_seen "^MODIFIED +from-file +2" || { echo "no MODIFIED for the file edit"; rc=1; }
+  pg_sql "DELETE FROM $PG_TABLE WHERE namespace = '$UNION_NS' AND name = 'shadow'" >/dev/null || rc=1
+  pg_sql "DELETE FROM $PG_TABLE WHERE namespace = '$UNION_NS' AND name = 'row-2'" >/dev/null || rc=1
+  retry 20 union_seen "^DELETED +row-2" || { echo "no DELETED for the psql DELETE"; rc=1; }
+  if grep -Eq "shadow +row-hidden|DELETED +shadow" "$UNION_OUT"; then
+    echo "the hidden row showed in the watch"
+    rc=1
+  fi
+  kill_tree "$watcher" 2>/dev/null || true
+  echo "kubectl -w: $(grep -c . "$UNION_OUT") lines (initial list, a psql INSERT, a file edit, a psql DELETE)"
+  ((rc == 0)) || { echo "--- kubectl -w output:"; cat "$UNION_OUT"; }
+  return $rc
+}
+check "union: one kubectl get dr -w sees a psql INSERT/DELETE and a file edit; a hidden row never shows" check_union_watch
+
+_kd_stop "$DIR" kd-union
 _kd_stop "$DIR" kd-pg-a
 _kd_stop "$DIR" kd-pg-b
 pg_stop
-log "postgres checks: $((SECONDS - PG_T0))s; psql to kubectl -w: $(tr '\n' ' ' <"$DIR/pg-watch-delays" 2>/dev/null || true); informer: $(cat "$DIR/pg-informer.json.summary" 2>/dev/null || true)"
+log "postgres checks: $((SECONDS - PG_T0))s (the union's: $((SECONDS - UNION_T0))s); psql to kubectl -w: $(tr '\n' ' ' <"$DIR/pg-watch-delays" 2>/dev/null || true); informer: $(cat "$DIR/pg-informer.json.summary" 2>/dev/null || true)"
