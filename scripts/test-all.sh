@@ -50,6 +50,10 @@ cargo clippy --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --all-targets --locked
 
+step "fuzzing: every parser from its seed corpus for ${FUZZ_SECONDS:-30}s each (scripts/fuzz.sh)"
+# The parsers-only cut of the library (no `server` feature) is what fuzz/ builds.
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash scripts/fuzz.sh
+
 step "Helm chart and manifests (lint, template assertions, installs into a real kube-apiserver)"
 KUBEDOJO_BIN="$CARGO_TARGET_DIR/debug/kubedojo-data-api" bash tests/chart/run.sh --own-cluster
 

@@ -78,9 +78,16 @@ pub const IGNORED: &[(&str, Kind, &str)] = &[
         Kind::Bool,
         "one in-flight limit (--max-requests-inflight)",
     ),
-    ("contention-profiling", Kind::Bool, "no profiling endpoints"),
-    ("profiling", Kind::Bool, "no profiling endpoints"),
-    ("debug-socket-path", Kind::Value, "no profiling endpoints"),
+    (
+        "contention-profiling",
+        Kind::Bool,
+        "no Go block/mutex profiles (--profiling serves the CPU profile)",
+    ),
+    (
+        "debug-socket-path",
+        Kind::Value,
+        "/debug/pprof/ is served on the secure port only",
+    ),
     (
         "log-flush-frequency",
         Kind::Value,
@@ -200,7 +207,7 @@ mod tests {
             "--audit-log-maxsize",
             "10",
             "--secure-port=4443",
-            "--profiling=false",
+            "--shutdown-send-retry-after=false",
             "--contention-profiling",
             "--feature-gates=A=true",
             "--cert-dir",

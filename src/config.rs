@@ -238,6 +238,11 @@ pub struct CommonArgs {
     /// Minimum TLS version: VersionTLS12 or VersionTLS13.
     #[arg(long, default_value = "VersionTLS12")]
     pub tls_min_version: MinTlsVersion,
+    /// Serve /debug/pprof/ (a CPU profile in pprof format, cmdline), authorized like any
+    /// other path; on by default, as metrics-server's `--profiling`.
+    #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set, value_parser = parse_go_bool)]
+    pub profiling: bool,
 }
 
 /// Flags of `serve` (the default mode).

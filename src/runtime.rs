@@ -397,6 +397,13 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         pipeline.scraper = pipeline.scraper.with_ha(ha.coordinator.clone());
     }
     pipeline.add_to(&mut parts);
+    if args.common.profiling {
+        parts
+            .extra_routes
+            .push(Arc::new(crate::server::pprof::Profiling::new(
+                args.serving.request_timeout,
+            )));
+    }
     let audit =
         crate::server::audit::AuditLog::from_args(&args.audit).map_err(anyhow::Error::msg)?;
     let app = Arc::new(

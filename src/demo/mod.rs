@@ -216,6 +216,13 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
             .add_ready("shutdown", lifecycle.readiness_check());
         pipeline.add_to(&mut parts);
         parts.extra_routes.push(Arc::new(world.core_api()));
+        if args.common.profiling {
+            parts
+                .extra_routes
+                .push(Arc::new(crate::server::pprof::Profiling::new(
+                    args.serving.request_timeout,
+                )));
+        }
         let app = Arc::new(build_app(parts).with_serving(&args.serving));
         let port = if args.secure_port == 0 {
             0

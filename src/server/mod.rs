@@ -8,6 +8,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod options;
 pub mod pki;
+pub mod pprof;
 pub mod sni;
 pub mod tls;
 

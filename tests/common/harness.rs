@@ -104,6 +104,7 @@ pub fn common_args() -> CommonArgs {
         sources_config: None,
         records_refresh_interval: Duration::from_secs(30),
         tls_min_version: MinTlsVersion::Tls12,
+        profiling: true,
     }
 }
 
@@ -131,6 +132,8 @@ pub struct Options {
     pub silent_watch: bool,
     /// Trust re-read interval.
     pub refresh_interval: Duration,
+    /// Serve `/debug/pprof/` (`--profiling`).
+    pub profiling: bool,
 }
 
 impl Default for Options {
@@ -139,6 +142,7 @@ impl Default for Options {
             configmap: true,
             silent_watch: false,
             refresh_interval: Duration::from_secs(60),
+            profiling: false,
         }
     }
 }
@@ -181,6 +185,13 @@ impl Harness {
         let records = load_records(None, None).await.unwrap();
         let mut parts = AppParts::new(records, chain);
         parts.extra_routes.push(Arc::new(Echo));
+        if options.profiling {
+            parts
+                .extra_routes
+                .push(Arc::new(kubedojo_data_api::server::pprof::Profiling::new(
+                    Duration::from_secs(60),
+                )));
+        }
         let app = Arc::new(build_app(parts));
         let serving = pki
             .serving_ca

@@ -46,6 +46,7 @@ pub fn demo_args(dir: &std::path::Path, records_file: Option<PathBuf>) -> DemoAr
             sources_config: None,
             records_refresh_interval: Duration::from_millis(100),
             tls_min_version: MinTlsVersion::Tls12,
+            profiling: true,
         },
     }
 }
