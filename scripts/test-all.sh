@@ -70,7 +70,7 @@ KUBEDOJO_BIN="$STATIC_BIN" KD_LOAD="$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/r
 step "a real HPA (kube-controller-manager) scaling Deployments on our metrics (tests/e2e/hpa.sh)"
 KUBEDOJO_BIN="$STATIC_BIN" bash tests/e2e/hpa.sh
 
-step "sharded scraping: three replicas behind kube-aggregator, one SIGKILLed and restarted (tests/e2e/ha.sh, ~3.5 min)"
+step "sharded scraping: three replicas behind kube-aggregator, one SIGKILLed and restarted, with R=1 then R=2 (tests/e2e/ha.sh, ~5 min)"
 KUBEDOJO_BIN="$STATIC_BIN" bash tests/e2e/ha.sh
 
 step "the lab's steps word for word with manifests/ (real kube-apiserver, tests/e2e/lab.sh)"

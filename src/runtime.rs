@@ -390,6 +390,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         args.bind_address,
         args.metrics.metric_resolution,
         ha_client,
+        pipeline.telemetry.peer.clone(),
         shutdown.clone(),
     )
     .await?;

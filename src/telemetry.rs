@@ -99,6 +99,8 @@ pub struct Telemetry {
     pub kubelet_failures: Family<ReasonLabel, Counter>,
     /// Our own: extra scrapes of a node to serve a new container's first rate in time.
     pub follow_up_scrapes: Counter,
+    /// Our own: the peer exchange of sharded scraping (`docs/ha.md`); zero without peers.
+    pub peer: crate::ha::coordinator::PeerStats,
 }
 
 impl Telemetry {
@@ -175,6 +177,36 @@ impl Telemetry {
             "Extra scrapes of a node whose new container becomes old enough for its first rate before the next tick",
             follow_up_scrapes.clone(),
         );
+        let peer = crate::ha::coordinator::PeerStats::default();
+        for (name, help, counter) in [
+            (
+                "kubedojo_peer_received_bytes",
+                "Bytes of shard bodies fetched from other replicas (sharded scraping)",
+                &peer.bytes_received,
+            ),
+            (
+                "kubedojo_peer_served_bytes",
+                "Bytes of shard bodies served to other replicas (sharded scraping)",
+                &peer.bytes_served,
+            ),
+            (
+                "kubedojo_peer_fetch_failures",
+                "Peer shard fetches that failed (transport, status, bad body, timeout)",
+                &peer.fetch_failures,
+            ),
+            (
+                "kubedojo_peer_fallback_scrapes",
+                "Nodes scraped directly because no owner delivered them",
+                &peer.fallback_scrapes,
+            ),
+            (
+                "kubedojo_peer_received_nodes",
+                "Nodes ingested from other replicas' shards",
+                &peer.nodes_from_peers,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
         registry.register(
             "kubedojo_datarecords_bad_rows",
             "DataRecords source rows skipped because they are not valid DataRecords, by row",
@@ -193,6 +225,7 @@ impl Telemetry {
             record_name_conflicts,
             kubelet_failures,
             follow_up_scrapes,
+            peer,
         })
     }
 

@@ -66,6 +66,30 @@ async fn pods(client: &reqwest::Client, server: &DemoServer, i: usize) -> Option
     )
 }
 
+/// A counter of a replica's `/metrics` (the text exposition).
+async fn self_metric(client: &reqwest::Client, server: &DemoServer, i: usize, name: &str) -> u64 {
+    let url = format!(
+        "https://localhost:{}/metrics",
+        server.replicas[i].addr.port()
+    );
+    let text = client
+        .get(url)
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("{name}_total ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {name}_total in /metrics of replica {i}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 fn total_requests(server: &DemoServer) -> u64 {
     let sim = server.sim.as_ref().unwrap();
     (0..NODES).map(|i| sim.requests(i)).sum()
@@ -122,13 +146,25 @@ async fn three_replicas_share_the_kubelets_and_each_serves_every_pod() {
     }
     for r in &server.replicas {
         let c = r.coordinator.as_ref().unwrap();
-        assert!(
-            c.stats()
-                .nodes_from_peers
-                .load(std::sync::atomic::Ordering::Relaxed)
-                > 0
-        );
+        assert!(c.stats().nodes_from_peers.get() > 0);
     }
+    // The exchange on /metrics: each replica fetched shard bytes (one that owns no node
+    // serves none), and the bytes served add up to the bytes received (read 3/4 into a tick: fetches happen at 1/2).
+    let res_ms = RES.as_millis() as i64;
+    let now = kubedojo_data_api::api::time::now_millis();
+    let wait = (res_ms * 3 / 4 - now.rem_euclid(res_ms)).rem_euclid(res_ms);
+    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+    let (mut served, mut received) = (0, 0);
+    for i in 0..3 {
+        let r = self_metric(&client, &server, i, "kubedojo_peer_received_bytes").await;
+        let s = self_metric(&client, &server, i, "kubedojo_peer_served_bytes").await;
+        assert!(r > 0, "replica {i}: received {r} bytes");
+        assert!(self_metric(&client, &server, i, "kubedojo_peer_received_nodes").await > 0);
+        served += s;
+        received += r;
+    }
+    assert!(served > 0);
+    assert_eq!(served, received, "peer bytes served and received");
 
     // SIGKILL-like: replica 2 stops at once (API, scraper, peer listener). The survivors
     // still list it as a member (its record has not expired): they fall back to scraping its
@@ -188,7 +224,7 @@ async fn three_replicas_share_the_kubelets_and_each_serves_every_pod() {
                 .unwrap()
                 .stats()
                 .fallback_scrapes
-                .load(std::sync::atomic::Ordering::Relaxed)
+                .get()
         })
         .sum();
     assert!(
@@ -237,7 +273,7 @@ async fn with_r2_each_node_is_scraped_twice_and_a_death_costs_nothing() {
                 .unwrap()
                 .stats()
                 .fallback_scrapes
-                .load(std::sync::atomic::Ordering::Relaxed)
+                .get()
         })
         .sum();
     let started = Instant::now();
@@ -256,7 +292,7 @@ async fn with_r2_each_node_is_scraped_twice_and_a_death_costs_nothing() {
                 .unwrap()
                 .stats()
                 .fallback_scrapes
-                .load(std::sync::atomic::Ordering::Relaxed)
+                .get()
         })
         .sum();
     assert_eq!(

@@ -292,6 +292,7 @@ fn coordinator(peers: &[Member], replication: usize) -> Arc<Coordinator> {
         Arc::new(OwnShard::new()),
         client(SECRET),
         Duration::ZERO,
+        Default::default(),
     )
 }
 

@@ -193,6 +193,7 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
                 usize::from(args.ha.scrape_replication.max(1)),
                 &secret,
                 args.metric_resolution,
+                pipeline.telemetry.peer.clone(),
                 stop.clone(),
             );
             coordinator = Some(started.coordinator.clone());

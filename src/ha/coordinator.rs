@@ -5,8 +5,9 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
 
 use super::membership::Membership;
 use super::peer::PeerClient;
@@ -18,17 +19,20 @@ use crate::cluster::NodeInfo;
 use crate::store::Store;
 use crate::store::batch::NodeBatch;
 
-/// Counters of the peer exchange (also the benchmark's source).
-#[derive(Debug, Default)]
+/// Counters of the peer exchange, exported as self-metrics (`kubedojo_peer_*`, registered by
+/// [`crate::telemetry::Telemetry`]) and read by the benchmark. Clones share the counts.
+#[derive(Debug, Clone, Default)]
 pub struct PeerStats {
-    /// Shard bytes received from peers.
-    pub bytes_received: AtomicU64,
+    /// Shard bytes received from peers (response bodies).
+    pub bytes_received: Counter,
+    /// Shard bytes served to peers (response bodies).
+    pub bytes_served: Counter,
     /// Fetches that failed (transport, status, garbage, timeout).
-    pub fetch_failures: AtomicU64,
+    pub fetch_failures: Counter,
     /// Nodes this replica scraped because no owner delivered them.
-    pub fallback_scrapes: AtomicU64,
+    pub fallback_scrapes: Counter,
     /// Nodes ingested from peers.
-    pub nodes_from_peers: AtomicU64,
+    pub nodes_from_peers: Counter,
 }
 
 /// A tick's split of the nodes.
@@ -52,13 +56,15 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// Shards over `membership` with `replication` owners per node; peer shards are fetched
-    /// `fetch_offset` into each tick.
+    /// `fetch_offset` into each tick. Counts into `stats` (e.g. the telemetry's, so they show
+    /// on `/metrics`).
     pub fn new(
         membership: Arc<Membership>,
         replication: usize,
         shard: Arc<OwnShard>,
         client: PeerClient,
         fetch_offset: Duration,
+        stats: PeerStats,
     ) -> Arc<Self> {
         Arc::new(Coordinator {
             membership,
@@ -66,7 +72,7 @@ impl Coordinator {
             shard,
             client,
             fetch_offset,
-            stats: PeerStats::default(),
+            stats,
         })
     }
 
@@ -151,7 +157,7 @@ impl Coordinator {
                             match frame {
                                 NodeFrame::Ok(batch) => {
                                     needed.remove(&node);
-                                    self.stats.nodes_from_peers.fetch_add(1, Ordering::Relaxed);
+                                    self.stats.nodes_from_peers.inc();
                                     store.ingest(&node, batch, now);
                                 }
                                 NodeFrame::Failed => {
@@ -161,7 +167,7 @@ impl Coordinator {
                         }
                     }
                     Err(e) => {
-                        self.stats.fetch_failures.fetch_add(1, Ordering::Relaxed);
+                        self.stats.fetch_failures.inc();
                         tracing::warn!(%peer, error = %e, "cannot fetch a peer's shard; scraping its nodes directly");
                     }
                 }
@@ -177,15 +183,11 @@ impl Coordinator {
             }
         }
         missing.sort_by(|a, b| a.name.cmp(&b.name));
-        self.stats
-            .fallback_scrapes
-            .fetch_add(missing.len() as u64, Ordering::Relaxed);
+        self.stats.fallback_scrapes.inc_by(missing.len() as u64);
         missing
     }
 
     fn count_bytes(&self, n: usize) {
-        self.stats
-            .bytes_received
-            .fetch_add(n as u64, Ordering::Relaxed);
+        self.stats.bytes_received.inc_by(n as u64);
     }
 }

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::args::HaArgs;
-use super::coordinator::Coordinator;
+use super::coordinator::{Coordinator, PeerStats};
 use super::lease::{self, LeaseConfig};
 use super::membership::{Member, MemberSet, Membership};
 use super::peer::{self, PeerClient, PeerIdentity, PeerToken};
@@ -29,13 +29,14 @@ pub struct Started {
 }
 
 /// In a cluster: Lease membership in the release's namespace, peers authenticated by their
-/// ServiceAccount token (TokenReview) and this replica's own identity. `None` when
-/// `--peer-port` is 0.
+/// ServiceAccount token (TokenReview) and this replica's own identity; the exchange counts into
+/// `stats`. `None` when `--peer-port` is 0.
 pub async fn start_in_cluster(
     args: &HaArgs,
     bind: IpAddr,
     resolution: Duration,
     client: kube::Client,
+    stats: PeerStats,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Option<Started>> {
     if args.peer_port == 0 {
@@ -89,7 +90,7 @@ pub async fn start_in_cluster(
         cert_sha256: identity.cert_sha256,
     };
     let membership = Membership::new(MemberSet::new(me.clone(), []));
-    let shard = Arc::new(OwnShard::new());
+    let shard = Arc::new(OwnShard::counting(stats.bytes_served.clone()));
     let client_side = PeerClient::new(
         PeerToken::File(args.peer_token_file.clone()),
         args.timeout(resolution),
@@ -101,6 +102,7 @@ pub async fn start_in_cluster(
         shard.clone(),
         client_side,
         resolution / 2,
+        stats,
     );
     let tasks = vec![
         tokio::spawn(peer::serve(
@@ -158,18 +160,19 @@ impl LocalPeer {
         })
     }
 
-    /// Starts serving with a fixed member list and a shared secret.
+    /// Starts serving with a fixed member list and a shared secret, counting into `stats`.
     pub fn start(
         self,
         members: &[Member],
         replication: usize,
         secret: &str,
         resolution: Duration,
+        stats: PeerStats,
         shutdown: CancellationToken,
     ) -> Started {
         let membership =
             Membership::new(MemberSet::new(self.member.clone(), members.iter().cloned()));
-        let shard = Arc::new(OwnShard::new());
+        let shard = Arc::new(OwnShard::counting(stats.bytes_served.clone()));
         let coordinator = Coordinator::new(
             membership.clone(),
             replication,
@@ -180,6 +183,7 @@ impl LocalPeer {
                 256 * 1024 * 1024,
             ),
             resolution / 2,
+            stats,
         );
         let task = tokio::spawn(peer::serve(
             self.listener,

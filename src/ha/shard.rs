@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use dashmap::DashMap;
+use prometheus_client::metrics::counter::Counter;
 
 use super::wire;
 use crate::store::batch::NodeBatch;
@@ -14,12 +15,21 @@ use crate::store::batch::NodeBatch;
 pub struct OwnShard {
     frames: DashMap<String, (u64, Bytes)>,
     generation: AtomicU64,
+    served: Counter,
 }
 
 impl OwnShard {
     /// An empty shard.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty shard that counts the bytes of every body it hands out into `served`.
+    pub fn counting(served: Counter) -> Self {
+        OwnShard {
+            served,
+            ..Self::default()
+        }
     }
 
     /// Records the outcome of this tick's scrape of `node` (`Err` for a failed scrape).
@@ -39,7 +49,9 @@ impl OwnShard {
     /// The whole shard as a body.
     pub fn body(&self) -> Vec<u8> {
         let frames: Vec<Bytes> = self.frames.iter().map(|e| e.value().1.clone()).collect();
-        wire::assemble(frames.iter().map(|b| b.as_ref()))
+        let body = wire::assemble(frames.iter().map(|b| b.as_ref()));
+        self.served.inc_by(body.len() as u64);
+        body
     }
 
     /// Number of nodes in the shard.

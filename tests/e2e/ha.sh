@@ -16,8 +16,13 @@
 #      no pod missing from any answer for longer than one resolution;
 #   4. once the dead replica's Lease expires: back to R x nodes; restarted, it rejoins,
 #      the shards rebalance (R x nodes, every replica answers every pod again).
+#   5. then, on the same cluster and fleet, the three replicas again with R = 2: 2 x nodes
+#      requests per cycle; a SIGKILL during polling leaves no pod missing from any answer
+#      at all and the survivors never fall back to scraping (the second owner delivers);
+#      2 x nodes after the Lease expired and after the restart.
 # Prints `N passed, M failed` last. Environment: KUBEDOJO_BIN, KUBEDOJO_HA_NODES (6),
-# KUBEDOJO_HA_PODS_PER_NODE (4), KUBEDOJO_HA_REPLICATION (1).
+# KUBEDOJO_HA_PODS_PER_NODE (4), KUBEDOJO_HA_REPLICATION (1; another value runs only that R),
+# KUBEDOJO_HA_R2 (1; 0 skips step 5).
 set -euo pipefail
 
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -33,6 +38,9 @@ KEEP=false
 NODES=${KUBEDOJO_HA_NODES:-6}
 PODS_PER_NODE=${KUBEDOJO_HA_PODS_PER_NODE:-4}
 R=${KUBEDOJO_HA_REPLICATION:-1}
+# After the R=1 checks, the same cluster and fleet again with R=2 (KUBEDOJO_HA_R2=0 skips it).
+R2=${KUBEDOJO_HA_R2:-1}
+((R == 1)) || R2=0
 RES=10          # --metric-resolution, seconds (the least serve accepts, as metrics-server)
 LEASE=6         # --peer-lease-duration, seconds
 SVC=kubedojo-data-api
@@ -266,9 +274,9 @@ wait_full() {
     sleep 1
   done
 }
-expect_per_cycle() { # WANT: averaged over 2 cycles
+expect_per_cycle() { # WANT: one whole cycle (wall-clock aligned ticks: exactly one tick's requests)
   local got
-  got=$(requests_per_cycle 2)
+  got=$(requests_per_cycle 1)
   echo "kubelet requests per cycle: $got (R x nodes = $1; replicas x nodes = $((3 * NODES)))"
   [[ $got == "$1" ]]
 }
@@ -298,6 +306,10 @@ own_scrapes() { # I: kubelet requests replica I has made (its /metrics)
     "https://${IPS[$1]}:$PORT/metrics" |
     awk '/^metrics_server_kubelet_request_duration_seconds_count/ {s += $2} END {printf "%d\n", s}'
 }
+self_counter() { # I NAME: a counter of replica I's /metrics
+  curl -sS --max-time 5 --cacert "$DIR/serving/serving-ca.crt" --cert "$KD_PKI/admin.crt" --key "$KD_PKI/admin.key" \
+    "https://${IPS[$1]}:$PORT/metrics" | awk -v n="$2" '$1 == n {v = $2} END {printf "%d\n", v}'
+}
 # shares: kubelet requests of each replica over one cycle, into SHARE[0..2] (and printed)
 shares() {
   local a=() b=() i
@@ -318,45 +330,61 @@ own_shards() {
 check "each replica scrapes its own rendezvous shard (the shares add up to R x nodes)" own_shards
 read -r -a SHARE_BEFORE <<<"$(sed 's/.*: //' "$DIR/shares.out")"
 
-# ---- SIGKILL one replica during HPA-style polling: the one with the largest shard
-VICTIM=0
-for i in 1 2; do ((SHARE_BEFORE[i] > SHARE_BEFORE[VICTIM])) && VICTIM=$i; done
-SURVIVORS=()
-for i in 0 1 2; do ((i == VICTIM)) || SURVIVORS+=("$i"); done
-log "polling (through kube-apiserver every 0.25s, and each survivor directly) while replica-$VICTIM (${SHARE_BEFORE[VICTIM]} nodes) is SIGKILLed"
+# kill_during_poll VICTIM MAX_GAP: HPA-style polling (through kube-apiserver every 0.25 s, and
+# each survivor directly) while replica VICTIM is SIGKILLed; MAX_GAP is the longest a pod may be
+# missing from a URL's answers (one resolution for R = 1, 0 for R = 2: never missing at all).
+kill_during_poll() {
+  local victim=$1 max_gap=$2 i
+  VICTIM=$victim
+  SURVIVORS=()
+  for i in 0 1 2; do ((i == VICTIM)) || SURVIVORS+=("$i"); done
+  log "R=$R: polling while replica-$VICTIM (${SHARE_BEFORE[VICTIM]} nodes) is SIGKILLed"
+  rm -f "$DIR/poll.jsonl"
+  $POLL poll "$DIR/poll.jsonl" "$POLL_SECS" 0.25 "$API_URL" "$DIR/poll-ca.crt" "$KD_PKI/admin.crt" "$KD_PKI/admin.key" \
+    "https://${IPS[${SURVIVORS[0]}]}:$PORT/apis/metrics.k8s.io/v1beta1/pods" \
+    "https://${IPS[${SURVIVORS[1]}]}:$PORT/apis/metrics.k8s.io/v1beta1/pods" &
+  POLL_PID=$!
+  sleep "$RES"
+  KILL_AT=$(date +%s.%N)
+  kill -KILL "$(cat "$DIR/replica-$VICTIM.pid")"
+  # What the kubelet and the EndpointSlice controller do after a container dies: the
+  # endpoint turns not ready (here as soon as the process is gone).
+  while kill -0 "$(cat "$DIR/replica-$VICTIM.pid")" 2>/dev/null; do sleep 0.05; done
+  local ready=(true true true)
+  ready[VICTIM]=false
+  endpointslice "${IPS[0]}" "${ready[0]}" "${IPS[1]}" "${ready[1]}" "${IPS[2]}" "${ready[2]}" | k apply -f - >/dev/null
+  GONE_AT=$(date +%s.%N)
+  log "replica-$VICTIM killed; its endpoint not ready after $(python3 -c "print(round($GONE_AT - $KILL_AT, 2))")s"
+  wait "$POLL_PID" || true
+  POLL_PID=
+  local what="no pod missing longer than one resolution (${RES}s)"
+  [[ $max_gap == 0 ]] && what="no pod missing from any answer at all"
+  check "R=$R, SIGKILL during polling: no request failed, $what" \
+    $POLL analyse "$DIR/poll.jsonl" "$max_gap" "$PODS" --dead-window "$KILL_AT" "$GONE_AT" --dead-address "${IPS[$VICTIM]}"
+}
+# restart_victim: start the killed replica again and put it back into the EndpointSlice
+restart_victim() {
+  log "restarting replica-$VICTIM"
+  start_replica "$VICTIM"
+  _kd_wait "$DIR" "replica-$VICTIM" 30 replica_up "$VICTIM"
+  endpointslice "${IPS[0]}" true "${IPS[1]}" true "${IPS[2]}" true | k apply -f - >/dev/null
+}
 API_URL="$KD_APISERVER_URL/apis/metrics.k8s.io/v1beta1/pods"
 POLL_SECS=$((RES * 2 + LEASE + 2))
 # kube-apiserver's CA and the replicas' serving CA: one bundle for both kinds of poller.
 cat "$KD_CA_CRT" "$DIR/serving/serving-ca.crt" >"$DIR/poll-ca.crt"
-$POLL poll "$DIR/poll.jsonl" "$POLL_SECS" 0.25 "$API_URL" "$DIR/poll-ca.crt" "$KD_PKI/admin.crt" "$KD_PKI/admin.key" \
-  "https://${IPS[${SURVIVORS[0]}]}:$PORT/apis/metrics.k8s.io/v1beta1/pods" \
-  "https://${IPS[${SURVIVORS[1]}]}:$PORT/apis/metrics.k8s.io/v1beta1/pods" &
-POLL_PID=$!
-sleep "$RES"
-KILL_AT=$(date +%s.%N)
-kill -KILL "$(cat "$DIR/replica-$VICTIM.pid")"
-# What the kubelet and the EndpointSlice controller do after a container dies: the
-# endpoint turns not ready (here as soon as the process is gone).
-while kill -0 "$(cat "$DIR/replica-$VICTIM.pid")" 2>/dev/null; do sleep 0.05; done
-READY=(true true true)
-READY[VICTIM]=false
-endpointslice "${IPS[0]}" "${READY[0]}" "${IPS[1]}" "${READY[1]}" "${IPS[2]}" "${READY[2]}" | k apply -f - >/dev/null
-GONE_AT=$(date +%s.%N)
-log "replica-$VICTIM killed; its endpoint not ready after $(python3 -c "print(round($GONE_AT - $KILL_AT, 2))")s"
-wait "$POLL_PID" || true
-POLL_PID=
-check "SIGKILL during polling: no request failed, no pod missing longer than one resolution (${RES}s)" \
-  $POLL analyse "$DIR/poll.jsonl" "$RES" "$PODS" --dead-window "$KILL_AT" "$GONE_AT" --dead-address "${IPS[$VICTIM]}"
+
+# ---- SIGKILL the replica with the largest shard during HPA-style polling
+BIG=0
+for i in 1 2; do ((SHARE_BEFORE[i] > SHARE_BEFORE[BIG])) && BIG=$i; done
+kill_during_poll "$BIG" "$RES"
 
 # ---- the dead member's Lease has expired by now (LEASE + renew period)
 check "after the dead replica's Lease expired: requests per cycle back to R x nodes" expect_per_cycle $((R * NODES))
 check "the two survivors answer every pod" wait_full 10 "${SURVIVORS[@]}"
 
 # ---- bring it back
-log "restarting replica-$VICTIM"
-start_replica "$VICTIM"
-_kd_wait "$DIR" "replica-$VICTIM" 30 replica_up "$VICTIM"
-endpointslice "${IPS[0]}" true "${IPS[1]}" true "${IPS[2]}" true | k apply -f - >/dev/null
+restart_victim
 check "restarted: every replica answers every pod again" wait_full 30 0 1 2
 # The others see the new Lease within a renewal period (LEASE / 3); let that cycle pass.
 sleep "$RES"
@@ -368,3 +396,39 @@ rejoined() {
   ((SHARE[VICTIM] == SHARE_BEFORE[VICTIM] && SHARE[VICTIM] > 0))
 }
 check "the restarted replica scrapes its old shard again (same members, same rendezvous owners)" rejoined
+
+# ================================================================ R = 2, same cluster and fleet
+# The three replicas stop gracefully (their Leases go with them) and start again with
+# --scrape-replication=2: each node has two owners, so a SIGKILL costs nothing at all.
+((R2 == 1)) || exit 0
+log "R=2: restarting the three replicas with --scrape-replication=2"
+for i in 0 1 2; do _kd_stop "$DIR" "replica-$i"; done
+R=2
+for i in 0 1 2; do start_replica "$i"; done
+for i in 0 1 2; do _kd_wait "$DIR" "replica-$i" 30 replica_up "$i"; done
+check "R=2: every replica answers every pod" wait_full 30 0 1 2
+check "R=2: kubelet requests per cycle = 2 x nodes ($((2 * NODES))), not 3 x nodes" expect_per_cycle $((2 * NODES))
+fallbacks() { # total kubedojo_peer_fallback_scrapes of the listed replicas
+  local i n=0
+  for i in "$@"; do n=$((n + $(self_counter "$i" kubedojo_peer_fallback_scrapes_total))); done
+  echo "$n"
+}
+check "R=2: each node in two replicas' shards (the shares add up to 2 x nodes)" own_shards
+read -r -a SHARE_BEFORE <<<"$(sed 's/.*: //' "$DIR/shares.out")"
+BIG=0
+for i in 1 2; do ((SHARE_BEFORE[i] > SHARE_BEFORE[BIG])) && BIG=$i; done
+FALLBACK_BEFORE=$(fallbacks 0 1 2)
+kill_during_poll "$BIG" 0
+no_fallback() {
+  local after
+  after=$(fallbacks "${SURVIVORS[@]}")
+  echo "fallback scrapes of the survivors: $FALLBACK_BEFORE before the kill (all three), $after after it"
+  ((after <= FALLBACK_BEFORE))
+}
+check "R=2: the survivors never scraped a node for want of an owner (the second owner delivered)" no_fallback
+check "R=2, the dead replica's Lease expired: requests per cycle = 2 x nodes (two members, each scrapes all)" \
+  expect_per_cycle $((2 * NODES))
+restart_victim
+check "R=2, restarted: every replica answers every pod again" wait_full 30 0 1 2
+sleep "$RES"
+check "R=2, rebalanced: requests per cycle = 2 x nodes with three members" expect_per_cycle $((2 * NODES))
