@@ -5,6 +5,13 @@
 #   bench/postgres/run.sh [--namespaces 10000] [--per-namespace 100] [--samples 1000]
 #                         [--watchers 1000] [--changes 20] [--throughput-changes 20000]
 #                         [--sql-samples 1000] [--offset-budget 120s] [--out DIR] [--keep]
+#                         [--scenarios get,labels,pages,sql,kubectl,watch,throughput]
+#                         [--kubectl-timeout 300]
+#
+# --scenarios runs only the named measurements (each writes its own OUT/<name>.json, so
+# a run split into several invocations on one OUT fills it completely). kubectl is bounded
+# by --kubectl-timeout seconds (kubectl keeps every row of a chunked `get -A` in memory
+# for its table: at 1M rows it took > 7 min and 4 GB); a timeout is recorded, not fatal.
 #
 # 1. PostgreSQL (Debian's package) initdb'd in a temporary directory under /tmp, Unix socket
 #    only, default durability (fsync and synchronous_commit on), shared_buffers 1GB.
@@ -27,6 +34,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 NAMESPACES=10000 PER_NS=100 SAMPLES=1000 WATCHERS=1000 CHANGES=20 TP_CHANGES=20000 SQL_SAMPLES=1000
 OUT= KEEP=false PASSES=1 OFFSET_BUDGET=120s
+SCENARIOS=get,labels,pages,sql,kubectl,watch,throughput KUBECTL_TIMEOUT=300
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --namespaces) NAMESPACES=$2; shift 2 ;;
@@ -40,7 +48,9 @@ while [[ $# -gt 0 ]]; do
     --offset-budget) OFFSET_BUDGET=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --keep) KEEP=true; shift ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    --scenarios) SCENARIOS=$2; shift 2 ;;
+    --kubectl-timeout) KUBECTL_TIMEOUT=$2; shift 2 ;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -138,29 +148,43 @@ start_server
 log "server pid $KD_PID on $URL"
 export KD_PGBENCH_TOKEN=$TOKEN
 SHAPE=(--namespaces "$NAMESPACES" --per-namespace "$PER_NS")
+want() { [[ ,$SCENARIOS, == *,$1,* ]]; }
 measure() {
-  log "get ($SAMPLES)"
-  "$KD_PGBENCH" get --url "$URL" "${SHAPE[@]}" --samples "$SAMPLES" >"$OUT/get.json"
-  log "label-selected list ($SAMPLES)"
-  "$KD_PGBENCH" labels --url "$URL" "${SHAPE[@]}" --samples "$SAMPLES" >"$OUT/labels.json"
-  log "full -A lists, limit=500 ($PASSES pass(es), RSS sampled), then first/middle/last pages × $SAMPLES"
-  "$KD_PGBENCH" pages --url "$URL" "${SHAPE[@]}" --limit 500 --passes "$PASSES" --samples "$SAMPLES" --pid "$KD_PID" >"$OUT/pages.json"
-  log "keyset vs OFFSET in SQL ($SQL_SAMPLES per depth)"
-  "$KD_PGBENCH" sql-paging --dsn "$DSN" --limit 500 --samples "$SQL_SAMPLES" --offset-budget "$OFFSET_BUDGET" >"$OUT/sql-paging.json"
-  KUBECTL=${KUBECTL:-$(timeout 10 bash "$ROOT/tests/e2e/tools.sh" path kubectl 2>/dev/null | tail -n1 || true)}
-  if [[ -x $KUBECTL ]]; then
-    log "kubectl get dr -A --chunk-size=500 (once)"
-    local t0 t1 n
-    t0=$(date +%s.%N)
-    n=$("$KUBECTL" --kubeconfig "$OUT/kubeconfig" get dr -A --chunk-size=500 --no-headers | wc -l)
-    t1=$(date +%s.%N)
-    printf '{"kubectl": "%s", "rows": %s, "seconds": %s}\n' "$("$KUBECTL" version --client 2>/dev/null | head -n1)" "$n" \
-      "$(python3 -c "print(round($t1 - $t0, 2))")" >"$OUT/kubectl.json"
+  if want get; then
+    log "get ($SAMPLES)"
+    "$KD_PGBENCH" get --url "$URL" "${SHAPE[@]}" --samples "$SAMPLES" >"$OUT/get.json"
   fi
-  log "watch fan-out ($WATCHERS watchers × $CHANGES changes)"
-  "$KD_PGBENCH" watch --url "$URL" --dsn "$DSN" --watchers "$WATCHERS" --changes "$CHANGES" >"$OUT/watch.json"
-  log "listener throughput ($TP_CHANGES single-row commits, then one bulk commit)"
-  "$KD_PGBENCH" throughput --url "$URL" --dsn "$DSN" --changes "$TP_CHANGES" >"$OUT/throughput.json"
+  if want labels; then
+    log "label-selected list ($SAMPLES)"
+    "$KD_PGBENCH" labels --url "$URL" "${SHAPE[@]}" --samples "$SAMPLES" >"$OUT/labels.json"
+  fi
+  if want pages; then
+    log "full -A lists, limit=500 ($PASSES pass(es), RSS sampled), then first/middle/last pages × $SAMPLES"
+    "$KD_PGBENCH" pages --url "$URL" "${SHAPE[@]}" --limit 500 --passes "$PASSES" --samples "$SAMPLES" --pid "$KD_PID" >"$OUT/pages.json"
+  fi
+  if want sql; then
+    log "keyset vs OFFSET in SQL ($SQL_SAMPLES per depth)"
+    "$KD_PGBENCH" sql-paging --dsn "$DSN" --limit 500 --samples "$SQL_SAMPLES" --offset-budget "$OFFSET_BUDGET" >"$OUT/sql-paging.json"
+  fi
+  KUBECTL=${KUBECTL:-$(timeout 10 bash "$ROOT/tests/e2e/tools.sh" path kubectl 2>/dev/null | tail -n1 || true)}
+  if want kubectl && [[ -x $KUBECTL ]]; then
+    log "kubectl get dr -A --chunk-size=500 (once, at most ${KUBECTL_TIMEOUT}s)"
+    local t0 t1 n rc=0
+    t0=$(date +%s.%N)
+    n=$(timeout "$KUBECTL_TIMEOUT" "$KUBECTL" --kubeconfig "$OUT/kubeconfig" get dr -A --chunk-size=500 --no-headers | wc -l) || rc=$?
+    t1=$(date +%s.%N)
+    printf '{"kubectl": "%s", "rows": %s, "seconds": %s, "exit": %s, "timed_out": %s}\n' \
+      "$("$KUBECTL" version --client 2>/dev/null | head -n1)" "$n" \
+      "$(python3 -c "print(round($t1 - $t0, 2))")" "$rc" "$([[ $rc == 124 ]] && echo true || echo false)" >"$OUT/kubectl.json"
+  fi
+  if want watch; then
+    log "watch fan-out ($WATCHERS watchers × $CHANGES changes)"
+    "$KD_PGBENCH" watch --url "$URL" --dsn "$DSN" --watchers "$WATCHERS" --changes "$CHANGES" >"$OUT/watch.json"
+  fi
+  if want throughput; then
+    log "listener throughput ($TP_CHANGES single-row commits, then one bulk commit)"
+    "$KD_PGBENCH" throughput --url "$URL" --dsn "$DSN" --changes "$TP_CHANGES" >"$OUT/throughput.json"
+  fi
 }
 if [[ ${KD_NO_LOCK:-} == 1 ]]; then
   measure
