@@ -352,59 +352,58 @@ async fn create(
     concurrency: usize,
 ) -> anyhow::Result<()> {
     let http = client(cli, Duration::from_secs(60))?;
-    let list: Value = serde_json::from_slice(
+    let mut list: Value = serde_json::from_slice(
         &std::fs::read(objects).with_context(|| format!("reading {}", objects.display()))?,
     )?;
-    let items = list["items"].as_array().context("no items")?.clone();
-    let by_kind = |kind: &str| -> Vec<Value> {
-        items
-            .iter()
-            .filter(|o| o["kind"] == kind)
-            .cloned()
-            .collect()
+    let Some(Value::Array(items)) = list.get_mut("items").map(Value::take) else {
+        bail!("{}: no items", objects.display());
     };
+    drop(list);
     let started = Instant::now();
-    let namespaces = by_kind("Namespace");
-    let nodes = by_kind("Node");
-    let pods = by_kind("Pod");
-    // Namespaces first (pods need them); nodes and pods can then go together.
-    let ns_reqs = namespaces
-        .into_iter()
-        .map(|o| Req::post(format!("{apiserver}/api/v1/namespaces"), o))
-        .collect();
-    run_all(&http, ns_reqs, concurrency).await?;
-    let mut reqs: Vec<Req> = nodes
-        .into_iter()
-        .map(|o| Req::post(format!("{apiserver}/api/v1/nodes"), o))
-        .collect();
-    let mut patches = Vec::new();
-    for mut p in pods {
-        let ns = p["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("default")
-            .to_owned();
-        let name = p["metadata"]["name"]
-            .as_str()
-            .context("pod without name")?
-            .to_owned();
-        let mut status = p
-            .as_object_mut()
-            .and_then(|m| m.remove("status"))
-            .unwrap_or_else(|| json!({}));
-        status["phase"] = json!("Running");
-        if status.get("conditions").is_none() {
-            status["conditions"] = json!([{"type": "Ready", "status": "True"}]);
+    // One pass that moves each object out of the List and keeps only its encoded body, so the
+    // parsed tree is freed item by item (copying it per kind held about 9 GB at 5,000 x 30).
+    let (mut ns_reqs, mut node_reqs, mut pod_reqs, mut patches) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for mut o in items {
+        match o["kind"].as_str() {
+            Some("Namespace") => {
+                ns_reqs.push(Req::post(format!("{apiserver}/api/v1/namespaces"), &o)?)
+            }
+            Some("Node") => node_reqs.push(Req::post(format!("{apiserver}/api/v1/nodes"), &o)?),
+            Some("Pod") => {
+                let ns = o["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("default")
+                    .to_owned();
+                let name = o["metadata"]["name"]
+                    .as_str()
+                    .context("pod without name")?
+                    .to_owned();
+                let mut status = o
+                    .as_object_mut()
+                    .and_then(|m| m.remove("status"))
+                    .unwrap_or_else(|| json!({}));
+                status["phase"] = json!("Running");
+                if status.get("conditions").is_none() {
+                    status["conditions"] = json!([{"type": "Ready", "status": "True"}]);
+                }
+                pod_reqs.push(Req::post(
+                    format!("{apiserver}/api/v1/namespaces/{ns}/pods"),
+                    &o,
+                )?);
+                patches.push(Req {
+                    url: format!("{apiserver}/api/v1/namespaces/{ns}/pods/{name}/status"),
+                    body: serde_json::to_vec(&json!({"status": status}))?.into(),
+                    patch: true,
+                });
+            }
+            _ => {}
         }
-        reqs.push(Req::post(
-            format!("{apiserver}/api/v1/namespaces/{ns}/pods"),
-            p,
-        ));
-        patches.push(Req {
-            url: format!("{apiserver}/api/v1/namespaces/{ns}/pods/{name}/status"),
-            body: json!({"status": status}),
-            patch: true,
-        });
     }
+    // Namespaces first (pods need them); nodes and pods can then go together.
+    run_all(&http, ns_reqs, concurrency).await?;
+    let mut reqs = node_reqs;
+    reqs.append(&mut pod_reqs);
     let n = reqs.len() + patches.len();
     run_all(&http, reqs, concurrency).await?;
     run_all(&http, patches, concurrency).await?;
@@ -417,17 +416,18 @@ async fn create(
 
 struct Req {
     url: String,
-    body: Value,
+    /// The encoded JSON body (bytes clone by reference count on a retry).
+    body: bytes::Bytes,
     patch: bool,
 }
 
 impl Req {
-    fn post(url: String, body: Value) -> Self {
-        Req {
+    fn post(url: String, body: &Value) -> anyhow::Result<Self> {
+        Ok(Req {
             url,
-            body,
+            body: serde_json::to_vec(body)?.into(),
             patch: false,
-        }
+        })
     }
 }
 
@@ -435,7 +435,7 @@ async fn run_all(http: &reqwest::Client, reqs: Vec<Req>, concurrency: usize) -> 
     use futures::StreamExt;
     let results: Vec<anyhow::Result<()>> = futures::stream::iter(reqs)
         .map(|r| async move {
-            let body = serde_json::to_vec(&r.body)?;
+            let body = r.body;
             for attempt in 0..5 {
                 let req = if r.patch {
                     http.patch(&r.url)
