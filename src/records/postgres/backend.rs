@@ -16,6 +16,7 @@ use crate::api::paging::ContinueToken;
 use crate::api::resource::{AsyncBackend, ListPage, ResourceDescriptor, SharedObject};
 use crate::api::response::Body;
 use crate::api::status::ApiError;
+use crate::records::set::StoredRecord;
 
 /// DataRecords served from a PostgreSQL table.
 pub struct TableBackend {
@@ -125,18 +126,7 @@ impl AsyncBackend for TableBackend {
                 Err(e) => return Err(e.into()),
             };
             let rv = page.resource_version.to_string();
-            let continue_token = if page.more {
-                page.items.last().map(|r| {
-                    ContinueToken::new(&rv, r.record.namespace(), &r.record.metadata.name).encode()
-                })
-            } else {
-                None
-            };
-            Ok(ListPage {
-                resource_version: rv,
-                items: page.items.into_iter().map(|r| r as SharedObject).collect(),
-                continue_token,
-            })
+            Ok(records_page(rv, page.items, page.more))
         }
         .boxed()
     }
@@ -199,5 +189,22 @@ impl AsyncBackend for TableBackend {
             Ok(resp)
         }
         .boxed()
+    }
+}
+
+/// A list page of `items` at `rv`, with a continue token after the last item when `more`
+/// records follow (the table source and the union page the same way).
+pub(crate) fn records_page(rv: String, items: Vec<Arc<StoredRecord>>, more: bool) -> ListPage {
+    let continue_token = if more {
+        items.last().map(|r| {
+            ContinueToken::new(&rv, r.record.namespace(), &r.record.metadata.name).encode()
+        })
+    } else {
+        None
+    };
+    ListPage {
+        resource_version: rv,
+        items: items.into_iter().map(|r| r as SharedObject).collect(),
+        continue_token,
     }
 }

@@ -25,6 +25,7 @@ mod watch;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use backend::records_page;
 pub use backend::{TableBackend, read_at};
 pub use config::{ConnectionConfig, TableSourceConfig, TlsMode};
 pub use db::{Database, DbError};

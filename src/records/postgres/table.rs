@@ -143,6 +143,23 @@ impl TableSource {
         &self.names
     }
 
+    /// The oldest resourceVersion the change log still reaches (`log_state.compacted_through`):
+    /// a watch or an `Exact` read from before it gets 410.
+    pub async fn compacted_through(&self) -> Result<u64, DbError> {
+        self.db
+            .bounded(async {
+                let client = self.db.client().await?;
+                let sql = format!("SELECT compacted_through FROM {}", self.names.log_state());
+                let compacted: i64 = client
+                    .query_one(&sql, &[])
+                    .await
+                    .map_err(DbError::from_pg)?
+                    .get(0);
+                Ok(compacted as u64)
+            })
+            .await
+    }
+
     /// One record (the current state), `None` when there is no such row or the row
     /// is not a valid record (that is logged and counted).
     pub async fn get(

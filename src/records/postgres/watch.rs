@@ -191,20 +191,8 @@ async fn replay(
     let names = table.names();
     let db = table.db();
     let mut last = from;
-    let compacted: i64 = db
-        .bounded(async {
-            let client = db.client().await?;
-            Ok(client
-                .query_one(
-                    &format!("SELECT compacted_through FROM {}", names.log_state()),
-                    &[],
-                )
-                .await
-                .map_err(DbError::from_pg)?
-                .get(0))
-        })
-        .await?;
-    if from < compacted as u64 {
+    let compacted = table.compacted_through().await?;
+    if from < compacted {
         return Err(ApiError::resource_version_expired(format!(
             "too old resource version: {from} ({to})"
         )));

@@ -31,7 +31,7 @@ use futures::future::BoxFuture;
 
 use self::version::{Position, UnionVersion};
 use super::postgres::table::{Key, ListError, ListQuery, ReadAt};
-use super::postgres::{ChangeFeed, TableSource};
+use super::postgres::{ChangeFeed, TableSource, records_page};
 use super::set::{RecordSet, RecordsSnapshot, StoredRecord};
 use crate::api::field_selector::FieldSelector;
 use crate::api::label_selector::LabelSelector;
@@ -468,18 +468,7 @@ impl UnionBackend {
             seq: snap.seq,
             id: page.id,
         });
-        let continue_token = if page.more {
-            page.items.last().map(|r| {
-                ContinueToken::new(&rv, r.record.namespace(), &r.record.metadata.name).encode()
-            })
-        } else {
-            None
-        };
-        Ok(ListPage {
-            resource_version: rv,
-            items: page.items.into_iter().map(|r| r as SharedObject).collect(),
-            continue_token,
-        })
+        Ok(records_page(rv, page.items, page.more))
     }
 }
 

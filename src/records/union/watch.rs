@@ -238,20 +238,8 @@ impl Watcher {
         let table = self.shared.table.clone();
         let names = table.names();
         let db = table.db();
-        let compacted: i64 = db
-            .bounded(async {
-                let client = db.client().await?;
-                Ok(client
-                    .query_one(
-                        &format!("SELECT compacted_through FROM {}", names.log_state()),
-                        &[],
-                    )
-                    .await
-                    .map_err(DbError::from_pg)?
-                    .get(0))
-            })
-            .await?;
-        if self.at.id < compacted as u64 {
+        let compacted = table.compacted_through().await?;
+        if self.at.id < compacted {
             return Err(End::Error(expired_table(self.at.id)));
         }
         while self.at.id < to {
