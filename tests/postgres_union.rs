@@ -146,6 +146,20 @@ fn insert(table: &str, ns: &str, name: &str, labels: &str, v: &str) -> String {
 }
 
 /// Reads events until `n` non-bookmark ones arrived (panics after 10 s).
+/// "TYPE name" of each watch event, in order.
+fn event_kinds(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["type"].as_str().unwrap(),
+                e["object"]["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
 async fn events(w: &mut EventStream, n: usize) -> Vec<Value> {
     let mut out = Vec::new();
     while out.len() < n {
@@ -406,16 +420,7 @@ async fn one_watch_sees_psql_and_file_changes_and_resumes() {
     got.extend(events(&mut w, 1).await);
     pg.psql(&format!("DELETE FROM {t} WHERE name = 'new-row'"));
     got.extend(events(&mut w, 1).await);
-    let kinds: Vec<String> = got
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {}",
-                e["type"].as_str().unwrap(),
-                e["object"]["metadata"]["name"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let kinds = event_kinds(&got);
     assert_eq!(
         kinds,
         [
@@ -443,16 +448,7 @@ async fn one_watch_sees_psql_and_file_changes_and_resumes() {
 
     // With a selector: b-row leaving it is DELETED, last-file's deletion too.
     let got_sel = events(&mut sel, 4).await;
-    let kinds: Vec<String> = got_sel
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {}",
-                e["type"].as_str().unwrap(),
-                e["object"]["metadata"]["name"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let kinds = event_kinds(&got_sel);
     assert_eq!(
         kinds,
         [
