@@ -11,10 +11,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::Request;
 use http_body_util::BodyExt;
-use kubedojo_data_api::api::response::Body;
 use kubedojo_data_api::auth::{AlwaysAllowGroups, AuthChain};
 use kubedojo_data_api::records::postgres::{ConnectionConfig, Database, QuerySource};
 use kubedojo_data_api::records::sources_config::{QueryRecordConfig, SourcesConfig};
@@ -23,6 +21,7 @@ use kubedojo_data_api::runtime::{AppParts, build_app, load_records};
 use kubedojo_data_api::server::app::{App, ConnInfo};
 use serde_json::Value;
 
+use common::pg_app::EventStream;
 use common::postgres::TestPostgres;
 
 /// Part of every DSN here: it must never appear in an answer, an error or a log line.
@@ -103,28 +102,19 @@ async fn wait_for(app: &App, path: &str, what: &str, ok: impl Fn(&Value) -> bool
     }
 }
 
-/// Reads NDJSON watch events from a streaming body.
-struct EventStream {
-    body: Body,
-    buf: Vec<u8>,
+/// Opens a watch on `path` through `app` (it must answer 200).
+async fn watch(app: &App, path: &str) -> EventStream {
+    EventStream::new(
+        app.handle(Request::get(path).body(()).unwrap(), &ConnInfo::default())
+            .await,
+    )
 }
 
-impl EventStream {
-    async fn next(&mut self, within: Duration) -> Option<Value> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=i).collect();
-                assert!(!String::from_utf8_lossy(&line).contains(SECRET));
-                return Some(serde_json::from_slice(&line).unwrap());
-            }
-            let frame = tokio::time::timeout_at(deadline, self.body.frame())
-                .await
-                .ok()??;
-            let data: Bytes = frame.unwrap().into_data().unwrap_or_default();
-            self.buf.extend_from_slice(&data);
-        }
-    }
+/// The next watch event within `within`; the database password never appears in one.
+async fn next_event(events: &mut EventStream, within: Duration) -> Option<Value> {
+    let event = events.next(within).await?;
+    assert!(!event.to_string().contains(SECRET), "{event}");
+    Some(event)
 }
 
 fn condition_message(record: &Value) -> String {
@@ -269,26 +259,13 @@ sources:
     // A change of the data is a watch event (the refresh runs every TTL).
     let (_, list) = get(&app, &format!("{NS}/default/datarecords")).await;
     let rv = list["metadata"]["resourceVersion"].as_str().unwrap();
-    let resp = app
-        .handle(
-            Request::get(format!(
+    let mut events = watch(&app, &format!(
                 "{NS}/default/datarecords?watch=1&resourceVersion={rv}&fieldSelector=metadata.name%3Duser-config"
-            ))
-            .body(())
-            .unwrap(),
-            &ConnInfo::default(),
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
-    let mut events = EventStream {
-        body: resp.into_body(),
-        buf: Vec::new(),
-    };
+            )).await;
     pg.psql("UPDATE config SET v = '200' WHERE k = 'max_connections'");
     let changed = Instant::now();
     loop {
-        let event = events
-            .next(Duration::from_secs(10))
+        let event = next_event(&mut events, Duration::from_secs(10))
             .await
             .expect("a MODIFIED event for the changed data");
         assert_eq!(event["object"]["metadata"]["name"], "user-config");
@@ -724,24 +701,13 @@ async fn query_definitions_from_a_configmap_follow_its_edits() {
         .as_str()
         .unwrap()
         .to_string();
-    let resp = app
-        .handle(
-            Request::get(format!(
-                "{NS}/default/datarecords?watch=1&resourceVersion={rv}"
-            ))
-            .body(())
-            .unwrap(),
-            &ConnInfo::default(),
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
-    let mut events = EventStream {
-        body: resp.into_body(),
-        buf: Vec::new(),
-    };
+    let mut events = watch(
+        &app,
+        &format!("{NS}/default/datarecords?watch=1&resourceVersion={rv}"),
+    )
+    .await;
     let mut next = async || {
-        let e = events
-            .next(Duration::from_secs(15))
+        let e = next_event(&mut events, Duration::from_secs(15))
             .await
             .expect("a watch event");
         (
