@@ -778,4 +778,28 @@ async fn watch_list_and_validation() {
         event_summary(&events),
         vec![("ADDED".into(), "user-config".into())]
     );
+    // A selector pinning the name keeps its other terms (kube-apiserver's ListResource):
+    // user-config is in default, not in monitoring.
+    let mut none = t
+        .get(
+            &format!(
+                "{DR}/datarecords?watch=true&timeoutSeconds=1&fieldSelector=metadata.name%3Duser-config%2Cmetadata.namespace%3Dmonitoring"
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(
+        event_summary(&read_events(&mut none, 10).await),
+        Vec::<(String, String)>::new()
+    );
+    // With the /watch/ path's name, a selector must pin that name.
+    let (code, _) = t
+        .get_json(
+            &format!(
+                "{DR}/watch/namespaces/default/datarecords/user-config?fieldSelector=metadata.namespace%3Ddefault"
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(code, 400);
 }

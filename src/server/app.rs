@@ -536,24 +536,7 @@ impl App {
                     endpoint::list(provider.as_ref(), namespace, &opts, accept, now)
                 }
                 "watch" => {
-                    let opts = ListOptions::from_query(query, true)?;
-                    if !info.name.is_empty() {
-                        // `/watch/.../<name>`: a watch of one object is a field selector on its name.
-                        if opts
-                            .field_selector
-                            .required_name()
-                            .is_some_and(|n| n != info.name)
-                        {
-                            return Err(ApiError::bad_request(
-                                "fieldSelector metadata.name doesn't match requested name",
-                            ));
-                        }
-                        let mut opts = opts;
-                        opts.field_selector = crate::api::field_selector::FieldSelector::parse(
-                            &format!("metadata.name={}", info.name),
-                        )?;
-                        return provider.watch(namespace, &opts, accept);
-                    }
+                    let opts = named_watch(ListOptions::from_query(query, true)?, &info.name)?;
                     provider.watch(namespace, &opts, accept)
                 }
                 _ => Err(ApiError::method_not_allowed()),
@@ -602,26 +585,31 @@ impl App {
                 endpoint::list_async(d, backend, namespace, &opts, accept, now).await
             }
             "watch" => {
-                let mut opts = ListOptions::from_query(query, true)?;
-                if !info.name.is_empty() {
-                    if opts
-                        .field_selector
-                        .required_name()
-                        .is_some_and(|n| n != info.name)
-                    {
-                        return Err(ApiError::bad_request(
-                            "fieldSelector metadata.name doesn't match requested name",
-                        ));
-                    }
-                    opts.field_selector = crate::api::field_selector::FieldSelector::parse(
-                        &format!("metadata.name={}", info.name),
-                    )?;
-                }
+                let opts = named_watch(ListOptions::from_query(query, true)?, &info.name)?;
                 backend.watch(namespace, &opts, accept).await
             }
             _ => Err(ApiError::method_not_allowed()),
         }
     }
+}
+
+/// The options of a watch of one named object (`/watch/.../<name>`, or a field selector
+/// pinning `metadata.name`, which the request info turns into the name), as
+/// kube-apiserver's ListResource: a given field selector must pin that name and is kept
+/// whole (its other terms still apply); without one, the watch selects the name.
+fn named_watch(mut opts: ListOptions, name: &str) -> Result<ListOptions, ApiError> {
+    if name.is_empty() {
+        return Ok(opts);
+    }
+    if opts.field_selector.is_empty() {
+        opts.field_selector =
+            crate::api::field_selector::FieldSelector::parse(&format!("metadata.name={name}"))?;
+    } else if opts.field_selector.required_name() != Some(name) {
+        return Err(ApiError::bad_request(
+            "fieldSelector metadata.name doesn't match requested name",
+        ));
+    }
+    Ok(opts)
 }
 
 fn discovery_json(accept: Option<&str>, doc: &serde_json::Value) -> Response<Body> {
