@@ -1022,6 +1022,59 @@ def t_manifests_postgres():
     check(not find(list(got.values()), "Secret"), "the component ships no Secret (the DSN is the operator's)")
 
 
+@test("manifests/components/postgres-query: the chart's postgresQuery source (definitions ConfigMap kubedojo-data-api-queries, DSN Secret kubedojo-data-api-postgres), RBAC scoped to that ConfigMap")
+def t_manifests_postgres_query():
+    dst, _ = manifests_copy()
+    (dst / "overlay").mkdir()
+    (dst / "overlay" / "kustomization.yaml").write_text(
+        "resources: [../manifests]\ncomponents: [../manifests/components/postgres-query]\n")
+    got = without_namespace({key(d): d for d in kustomize(dst / "overlay")})
+    queries = f"{RELEASE}-queries"
+    want = manifests_rendering(sets=["sources.postgresQuery.enabled=true",
+                                     "sources.postgres.existingSecret=kubedojo-data-api-postgres",
+                                     f"sources.postgresQuery.configMap.name={queries}"])
+    eq(sorted(got), sorted(want), "objects with the postgres-query component vs the chart")
+    base = {key(d) for d in kustomize(dst / "manifests")}
+    added = sorted(k for k in got if k not in base)
+    eq(added, sorted([("ConfigMap", MANIFESTS_NS, f"{RELEASE}-sources"),
+                      ("Role", MANIFESTS_NS, f"{RELEASE}-query-definitions"),
+                      ("RoleBinding", MANIFESTS_NS, f"{RELEASE}-query-definitions")]),
+       "what the component adds (no Secret, no definitions ConfigMap: both are the operator's)")
+    dk = ("Deployment", MANIFESTS_NS, RELEASE)
+    eq(got[dk]["spec"], want[dk]["spec"], "Deployment spec (args, mounts, volumes) with the postgres-query component")
+    sk = ("ConfigMap", MANIFESTS_NS, f"{RELEASE}-sources")
+    eq(yaml.safe_load(got[sk]["data"]["sources.yaml"]), yaml.safe_load(want[sk]["data"]["sources.yaml"]),
+       "sources ConfigMap content")
+    for kind in ("Role", "RoleBinding"):
+        k = (kind, MANIFESTS_NS, f"{RELEASE}-query-definitions")
+        for f in ("rules", "roleRef", "subjects"):
+            eq(got[k].get(f), want[k].get(f), f"{kind} .{f}")
+        eq(got[k]["metadata"].get("labels"), want[k]["metadata"].get("labels"), f"{kind} labels")
+    # exactly scoped: one namespaced Role reads ConfigMaps, only that one, only reading;
+    # no rule of the whole rendering reaches Secrets or other ConfigMaps
+    role = got[("Role", MANIFESTS_NS, f"{RELEASE}-query-definitions")]
+    eq(role["rules"], [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [queries],
+                        "verbs": ["get", "list", "watch"]}], "Role rules")
+    rules = [(d["kind"], r) for d in got.values() if d["kind"] in ("Role", "ClusterRole") for r in d.get("rules", [])]
+    cm_rules = [(kind, r) for kind, r in rules if "configmaps" in r.get("resources", []) or "*" in r.get("resources", [])]
+    eq(cm_rules, [("Role", role["rules"][0])], "the only rule on ConfigMaps")
+    check(not any("secrets" in r.get("resources", []) for _, r in rules), "no rule on Secrets")
+    rb = got[("RoleBinding", MANIFESTS_NS, f"{RELEASE}-query-definitions")]
+    eq((rb["roleRef"], rb["subjects"]),
+       ({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{RELEASE}-query-definitions"},
+        [{"kind": "ServiceAccount", "name": RELEASE, "namespace": MANIFESTS_NS}]), "RoleBinding")
+    cfg = yaml.safe_load(got[sk]["data"]["sources.yaml"])
+    pq = [s for s in cfg["sources"] if s["kind"] == "postgresQuery"]
+    eq([s["configMap"] for s in pq], [{"namespace": MANIFESTS_NS, "name": queries, "key": "records.yaml"}],
+       "the source reads the ConfigMap the Role names")
+    c = got[dk]["spec"]["template"]["spec"]["containers"][0]
+    check("--sources-config=/etc/kubedojo-data-api/sources/sources.yaml" in c["args"], f"args: {c['args']}")
+    check(not any("postgres" in a for a in c["args"]), f"no DSN or Secret in the args: {c['args']}")
+    vols = {v["name"]: v for v in got[dk]["spec"]["template"]["spec"]["volumes"]}
+    eq(vols["postgres-dsn"]["secret"], {"secretName": "kubedojo-data-api-postgres", "defaultMode": 0o400,
+                                         "items": [{"key": "dsn", "path": "dsn"}]}, "DSN Secret volume")
+
+
 @test("manifests/README.md: adding components/metrics-server-takeover gives the chart's metrics.k8s.io APIService")
 def t_manifests_takeover():
     text = (MANIFESTS / "README.md").read_text()
@@ -1320,6 +1373,48 @@ def c_manifests():
     check(kget("apiservice", "v1alpha1.data.kubedojo.io") is None, "APIService left after kubectl delete")
     if standin:
         print("    note: rbac.yaml stood in for by the chart's RBAC")
+
+
+@test("cluster: manifests/ + components/postgres-query applied (strict); the ServiceAccount may get, list and watch the definitions ConfigMap by name, nothing else", cluster=True)
+def c_manifests_postgres_query():
+    dst, _ = manifests_copy()
+    (dst / "overlay").mkdir()
+    (dst / "overlay" / "kustomization.yaml").write_text(
+        "resources: [../manifests]\ncomponents: [../manifests/components/postgres-query]\n")
+    docs = kustomize(dst / "overlay")
+    ensure_crds()
+    kubectl("apply", "--server-side", "--validate=strict", "-k", dst / "overlay")
+    queries = f"{RELEASE}-queries"
+    for name in (queries, "other"):
+        kubectl("create", "configmap", name, "-n", MANIFESTS_NS, "--from-literal=records.yaml=[]")
+    sa = ["--as", f"system:serviceaccount:{MANIFESTS_NS}:{RELEASE}",
+          "--as-group", "system:serviceaccounts", "--as-group", f"system:serviceaccounts:{MANIFESTS_NS}"]
+    base = f"/api/v1/namespaces/{MANIFESTS_NS}/configmaps"
+    by_name = f"fieldSelector=metadata.name%3D{queries}"
+    allowed = {
+        "get": ["get", "configmap", queries, "-n", MANIFESTS_NS, "-o", "name"],
+        "list by name": ["get", "--raw", f"{base}?{by_name}"],
+        "watch by name": ["get", "--raw", f"{base}?{by_name}&watch=true&timeoutSeconds=1"],
+    }
+    denied = {
+        "list all": ["get", "--raw", base],
+        "get another ConfigMap": ["get", "configmap", "other", "-n", MANIFESTS_NS],
+        "list by another name": ["get", "--raw", f"{base}?fieldSelector=metadata.name%3Dother"],
+        "the same name in another namespace": ["get", "configmap", queries, "-n", "default"],
+        "update it": ["label", "configmap", queries, "-n", MANIFESTS_NS, "x=y"],
+        "the DSN Secret": ["get", "secret", "kubedojo-data-api-postgres", "-n", MANIFESTS_NS],
+    }
+    try:
+        for what, args in allowed.items():
+            p = kubectl(*args, *sa, check_rc=False)
+            check(p.returncode == 0, f"{what}: {p.stderr.strip()}")
+        for what, args in denied.items():
+            p = kubectl(*args, *sa, check_rc=False)
+            check(p.returncode != 0 and "forbidden" in p.stderr.lower(), f"{what} allowed: {p.stdout}{p.stderr}")
+    finally:
+        kubectl("delete", "configmap", queries, "other", "-n", MANIFESTS_NS, "--ignore-not-found")
+        rest = [d for d in docs if d["kind"] != "Namespace"]
+        kubectl("delete", "-f", "-", "--wait=true", "--timeout=60s", input_text=yaml.safe_dump_all(rest))
 
 
 @test("cluster: cert-manager's real CRD schemas validate our Issuer and Certificate (and reject a bad one)", cluster=True)
