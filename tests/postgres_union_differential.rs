@@ -10,6 +10,7 @@
 //!   random changes land after the first page: the pages together must equal the model
 //!   at the first page, every page at the first page's resourceVersion, every page but
 //!   the last full;
+//! - lists at the initial version (`resourceVersionMatch=Exact`): the model then;
 //! - lists again and gets random names: both must equal the model now;
 //! - reads the watch until its state equals the model: every event consistent (ADDED
 //!   only for an absent name, MODIFIED and DELETED only for a present one), each part of
@@ -578,6 +579,13 @@ struct Seen {
 async fn run_case(u: &Union, case: &Case, seen: &mut Seen) -> Result<(), TestCaseError> {
     let mut model = Model::default();
     u.apply(&mut model, &case.initial, true).await;
+    let initial = model.clone();
+    let (code, list, _) = get_json(&u.app, ALL).await;
+    prop_assert_eq!(code, 200, "{}", list);
+    let initial_rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // The watch, from the list's version or from scratch.
     let mut watcher = if case.watch_from_list {
@@ -692,6 +700,23 @@ async fn run_case(u: &Union, case: &Case, seen: &mut Seen) -> Result<(), TestCas
         &got,
         &want,
         "the pages, against the model at the first page"
+    );
+
+    // The initial state, still listed exactly at its version (the set's kept snapshot,
+    // the table's change log undone).
+    let (code, exact, _) = get_json(
+        &u.app,
+        &case.list.path(&[
+            format!("resourceVersion={initial_rv}"),
+            "resourceVersionMatch=Exact".into(),
+        ]),
+    )
+    .await;
+    prop_assert_eq!(code, 200, "Exact at {}: {}", initial_rv, exact);
+    prop_assert_eq!(
+        items(&exact),
+        case.list.expected(&initial.served()),
+        "a list at the initial version"
     );
 
     // Now: a whole list and gets.
