@@ -18,8 +18,12 @@
 #   - the union (last): one server on the chart's rendered sources config (file + postgres +
 #     computed): kubectl get dr -A / -l / --chunk-size across the three, a composite list
 #     resourceVersion, one kubectl -w seeing a psql INSERT/DELETE and a file edit, a row
-#     hidden by the file's record never shown (about 17 s of the total).
-# Adds about 55 s to run.sh (54 s measured on the shared 2-core machine).
+#     hidden by the file's record never shown (about 17 s of the total);
+#   - manifests/components/postgres-query: its Role applied, a server on its sources config
+#     reads and watches the definitions ConfigMap with its own ServiceAccount token; kubectl
+#     gets the query records through the aggregator, a ConfigMap edit adds one.
+# Adds about 55 s to run.sh (54 s measured on the shared 2-core machine); the postgres-query
+# part about 10 s more (measured at load average 10-14, debug binary).
 
 PG_T0=$SECONDS
 PG_BIN=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n1)
@@ -426,8 +430,57 @@ check_union_watch() {
 }
 check "union: one kubectl get dr -w sees a psql INSERT/DELETE and a file edit; a hidden row never shows" check_union_watch
 
+# ---------------------------------------------------------------- query records
+# manifests/components/postgres-query as the server runs it: its Role and RoleBinding
+# applied (nothing else lets our ServiceAccount read ConfigMaps in kubedojo-system), its
+# sources config with the DSN path pointed at the local file, the definitions in the
+# ConfigMap kubedojo-data-api-queries. The server reads and watches that ConfigMap with
+# its own token through kube-apiserver; kubectl reads the records through the aggregator.
+UNION_S=$((SECONDS - UNION_T0))
+QUERY_T0=$SECONDS
+QUERY_CM=kubedojo-data-api-queries
+query_defs() {
+  printf '%s\n' "- {namespace: $PG_NS, name: pg-port, ttl: 2s, query: \"SELECT name, setting FROM pg_settings WHERE name = 'port'\"}"
+  [[ -z ${1:-} ]] || printf '%s\n' "- {namespace: $PG_NS, name: pg-one, shape: row, query: \"SELECT 1 AS one\"}"
+}
+check_query_component() {
+  local rc=0 comp=$ROOT/manifests/components/postgres-query
+  k apply -f "$comp/rbac.yaml" >/dev/null || return 1
+  query_defs >"$PGDIR/queries.yaml"
+  k -n "$SVC_NS" create configmap "$QUERY_CM" --from-file=records.yaml="$PGDIR/queries.yaml" >/dev/null || return 1
+  python3 - "$comp/sources.yaml" "$PGDIR" >"$PGDIR/query-sources.yaml" <<'EOF' || return 1
+import sys, yaml
+text = yaml.safe_load(open(sys.argv[1]))["data"]["sources.yaml"]
+assert "/etc/kubedojo-data-api/postgres/dsn" in text, text
+print(text.replace("/etc/kubedojo-data-api/postgres/dsn", sys.argv[2] + "/dsn"))
+EOF
+  _kd_stop "$DIR" kd-union
+  local args=()
+  for a in "${SERVER_ARGS[@]}"; do [[ $a == --secure-port=* ]] || args+=("$a"); done
+  NO_COLOR=1 _kd_start "$DIR" kd-query "$BIN" --secure-port="$PG_PORT_A" --sources-config="$PGDIR/query-sources.yaml" "${args[@]}"
+  # shellcheck disable=SC2317 # called by retry
+  query_port() { [[ $(k get dr -n "$PG_NS" pg-port -o 'jsonpath={.spec.data.port}') == 5432 ]]; }
+  retry 30 query_port || { echo "no pg-port record with port=5432"; rc=1; }
+  # an edit of the ConfigMap adds a record without a restart (the watch the Role allows)
+  query_defs more >"$PGDIR/queries.yaml"
+  k -n "$SVC_NS" create configmap "$QUERY_CM" --from-file=records.yaml="$PGDIR/queries.yaml" \
+    --dry-run=client -o yaml | k apply -f - >/dev/null 2>&1 || rc=1
+  # shellcheck disable=SC2317 # called by retry
+  query_edit() { [[ $(k get dr -n "$PG_NS" pg-one -o 'jsonpath={.spec.data.one}') == 1 ]]; }
+  retry 30 query_edit || { echo "the ConfigMap edit did not add pg-one"; rc=1; }
+  if grep -i "forbidden" "$DIR/kd-query.log"; then
+    echo "the server was refused something with the component's Role"
+    rc=1
+  fi
+  ((rc == 0)) || tail -n 30 "$DIR/kd-query.log"
+  echo "query records through the aggregator from the component's sources config and Role"
+  return $rc
+}
+check "postgres-query component: its Role lets the server read and watch the definitions ConfigMap; kubectl gets the query records, a ConfigMap edit adds one" check_query_component
+
+_kd_stop "$DIR" kd-query
 _kd_stop "$DIR" kd-union
 _kd_stop "$DIR" kd-pg-a
 _kd_stop "$DIR" kd-pg-b
 pg_stop
-log "postgres checks: $((SECONDS - PG_T0))s (the union's: $((SECONDS - UNION_T0))s); psql to kubectl -w: $(tr '\n' ' ' <"$DIR/pg-watch-delays" 2>/dev/null || true); informer: $(cat "$DIR/pg-informer.json.summary" 2>/dev/null || true)"
+log "postgres checks: $((SECONDS - PG_T0))s (the union's: ${UNION_S}s, the postgres-query component's: $((SECONDS - QUERY_T0))s); psql to kubectl -w: $(tr '\n' ' ' <"$DIR/pg-watch-delays" 2>/dev/null || true); informer: $(cat "$DIR/pg-informer.json.summary" 2>/dev/null || true)"
