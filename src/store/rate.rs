@@ -485,6 +485,35 @@ mod tests {
         assert_eq!(fresh_rate(&point(T0 + 12_000, T0, 5), RES), None);
     }
 
+    /// The fresh-container condition is metrics-server's, term by term
+    /// (kubernetes-sigs/metrics-server `pkg/storage/pod.go`, `podStorage.Store`, at 5ed5d3a):
+    /// `StartTime.Before(Timestamp) && Timestamp.Sub(StartTime) < metricResolution &&
+    /// Timestamp.Sub(StartTime) >= freshContainerMinMetricsResolution` (10 s). Checked at and
+    /// around every boundary for several resolutions, including ones at or under 10 s where the
+    /// window is empty. (metrics-server also needs a known start time: a zero `StartTime` is
+    /// 1 Jan year 1, never inside the window; ours is 0 = unknown.)
+    #[test]
+    fn fresh_condition_is_metrics_server_pod_go() {
+        let go_rule = |start: i64, ts: i64, res: i64| {
+            start < ts && ts - start < res && ts - start >= FRESH_CONTAINER_MIN_AGE_MS
+        };
+        for res in [1_000, 9_999, 10_000, 10_001, 15_000, 30_000, 60_000] {
+            for age in [
+                -1, 0, 1, 9_999, 10_000, 10_001, 14_999, 15_000, 15_001, 29_999, 30_000, 59_999,
+                60_000, 60_001,
+            ] {
+                let p = point(T0 - age, T0, 1_000_000_000);
+                assert_eq!(
+                    fresh_rate(&p, res).is_some(),
+                    go_rule(T0 - age, T0, res),
+                    "resolution {res} ms, age {age} ms"
+                );
+            }
+        }
+        // Unknown start (metrics-server: zero time, so age is ~2,000 years: outside).
+        assert_eq!(fresh_rate(&point(0, T0, 1_000_000_000), 60_000), None);
+    }
+
     /// §4: a container first seen in its first 10 s is due a follow-up scrape at start + 10 s,
     /// whose sample is then rated over the container's whole life, not the few seconds since
     /// the first sample.
