@@ -42,6 +42,9 @@ pub struct DemoServer {
     pub kubeconfig: PathBuf,
     /// The simulated kubelets.
     pub sim: Option<crate::sim::SimHandle>,
+    /// The nodes and pods every replica's scraper and API see (tests add pods to it as the
+    /// pod informer would).
+    pub view: Arc<crate::cluster::ClusterView>,
     /// Every replica (one unless `--replicas`); the first serves on `addr`.
     pub replicas: Vec<Replica>,
     /// The PostgreSQL table source of each replica, when one is configured (kept for
@@ -280,6 +283,7 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
         }
         trust_refresh.abort();
     });
+    let view = world.view();
     let world::SimulatedWorld { sim, .. } = world;
     Ok(DemoServer {
         addr,
@@ -287,6 +291,7 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
         token,
         kubeconfig: args.write_kubeconfig.clone(),
         sim: Some(sim),
+        view,
         replicas: handles,
         postgres,
         shutdown,

@@ -142,6 +142,11 @@ impl SimulatedWorld {
         ))
     }
 
+    /// The nodes and pods the pipelines scrape and serve.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.replica.2.clone()
+    }
+
     /// The demo-only core API over the simulated nodes and pods.
     pub fn core_api(&self) -> DemoCoreApi {
         DemoCoreApi::new(self.nodes.clone(), self.pods.clone())
