@@ -12,6 +12,8 @@
 //!   on its own client; every response checked against the targets (see `load.rs`). Prints one
 //!   JSON object: per kind the successful latencies (n, mean, max, and only the percentiles the
 //!   sample supports), errors by reason with their own latencies, bytes, content types.
+//! - `first-metric`: starts pods during the run (kube-apiserver + kubelet-sim's control
+//!   endpoint) and times each one's first served usage on every server (see `first_metric.rs`).
 //! - `payload`, `socket`: physical limits (one cycle of kubelet bodies; a loopback write).
 //!
 //! Loopback only: it talks to the URLs it is given (the harness passes 127.0.0.1 ones).
@@ -24,6 +26,7 @@ use std::{
 use anyhow::{Context, bail};
 
 mod count;
+mod first_metric;
 mod floor;
 mod load;
 mod summary;
@@ -124,6 +127,40 @@ enum Cmd {
     },
     /// Load with a check of every response (see `load.rs`); prints a JSON summary.
     Run(Box<RunArgs>),
+    /// Start pods during the run and time each one's first served metric on every server
+    /// (see `first_metric.rs`); prints a JSON summary.
+    FirstMetric(Box<FirstMetricArgs>),
+}
+
+#[derive(clap::Args)]
+struct FirstMetricArgs {
+    /// kube-apiserver URL.
+    #[arg(long)]
+    apiserver: String,
+    /// kubelet-sim's control endpoint (`http://127.0.0.1:PORT`).
+    #[arg(long)]
+    control: String,
+    /// A metrics server as NAME=URL (repeat for each; all are polled at once).
+    #[arg(long = "server", required = true)]
+    servers: Vec<String>,
+    /// The kubelet-sim `--objects-out` List (its Nodes get the new pods, round robin).
+    #[arg(long)]
+    objects: PathBuf,
+    /// Namespace of the new pods.
+    #[arg(long, default_value = "first-metric")]
+    namespace: String,
+    /// Pods started in all.
+    #[arg(long, default_value_t = 1200)]
+    pods: usize,
+    /// Pods started per second.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// Namespace list poll period, seconds.
+    #[arg(long, default_value_t = 0.25)]
+    poll: f64,
+    /// Seconds after its start before a pod not yet served counts as missing.
+    #[arg(long, default_value_t = 90.0)]
+    timeout: f64,
 }
 
 #[derive(clap::Args)]
@@ -252,6 +289,31 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Run(args) => run_load(&cli, args).await,
+        Cmd::FirstMetric(a) => {
+            let servers = a
+                .servers
+                .iter()
+                .map(|s| {
+                    s.split_once('=')
+                        .map(|(n, u)| (n.to_owned(), u.to_owned()))
+                        .with_context(|| format!("--server {s}: expected NAME=URL"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let plan = first_metric::Plan {
+                apiserver: a.apiserver.clone(),
+                control: a.control.clone(),
+                servers,
+                nodes: first_metric::node_names(&a.objects)?,
+                namespace: a.namespace.clone(),
+                pods: a.pods,
+                rate: a.rate,
+                poll: Duration::from_secs_f64(a.poll),
+                timeout: Duration::from_secs_f64(a.timeout),
+            };
+            let v = first_metric::run(client(&cli, Duration::from_secs(30))?, plan).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
     }
 }
 
