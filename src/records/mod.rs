@@ -8,6 +8,8 @@ pub mod build;
 pub mod computed;
 mod file;
 #[cfg(feature = "server")]
+mod merge;
+#[cfg(feature = "server")]
 pub mod postgres;
 #[cfg(feature = "server")]
 pub mod set;
