@@ -584,7 +584,7 @@ async fn watch_resource_usage(t: &TestServer, list: &Value) -> reqwest::Response
 
 /// With the usage moving (`--sim-usage wave`, the demo's default), every scrape tick
 /// changes every namespace's `resource-usage` record: a watcher sees one MODIFIED per
-/// record per store publish, and each carries totals within 1% of what the simulator used
+/// record per scrape cycle (not per store publish: issue #15), and each carries totals within 1% of what the simulator used
 /// over the scrape window. A node's failing kubelet still turns its headroom record Stale.
 #[tokio::test]
 async fn computed_records_change_every_tick_when_the_usage_moves() {
@@ -597,7 +597,7 @@ async fn computed_records_change_every_tick_when_the_usage_moves() {
     let store = t.server.replicas[0].store.clone();
     let list = settled_computed_records(&t).await;
     let mut watch = watch_resource_usage(&t, &list).await;
-    let mut publishes = store.subscribe_publishes();
+    let mut publishes = store.subscribe_cycles();
     let first_publish = *publishes.borrow_and_update();
     let mut per_ns: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut checked = 0;
@@ -638,7 +638,7 @@ async fn computed_records_change_every_tick_when_the_usage_moves() {
         }
     }
     let ticks = *publishes.borrow_and_update() - first_publish;
-    assert!(ticks >= 4, "the store published {ticks} times in 6s");
+    assert!(ticks >= 4, "{ticks} scrape cycles in 6s");
     assert_eq!(
         per_ns.len(),
         3,
@@ -650,7 +650,7 @@ async fn computed_records_change_every_tick_when_the_usage_moves() {
         // new scrape, may be missed).
         assert!(
             n + 2 >= ticks && n <= ticks + 1 && n >= 3,
-            "{ns}: {n} MODIFIED events for {ticks} publishes"
+            "{ns}: {n} MODIFIED events for {ticks} cycles"
         );
         for pair in events.windows(2) {
             assert_ne!(
@@ -688,14 +688,14 @@ async fn computed_records_change_every_tick_when_the_usage_moves() {
 }
 
 /// With constant usage nothing changes between ticks, so a watcher of the computed
-/// records sees no event at all over several publishes.
+/// records sees no event at all over several scrape cycles.
 #[tokio::test]
 async fn computed_records_stay_quiet_while_the_usage_is_constant() {
     let t = TestServer::start(None).await;
     let store = t.server.replicas[0].store.clone();
     settled_computed_records(&t).await;
-    // Two more publishes, so the rates of the last pair of scrapes are in.
-    let mut publishes = store.subscribe_publishes();
+    // Two more scrape cycles, so the rates of the last pair of scrapes are in.
+    let mut publishes = store.subscribe_cycles();
     let first_publish = *publishes.borrow_and_update();
     let list = loop {
         publishes.changed().await.unwrap();
@@ -715,7 +715,7 @@ async fn computed_records_stay_quiet_while_the_usage_is_constant() {
     let before = *publishes.borrow_and_update();
     let events = events_within(&mut watch, Duration::from_secs(4)).await;
     let ticks = *publishes.borrow_and_update() - before;
-    assert!(ticks >= 3, "the store published {ticks} times in 4s");
+    assert!(ticks >= 3, "{ticks} scrape cycles in 4s");
     assert!(events.is_empty(), "events without a change: {events:?}");
     t.server.stop().await;
 }

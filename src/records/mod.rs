@@ -8,6 +8,8 @@ pub mod build;
 pub mod computed;
 mod file;
 #[cfg(feature = "server")]
+mod merge;
+#[cfg(feature = "server")]
 pub mod postgres;
 #[cfg(feature = "server")]
 pub mod set;
@@ -79,7 +81,7 @@ pub trait RecordSource: Send + Sync {
         None
     }
     /// For a push source: a receiver whose value changes whenever the source has new data
-    /// (the computed source follows the metrics store's publishes). Called once.
+    /// (the computed source follows the metrics store's scrape cycles). Called once.
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }

@@ -2,7 +2,7 @@
 //! name), keeps the last good result of a failing source, and publishes immutable sorted
 //! snapshots with resourceVersions of this process's epoch (see [`super::version`]).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::broadcast;
 
+use super::merge::{Key, SourceRecords, conflicts_of, winner};
 use super::types::DataRecord;
 use super::version::{self, Epoch, Position};
 use super::{RecordSource, RecordsError};
@@ -114,14 +115,12 @@ impl RecordsSnapshot {
     }
 }
 
-type Key = (String, String);
-
 struct State {
     seq: u64,
     /// Last good output of each source (by source index).
-    last_good: Vec<Option<Vec<DataRecord>>>,
-    /// (namespace, name) → the served record.
-    current: HashMap<Key, Arc<StoredRecord>>,
+    last_good: Vec<Option<SourceRecords>>,
+    /// (namespace, name) → the served record, in the snapshot's order.
+    current: BTreeMap<Key, Arc<StoredRecord>>,
     /// Name conflicts seen in the last merge: (namespace, name, losing source index).
     conflicts: BTreeSet<(String, String, usize)>,
 }
@@ -169,8 +168,8 @@ impl RecordSet {
             recent: Mutex::new(VecDeque::new()),
             state: Mutex::new(State {
                 seq: 0,
-                last_good: vec![None; n],
-                current: HashMap::new(),
+                last_good: (0..n).map(|_| None).collect(),
+                current: BTreeMap::new(),
                 conflicts: BTreeSet::new(),
             }),
             events: broadcast::channel(HISTORY).0,
@@ -262,13 +261,14 @@ impl RecordSet {
             results.push(source.load().await);
         }
         let mut state = self.lock_state();
+        let mut affected = HashSet::new();
         for (i, result) in results.into_iter().enumerate() {
             match result {
-                Ok(records) => state.last_good[i] = Some(records),
+                Ok(records) => replace(&mut state, i, records, &mut affected),
                 Err(e) => errors.push(e),
             }
         }
-        self.merge_and_publish(&mut state);
+        self.merge_and_publish(&mut state, affected);
         errors
     }
 
@@ -279,8 +279,9 @@ impl RecordSet {
         };
         let records = source.load().await?;
         let mut state = self.lock_state();
-        state.last_good[index] = Some(records);
-        self.merge_and_publish(&mut state);
+        let mut affected = HashSet::new();
+        replace(&mut state, index, records, &mut affected);
+        self.merge_and_publish(&mut state, affected);
         Ok(())
     }
 
@@ -293,31 +294,43 @@ impl RecordSet {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn merge_and_publish(&self, state: &mut State) {
-        let mut merged: Vec<(DataRecord, bool, usize)> = Vec::new();
-        let mut owner: HashMap<Key, usize> = HashMap::new();
-        let mut conflicts = BTreeSet::new();
-        for (i, records) in state.last_good.iter().enumerate() {
-            let sync_time_is_content = self.sources[i].sync_time_is_content();
-            for record in records.iter().flatten() {
-                let key = (record.namespace().to_string(), record.metadata.name.clone());
-                if owner.contains_key(&key) {
-                    conflicts.insert((key.0, key.1, i));
-                    continue;
-                }
-                owner.insert(key, i);
-                merged.push((record.clone(), sync_time_is_content, i));
-            }
+    /// Publishes what changed for the `affected` keys (those the replaced sources had or
+    /// have now): every other key's winner and record are as they were, so they are not
+    /// looked at. Gives exactly the events and snapshot of a full re-merge of every source
+    /// (see `merge_tests`): additions and modifications in merge order (source order, then
+    /// load order), then deletions in key order.
+    fn merge_and_publish(&self, state: &mut State, affected: HashSet<Key>) {
+        self.update_conflicts(state, &affected);
+        self.publish(state, affected);
+        if state.last_good.iter().all(Option::is_some) {
+            self.loaded.store(true, Ordering::Release);
         }
-        for (ns, name, loser) in conflicts.difference(&state.conflicts) {
-            let winner = owner
-                .get(&(ns.clone(), name.clone()))
-                .copied()
-                .unwrap_or_default();
+    }
+
+    /// Replaces the conflicts of the `affected` keys, logging and counting the new ones.
+    fn update_conflicts(&self, state: &mut State, affected: &HashSet<Key>) {
+        let mut now = BTreeSet::new();
+        for key in affected {
+            conflicts_of(&state.last_good, key, &mut now);
+        }
+        // The affected keys' conflicts of the last publish (conflicts are rare: a clone each).
+        let mut before = BTreeSet::new();
+        if !state.conflicts.is_empty() {
+            state.conflicts.retain(|c| {
+                let hit = affected.contains(&(c.0.clone(), c.1.clone()));
+                if hit {
+                    before.insert(c.clone());
+                }
+                !hit
+            });
+        }
+        for (ns, name, loser) in now.difference(&before) {
+            let key = (ns.clone(), name.clone());
+            let served = winner(&state.last_good, &key).map_or(0, |w| w.0);
             tracing::warn!(
                 namespace = %ns,
                 name = %name,
-                served_from = %self.sources[winner].name(),
+                served_from = %self.sources[served].name(),
                 ignored_from = %self.sources[*loser].name(),
                 "two record sources produce the same DataRecord; the earlier source in the configuration wins"
             );
@@ -326,69 +339,72 @@ impl RecordSet {
                 c.inc();
             }
         }
-        state.conflicts = conflicts;
-        self.publish(state, merged);
-        if state.last_good.iter().all(Option::is_some) {
-            self.loaded.store(true, Ordering::Release);
-        }
+        state.conflicts.extend(now);
     }
 
-    fn publish(&self, state: &mut State, merged: Vec<(DataRecord, bool, usize)>) {
+    fn publish(&self, state: &mut State, affected: HashSet<Key>) {
         let seq = state.seq + 1;
         let rv = self.epoch.version(seq);
-        let mut events: Vec<RecordEvent> = Vec::new();
-        let mut next: HashMap<Key, Arc<StoredRecord>> = HashMap::with_capacity(merged.len());
-        for (mut record, sync_time_is_content, source) in merged {
-            let key = (record.namespace().to_string(), record.metadata.name.clone());
+        // (merge order, key, new record, event type, previous record)
+        let mut changed = Vec::new();
+        let mut deleted: Vec<(Key, Arc<StoredRecord>)> = Vec::new();
+        for key in affected {
             let previous = state.current.get(&key);
+            let Some((source, pos, record)) = winner(&state.last_good, &key) else {
+                if let Some(old) = previous {
+                    deleted.push((key, old.clone()));
+                }
+                continue;
+            };
             let kind = match previous {
                 Some(old)
                     if old.source == source
-                        && same_content(&old.record, &record)
-                        && (!sync_time_is_content
-                            || sync_time(&old.record) == sync_time(&record)) =>
+                        && same_content(&old.record, record)
+                        && (!self.sources[source].sync_time_is_content()
+                            || sync_time(&old.record) == sync_time(record)) =>
                 {
                     // Unchanged: keep the old timestamps and resourceVersion.
-                    next.insert(key, old.clone());
                     continue;
                 }
                 Some(_) => EventType::Modified,
                 None => EventType::Added,
             };
+            let mut record = record.clone();
             if let Some(created) = previous.and_then(|p| p.record.metadata.creation_timestamp) {
                 // A record keeps its creation time across changes (it is immutable).
                 record.metadata.creation_timestamp = Some(created);
             }
             record.metadata.resource_version = Some(rv.clone());
             let stored = Arc::new(StoredRecord::from_source(record, source));
+            changed.push(((source, pos), key, stored, kind, previous.cloned()));
+        }
+        if changed.is_empty() && deleted.is_empty() {
+            return;
+        }
+        changed.sort_by_key(|c| c.0);
+        deleted.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut events: Vec<RecordEvent> = Vec::with_capacity(changed.len() + deleted.len());
+        for (_, key, stored, kind, previous) in changed {
             events.push(RecordEvent {
                 kind,
                 seq,
                 record: stored.clone(),
-                previous: previous.cloned(),
+                previous,
             });
-            next.insert(key, stored);
+            state.current.insert(key, stored);
         }
-        for (key, old) in &state.current {
-            if !next.contains_key(key) {
-                events.push(RecordEvent {
-                    kind: EventType::Deleted,
-                    seq,
-                    record: Arc::new(old.restamped(&rv)),
-                    previous: None,
-                });
-            }
-        }
-        if events.is_empty() {
-            return;
+        for (key, old) in deleted {
+            events.push(RecordEvent {
+                kind: EventType::Deleted,
+                seq,
+                record: Arc::new(old.restamped(&rv)),
+                previous: None,
+            });
+            state.current.remove(&key);
         }
         state.seq = seq;
-        let mut records: Vec<Arc<StoredRecord>> = next.values().cloned().collect();
-        records.sort_by(|a, b| {
-            (a.record.namespace(), a.record.metadata.name.as_str())
-                .cmp(&(b.record.namespace(), b.record.metadata.name.as_str()))
-        });
-        state.current = next;
+        // Sorted by (namespace, name): the map's order.
+        let records: Vec<Arc<StoredRecord>> = state.current.values().cloned().collect();
         {
             // Under the lock, so `snapshot_at` always finds the one just replaced.
             let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
@@ -491,6 +507,16 @@ impl RecordSet {
                 tracing::error!(source = %source.name(), error = %e, "records refresh failed; serving the last good records");
             }
         }
+    }
+}
+
+/// Makes `records` source `index`'s last good load, adding to `affected` every key it had
+/// before or has now.
+fn replace(state: &mut State, index: usize, records: Vec<DataRecord>, affected: &mut HashSet<Key>) {
+    let next = SourceRecords::new(records);
+    affected.extend(next.keys().cloned());
+    if let Some(old) = state.last_good[index].replace(next) {
+        affected.extend(old.into_keys());
     }
 }
 
@@ -669,3 +695,7 @@ mod tests {
         assert_eq!(set.conflicts_seen(), 1);
     }
 }
+
+#[cfg(test)]
+#[path = "set_merge_tests.rs"]
+mod merge_tests;

@@ -214,7 +214,7 @@ impl Scraper {
         if let Some(ha) = me.ha.get() {
             ha.end_tick();
         }
-        let snapshot = me.store.publish(now_millis());
+        let snapshot = me.store.publish_cycle(now_millis());
         let points = snapshot.storage_points();
         me.telemetry
             .set_storage_points(points.node, points.container);

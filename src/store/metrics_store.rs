@@ -33,8 +33,11 @@ pub struct Store {
     /// by the last publish while readers still held it (see [`Store::publish`]). Never held
     /// across an await (the store has none) and never taken by readers.
     publishing: Mutex<Option<Arc<Snapshot>>>,
-    /// Counts publishes, for readers that follow them (the computed DataRecords).
+    /// Counts publishes, for readers that follow them.
     published: tokio::sync::watch::Sender<u64>,
+    /// Counts the publishes that end a scrape cycle ([`Store::publish_cycle`]), for readers that
+    /// want one update per cycle (the computed DataRecords).
+    cycles: tokio::sync::watch::Sender<u64>,
 }
 
 impl Store {
@@ -53,6 +56,7 @@ impl Store {
             layout_ids: AtomicU64::new(1),
             publishing: Mutex::new(None),
             published: tokio::sync::watch::Sender::new(0),
+            cycles: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -180,6 +184,20 @@ impl Store {
         self.interner.prune();
         self.published.send_modify(|n| *n = n.wrapping_add(1));
         next
+    }
+
+    /// [`publish`](Self::publish) at the end of a scrape cycle: also tells the
+    /// [`subscribe_cycles`](Self::subscribe_cycles) receivers. The publishes in the middle of a
+    /// long cycle (and a follow-up scrape's) use `publish` and do not.
+    pub fn publish_cycle(&self, now_ms: i64) -> Arc<Snapshot> {
+        let snapshot = self.publish(now_ms);
+        self.cycles.send_modify(|n| *n = n.wrapping_add(1));
+        snapshot
+    }
+
+    /// A receiver that sees a new value after every [`publish_cycle`](Self::publish_cycle).
+    pub fn subscribe_cycles(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.cycles.subscribe()
     }
 
     /// A receiver that sees a new value after every [`publish`](Self::publish).

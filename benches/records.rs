@@ -1,0 +1,267 @@
+//! Computed DataRecords benchmarks (issue #15: the computed source was ~17% of a scrape
+//! cycle's instructions). World: 100 and 1,000 nodes × 30 pods × 2 containers over 10
+//! namespaces (as `benches/store.rs`), every node with an allocatable, and a record set of the
+//! embedded file records followed by the computed source (`sources: [file, computed]`).
+//!
+//! - `compute`: `ComputedSource::compute` over a published snapshot (1,010 records at 1,000
+//!   nodes), nothing else;
+//! - `refresh_changed`: `RecordSet::refresh_source` of the computed source when every record
+//!   changed (two snapshots of different usage, alternating: the `--sim-usage wave` case, one
+//!   MODIFIED per record), i.e. compute + merge + events + JSON of every record;
+//! - `refresh_unchanged`: the same over one snapshot (constant usage, or a mid-tick publish
+//!   that moved nothing the records show): compute + merge, no event;
+//! - `store_cycle`: ingesting one scrape cycle of every node and publishing it (the store's
+//!   part of a cycle), for scale.
+//!
+//! Run: `cargo bench --bench records` (release). For instruction counts (noise-free on a
+//! shared machine), the same binary under callgrind, e.g.
+//! `valgrind --tool=callgrind --toggle-collect='*RecordSet*refresh_source*' BENCH
+//! refresh_changed --sample-count 10 --sample-size 1` (see docs/benchmarks.md).
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use divan::{Bencher, black_box};
+use futures::{FutureExt, future::BoxFuture};
+use kubedojo_data_api::{
+    cluster::{Allocatable, ClusterView, NodeInfo},
+    records::{
+        ComputedSource, DataRecord, FileSource, MetricsInputs, RecordSet, RecordSource,
+        RecordsError, sources_config::ComputedSourceConfig,
+    },
+    store::{
+        Snapshot, Store, StoreConfig,
+        batch::{ContainerPoint, MetricsPoint, NodeBatch, PodPoints},
+    },
+};
+
+const PODS_PER_NODE: usize = 30;
+const NAMESPACES: usize = 10;
+const DEPLOYMENTS: usize = 100;
+const RES_MS: i64 = 15_000;
+const T0: i64 = 1_700_000_000_000;
+const SIZES: [usize; 2] = [100, 1_000];
+
+fn main() {
+    divan::main();
+}
+
+fn now_of(cycle: i64) -> i64 {
+    T0 + cycle * RES_MS + 1_000
+}
+
+/// Node `node`'s answer at `cycle`: CPU and memory both move from cycle to cycle.
+fn batch(node: usize, cycle: i64) -> NodeBatch {
+    let ts = T0 + cycle * RES_MS + (node % 1_000) as i64;
+    let c = cycle.unsigned_abs();
+    // Cumulative CPU with a rate that changes every cycle (k-dependent, ≥ 1 ms per cycle).
+    let cpu = |k: usize| (c * (c + 1) / 2 + 1) * 1_000_000_000 * (k as u64 % 7 + 1);
+    let mem = |k: usize| (64 << 20) + c * 1_048_576 * (k as u64 % 5 + 1);
+    let mut pods: Vec<PodPoints> = (0..PODS_PER_NODE)
+        .map(|p| {
+            let global = node * PODS_PER_NODE + p;
+            let point = |k: usize| MetricsPoint {
+                start_time_ms: T0 - 3_600_000,
+                timestamp_ms: ts,
+                cumulative_cpu_ns: cpu(global + k),
+                memory_bytes: mem(global + k),
+            };
+            PodPoints {
+                namespace: format!("namespace-{}", global % NAMESPACES),
+                name: format!(
+                    "deployment-{:03}-7d4b9c8f6-{:05x}",
+                    global % DEPLOYMENTS,
+                    (global.wrapping_mul(2_654_435_761)) & 0xf_ffff
+                ),
+                containers: vec![
+                    ContainerPoint {
+                        name: "app".into(),
+                        point: point(0),
+                    },
+                    ContainerPoint {
+                        name: "istio-proxy".into(),
+                        point: point(1),
+                    },
+                ],
+            }
+        })
+        .collect();
+    pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    NodeBatch {
+        node: Some(MetricsPoint {
+            start_time_ms: 0,
+            timestamp_ms: ts,
+            cumulative_cpu_ns: cpu(node) * 10,
+            memory_bytes: (8 << 30) + mem(node),
+        }),
+        pods,
+    }
+}
+
+fn ingest_cycle(store: &Store, nodes: usize, cycle: i64) {
+    for n in 0..nodes {
+        store.ingest(&format!("node-{n:05}"), batch(n, cycle), now_of(cycle));
+    }
+}
+
+/// The computed source over fixed snapshots, taken in turn on each load (the store it was
+/// built over is not read: its snapshot is whatever the world published last).
+struct Turns {
+    computed: ComputedSource,
+    snapshots: Vec<(Arc<Snapshot>, i64)>,
+    next: AtomicUsize,
+}
+
+impl RecordSource for Turns {
+    fn name(&self) -> String {
+        "computed:metrics".into()
+    }
+    fn load(&self) -> BoxFuture<'_, Result<Vec<DataRecord>, RecordsError>> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.snapshots.len();
+        let (snapshot, now) = &self.snapshots[i];
+        let records = self.computed.compute(snapshot, *now);
+        async move { Ok(records) }.boxed()
+    }
+}
+
+struct World {
+    nodes: usize,
+    inputs: MetricsInputs,
+    /// Snapshots of cycles 1 and 2 (every value differs between them).
+    snapshots: Vec<(Arc<Snapshot>, i64)>,
+}
+
+fn build(nodes: usize) -> World {
+    let store = Arc::new(Store::new(StoreConfig::new(Duration::from_millis(
+        RES_MS.unsigned_abs(),
+    ))));
+    let mut snapshots = Vec::new();
+    for c in 0..3 {
+        ingest_cycle(&store, nodes, c);
+        let snap = store.publish(now_of(c));
+        if c > 0 {
+            snapshots.push((snap, now_of(c)));
+        }
+    }
+    let view = ClusterView::new();
+    for n in 0..nodes {
+        let name = format!("node-{n:05}");
+        view.upsert_node(NodeInfo {
+            labels: Arc::new(BTreeMap::from([(
+                "kubernetes.io/hostname".to_owned(),
+                name.clone(),
+            )])),
+            name,
+            addresses: Vec::new(),
+            kubelet_port: 10250,
+            metrics_path: None,
+            ready: true,
+            allocatable: Some(Allocatable {
+                cpu_nanocores: 16_000_000_000,
+                memory_bytes: 64 << 30,
+            }),
+        });
+    }
+    World {
+        nodes,
+        inputs: MetricsInputs {
+            store,
+            view,
+            resolution: Duration::from_millis(RES_MS.unsigned_abs()),
+        },
+        snapshots,
+    }
+}
+
+fn world(nodes: usize) -> &'static World {
+    static SMALL: OnceLock<World> = OnceLock::new();
+    static LARGE: OnceLock<World> = OnceLock::new();
+    let cell = if nodes == SIZES[0] { &SMALL } else { &LARGE };
+    cell.get_or_init(|| build(nodes))
+}
+
+fn computed(w: &World) -> ComputedSource {
+    ComputedSource::new(ComputedSourceConfig::default(), w.inputs.clone())
+}
+
+/// A loaded `[file, computed]` set whose computed source takes `snapshots` in turn.
+fn record_set(w: &World, snapshots: Vec<(Arc<Snapshot>, i64)>) -> RecordSet {
+    let set = RecordSet::new(vec![
+        Box::new(FileSource::embedded()),
+        Box::new(Turns {
+            computed: computed(w),
+            snapshots,
+            next: AtomicUsize::new(0),
+        }),
+    ]);
+    let errors = futures::executor::block_on(set.refresh());
+    assert!(errors.is_empty(), "{errors:?}");
+    set
+}
+
+#[divan::bench(args = SIZES)]
+fn compute(bencher: Bencher<'_, '_>, nodes: usize) {
+    let w = world(nodes);
+    let source = computed(w);
+    let (snapshot, now) = &w.snapshots[0];
+    assert_eq!(source.compute(snapshot, *now).len(), nodes + NAMESPACES);
+    bencher.bench_local(|| source.compute(black_box(snapshot), *now));
+}
+
+#[divan::bench(args = SIZES)]
+fn refresh_changed(bencher: Bencher<'_, '_>, nodes: usize) {
+    let w = world(nodes);
+    let set = record_set(w, w.snapshots.clone());
+    let before = set.snapshot().seq;
+    futures::executor::block_on(set.refresh_source(1)).unwrap();
+    assert!(
+        set.snapshot().seq > before,
+        "the second snapshot changed nothing"
+    );
+    bencher.bench_local(|| futures::executor::block_on(set.refresh_source(1)).unwrap());
+}
+
+#[divan::bench(args = SIZES)]
+fn refresh_unchanged(bencher: Bencher<'_, '_>, nodes: usize) {
+    let w = world(nodes);
+    let set = record_set(w, w.snapshots[..1].to_vec());
+    let before = set.snapshot().seq;
+    futures::executor::block_on(set.refresh_source(1)).unwrap();
+    assert_eq!(
+        set.snapshot().seq,
+        before,
+        "an unchanged snapshot was an event"
+    );
+    bencher.bench_local(|| futures::executor::block_on(set.refresh_source(1)).unwrap());
+}
+
+#[divan::bench(args = SIZES, sample_count = 10, sample_size = 1)]
+fn store_cycle(bencher: Bencher<'_, '_>, nodes: usize) {
+    let w = world(nodes);
+    let store = Store::new(StoreConfig::new(Duration::from_millis(
+        RES_MS.unsigned_abs(),
+    )));
+    for c in 0..2 {
+        ingest_cycle(&store, w.nodes, c);
+        store.publish(now_of(c));
+    }
+    let mut cycle = 2;
+    bencher
+        .with_inputs(|| {
+            cycle += 1;
+            let batches: Vec<NodeBatch> = (0..w.nodes).map(|n| batch(n, cycle)).collect();
+            (cycle, batches)
+        })
+        .bench_local_values(|(c, batches)| {
+            for (n, b) in batches.into_iter().enumerate() {
+                store.ingest(&format!("node-{n:05}"), b, now_of(c));
+            }
+            store.publish(now_of(c))
+        });
+}
