@@ -256,6 +256,12 @@ async fn both_sides_are_listed_got_and_paged_at_one_version() {
     let (epoch, seq, id) = parts(rv);
     assert_eq!(epoch, u.records.epoch().to_string());
     assert_eq!(seq, u.records.snapshot().seq);
+    // The list reads the change log's head itself; the one listener may see that change's
+    // NOTIFY a moment later. Once it has, both name the same change (never one beyond it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while u.running.feed.last() < id && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(id, u.running.feed.last());
 
     // Selectors apply to both sides; a namespace path scopes both.
