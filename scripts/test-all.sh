@@ -47,6 +47,10 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
+step "cargo check --lib --no-default-features (the parsers-only cut fuzz/ builds)"
+# Seconds, where a break of this cut would otherwise surface only after the fuzz build.
+cargo check --lib --no-default-features --locked
+
 step "cargo test"
 cargo test --all-targets --locked
 

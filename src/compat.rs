@@ -113,9 +113,6 @@ pub const IGNORED: &[(&str, Kind, &str)] = &[
     ("audit-log-batch-throttle-enable", Kind::Bool, AUDIT_BATCH),
     ("audit-log-batch-throttle-qps", Kind::Value, AUDIT_BATCH),
     ("audit-log-compress", Kind::Bool, AUDIT_ROTATE),
-    ("audit-log-maxage", Kind::Value, AUDIT_ROTATE),
-    ("audit-log-maxbackup", Kind::Value, AUDIT_ROTATE),
-    ("audit-log-maxsize", Kind::Value, AUDIT_ROTATE),
     ("audit-log-truncate-enabled", Kind::Bool, AUDIT_TRUNCATE),
     (
         "audit-log-truncate-max-batch-size",
@@ -144,8 +141,7 @@ pub const IGNORED: &[(&str, Kind, &str)] = &[
 
 const AUDIT: &str = "no audit webhook backend: --audit-log-path writes the audit log";
 const AUDIT_BATCH: &str = "audit events are written synchronously (blocking mode)";
-const AUDIT_ROTATE: &str =
-    "the audit log is not rotated (rotate it outside, e.g. with logrotate copytruncate)";
+const AUDIT_ROTATE: &str = "rotated audit log files are not compressed";
 const AUDIT_TRUNCATE: &str = "audit events are metadata only, never truncated";
 
 /// The command line with the ignored flags (and their values) taken out, and one
@@ -204,7 +200,7 @@ mod tests {
     fn ignored_flags_and_their_values_are_taken_out_with_a_warning() {
         let (kept, warnings) = filter_args(args(&[
             "bin",
-            "--audit-log-maxsize",
+            "--audit-log-batch-max-size",
             "10",
             "--secure-port=4443",
             "--shutdown-send-retry-after=false",
@@ -219,7 +215,7 @@ mod tests {
         );
         assert_eq!(warnings.len(), 4);
         assert!(
-            warnings[0].starts_with("flag --audit-log-maxsize is accepted"),
+            warnings[0].starts_with("flag --audit-log-batch-max-size is accepted"),
             "{warnings:?}"
         );
     }

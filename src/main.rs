@@ -4,6 +4,11 @@ use clap::Parser;
 use kubedojo_data_api::config::{Cli, Command};
 use kubedojo_data_api::{demo, runtime};
 
+/// jemalloc instead of the C library's malloc (feature `jemalloc`).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     if rustls::crypto::ring::default_provider()
         .install_default()

@@ -62,6 +62,7 @@ impl Server {
             audit_log_format: "json".into(),
             audit_log_version: "audit.k8s.io/v1".into(),
             audit_log_mode: "blocking".into(),
+            ..AuditArgs::default()
         })
         .unwrap()
         .expect("a policy and a path enable auditing");
@@ -294,6 +295,7 @@ fn flags_without_a_policy_audit_nothing_and_unsupported_formats_are_errors() {
         audit_log_format: "json".into(),
         audit_log_version: "audit.k8s.io/v1".into(),
         audit_log_mode: "blocking".into(),
+        ..AuditArgs::default()
     })
     .unwrap();
     assert!(none.is_none());
@@ -305,4 +307,77 @@ fn flags_without_a_policy_audit_nothing_and_unsupported_formats_are_errors() {
     })
     .unwrap_err();
     assert!(e.contains("--audit-log-format"), "{e}");
+}
+
+/// `--audit-log-maxsize` (MB) and `--audit-log-maxbackup` rotate the file as
+/// kube-apiserver does: no file above the limit, only the newest backups kept, every line
+/// of every file a whole event.
+#[test]
+fn the_audit_log_rotates_by_size_and_keeps_max_backup_old_files() {
+    use kubedojo_data_api::api::query::Query;
+    use kubedojo_data_api::api::request_info::RequestInfo;
+    use kubedojo_data_api::server::audit::AuditRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let log = dir.path().join("audit.log");
+    let audit = AuditLog::from_args(&AuditArgs {
+        audit_log_path: Some(log.display().to_string()),
+        audit_policy_file: Some(policy.clone()),
+        audit_log_format: "json".into(),
+        audit_log_version: "audit.k8s.io/v1".into(),
+        audit_log_mode: "blocking".into(),
+        audit_log_maxsize: 1,
+        audit_log_maxbackup: 2,
+        audit_log_maxage: 366,
+    })
+    .unwrap()
+    .unwrap();
+    let path = "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods";
+    let mut written = 0u64;
+    for i in 0..8_000 {
+        let mut event = audit
+            .begin(AuditRequest {
+                audit_id: format!("id-{i}"),
+                request_uri: path.into(),
+                info: RequestInfo::new(&http::Method::GET, path, &Query::default()),
+                user: Some(UserInfo {
+                    name: "alice".into(),
+                    ..UserInfo::default()
+                }),
+                source_ips: vec!["127.0.0.1".into()],
+                user_agent: "test".into(),
+                received: "2026-12-03T07:00:00.000000Z".into(),
+            })
+            .expect("the policy audits lists at Metadata");
+        event.response(200, false);
+        drop(event);
+        written = std::fs::metadata(&log).unwrap().len();
+    }
+    let mut files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p != &policy)
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "audit.log and two backups: {files:?}");
+    assert!(written <= 1024 * 1024, "{written}");
+    let mut ids = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        assert!(text.len() as u64 <= 1024 * 1024, "{f:?}: {}", text.len());
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            ids.push(v["auditID"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(
+        ids.contains(&"id-7999".to_string()),
+        "the newest event is kept"
+    );
+    assert!(
+        !ids.contains(&"id-0".to_string()),
+        "the oldest file was removed"
+    );
 }

@@ -8,7 +8,9 @@
 //! Levels `None` and `Metadata` are exactly upstream's. `Request` and `RequestResponse` are
 //! written with the metadata only: request and response bodies are never recorded (a warning
 //! at start-up says so). Without a policy file nothing is audited, as upstream. Events are
-//! written synchronously (`--audit-log-mode=blocking`); no rotation.
+//! written synchronously (`--audit-log-mode=blocking`). The file rotates as kube-apiserver's
+//! (`--audit-log-maxsize`, `--audit-log-maxbackup`, `--audit-log-maxage`; see
+//! [`audit_rotate`](super::audit_rotate)).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ use clap::Args;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::audit_rotate::{RotatingFile, Rotation};
 use crate::api::request_info::RequestInfo;
 use crate::auth::UserInfo;
 
@@ -42,6 +45,15 @@ pub struct AuditArgs {
     /// are taken as `blocking`).
     #[arg(long, default_value = "blocking")]
     pub audit_log_mode: String,
+    /// Megabytes the audit log file may reach before it is rotated (0: never rotate).
+    #[arg(long, default_value_t = 100)]
+    pub audit_log_maxsize: u64,
+    /// Old audit log files kept after rotations (0: all of them).
+    #[arg(long, default_value_t = 100)]
+    pub audit_log_maxbackup: usize,
+    /// Days an old audit log file is kept, by the time in its name (0: no age limit).
+    #[arg(long, default_value_t = 366)]
+    pub audit_log_maxage: u64,
 }
 
 /// How much of a request is audited.
@@ -253,7 +265,7 @@ impl GroupResources {
 /// Where events go.
 enum Sink {
     Stdout,
-    File(std::fs::File),
+    File(RotatingFile),
 }
 
 /// The audit backend: a policy and a log.
@@ -312,10 +324,12 @@ impl AuditLog {
         let sink = if path == "-" {
             Sink::Stdout
         } else {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
+            let rotation = Rotation::from_flags(
+                args.audit_log_maxsize,
+                args.audit_log_maxbackup,
+                args.audit_log_maxage,
+            );
+            let file = RotatingFile::open(Path::new(path), rotation)
                 .map_err(|e| format!("--audit-log-path {path}: {e}"))?;
             Sink::File(file)
         };
@@ -325,12 +339,9 @@ impl AuditLog {
         })))
     }
 
-    /// A backend writing to `file` (tests).
+    /// A backend writing to `file`, never rotated (tests).
     pub fn to_file(policy: Policy, file: &Path) -> std::io::Result<Arc<Self>> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(file)?;
+        let file = RotatingFile::open(file, Rotation::default())?;
         Ok(Arc::new(AuditLog {
             policy,
             sink: Mutex::new(Sink::File(file)),
@@ -365,7 +376,7 @@ impl AuditLog {
                 let mut out = std::io::stdout().lock();
                 out.write_all(line).and_then(|()| out.flush())
             }
-            Sink::File(f) => f.write_all(line),
+            Sink::File(f) => f.write_line(line),
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "writing an audit event failed");

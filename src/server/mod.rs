@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod audit_rotate;
 pub mod health;
 pub mod lifecycle;
 pub mod limits;
