@@ -38,79 +38,14 @@ log() { printf '[first-metric %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 echo "bench/scale/first_metric.sh ${ARGV[*]}  (git $(git -C "$ROOT" rev-parse --short HEAD))" >"$OUT/command.txt"
 
-if [[ -z ${KD_BIN:-} || -z ${KD_LOAD:-} ]]; then
-  (cd "$ROOT" && cargo build --release --locked --bin kubedojo-data-api --bin kd-load >&2)
-fi
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-KD_BIN=${KD_BIN:-$TARGET_DIR/release/kubedojo-data-api}
-KD_LOAD=${KD_LOAD:-$TARGET_DIR/release/kd-load}
-MS_BIN=${METRICS_SERVER_BIN:-$("$E2E/tools.sh" path metrics-server | tail -n1)}
-for b in "$KD_BIN" "$KD_LOAD" "$MS_BIN"; do [[ -x $b ]] || die "not an executable: $b"; done
-
-# shellcheck source=tests/e2e/cluster.sh
-source "$E2E/cluster.sh"
-CL=$OUT/cluster
-PIDS=()
-cleanup() {
-  local rc=$?
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  kd_cluster_down "$CL" >/dev/null 2>&1 || true
-  [[ $KEEP == true ]] || rm -rf "$CL" "$OUT"/certs-*
-  exit $rc
-}
-trap cleanup EXIT
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-
-KUBEDOJO_AGGREGATOR_ROUTING=false kd_cluster_up "$CL" >"$OUT/cluster-up.log" 2>&1 ||
-  die "control plane: $(tail -5 "$OUT/cluster-up.log")"
-# shellcheck disable=SC1091
-source "$CL/cluster.env"
-ADMIN_KC=$CL/admin.kubeconfig
-CERT=(--cert "$CL/pki/admin.crt" --key "$CL/pki/admin.key")
-
+# shellcheck source=bench/scale/pair.sh
+source "$ROOT/bench/scale/pair.sh"
+pair_binaries
+pair_cluster_up
 CONTROL_PORT=$(_kd_free_port)
-"$KD_BIN" kubelet-sim --nodes "$NODES" --pods-per-node "$PODS" --containers-per-pod "$CONTAINERS" \
-  --namespaces 3 --first-address 127.8.0.1 --port 10250 --idle-percent 0 --deployment-pods 3-8 \
-  --control-address "127.0.0.1:$CONTROL_PORT" \
-  --objects-out "$OUT/objects.json" --ca-out "$OUT/sim-ca.crt" \
-  </dev/null >"$OUT/kubelet-sim.log" 2>&1 &
-PIDS+=($!)
-for ((i = 0; i < 120; i++)); do
-  grep -q "kubelet-sim control on" "$OUT/kubelet-sim.log" 2>/dev/null && break
-  kill -0 "${PIDS[0]}" 2>/dev/null || die "kubelet-sim exited: $(tail -5 "$OUT/kubelet-sim.log")"
-  sleep 0.5
-done
-"$KD_LOAD" "${CERT[@]}" create --apiserver "$KD_APISERVER_URL" --objects "$OUT/objects.json" \
-  --concurrency 16 >"$OUT/create.log" 2>&1 || die "creating objects: $(tail -3 "$OUT/create.log")"
-"$KD_LOAD" targets --objects "$OUT/objects.json" >"$OUT/targets.json"
-read -r EXPECT_NODES EXPECT_PODS < <(python3 -c '
-import json, sys
-t = json.load(open(sys.argv[1]))
-print(t["nodes"], t["pods"])' "$OUT/targets.json")
-
-declare -A PORT
-PORT[ours]=$(_kd_free_port "$CONTROL_PORT")
-PORT[ms]=$(_kd_free_port "${PORT[ours]}")
-for s in ours ms; do
-  mkdir -p "$OUT/certs-$s"
-  args=(--secure-port="${PORT[$s]}" --bind-address=127.0.0.1 --cert-dir="$OUT/certs-$s"
-    --kubeconfig="$ADMIN_KC" --authentication-kubeconfig="$ADMIN_KC" --authorization-kubeconfig="$ADMIN_KC"
-    --kubelet-certificate-authority="$OUT/sim-ca.crt" --kubelet-use-node-status-port
-    --kubelet-preferred-address-types=InternalIP --metric-resolution="$RESOLUTION"
-    --kubelet-request-timeout="$((RES_S / 2))s" --v=1)
-  if [[ $s == ours ]]; then
-    NO_COLOR=1 "$KD_BIN" "${args[@]}" </dev/null >"$OUT/$s.log" 2>&1 &
-  else
-    "$MS_BIN" "${args[@]}" </dev/null >"$OUT/$s.log" 2>&1 &
-  fi
-  PIDS+=($!)
-done
-for s in ours ms; do
-  "$KD_LOAD" "${CERT[@]}" wait --url "https://127.0.0.1:${PORT[$s]}" --nodes "$EXPECT_NODES" \
-    --pods "$EXPECT_PODS" --timeout 120 >"$OUT/$s.wait.log" 2>&1 ||
-    die "$s never served the whole fleet: $(tail -3 "$OUT/$s.wait.log") (log: $OUT/$s.log)"
-done
+pair_fleet 127.8.0.1 "kubelet-sim control on" --control-address "127.0.0.1:$CONTROL_PORT"
+pair_servers "$CONTROL_PORT"
 LOAD_BEFORE=$(loadavg)
 log "both serve the fleet; starting $NEW_PODS pods at $RATE/s (load $LOAD_BEFORE)"
 "$KD_LOAD" "${CERT[@]}" first-metric --apiserver "$KD_APISERVER_URL" \
