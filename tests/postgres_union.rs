@@ -13,15 +13,13 @@ use std::time::{Duration, Instant};
 
 use kubedojo_data_api::records::RecordSet;
 use kubedojo_data_api::records::postgres::RunningTable;
-use kubedojo_data_api::records::sources_config::SourcesConfig;
-use kubedojo_data_api::runtime::{
-    AppParts, build_app, load_records, records_backend, start_postgres,
-};
+use kubedojo_data_api::runtime::{AppParts, build_app, records_backend};
 use kubedojo_data_api::server::app::App;
 use serde_json::Value;
 
 use common::pg_app::{
-    ALL, EventStream, allow_all, apply, get_json, names, ns_path, request, shared_pg,
+    ALL, EventStream, allow_all, apply, feed_up, get_json, names, ns_path, request, shared_pg,
+    start_sources,
 };
 use common::postgres::TestPostgres;
 
@@ -50,8 +48,6 @@ fn record_yaml(ns: &str, name: &str, labels: &str, value: &str) -> String {
 
 async fn union_on(pg: &TestPostgres, schema: &str, first: First, records: &str) -> Union {
     let dir = tempfile::tempdir().unwrap();
-    let dsn = dir.path().join("dsn");
-    std::fs::write(&dsn, pg.dsn()).unwrap();
     let file = dir.path().join("records.yaml");
     std::fs::write(&file, records).unwrap();
     let file_source = format!("  - {{kind: file, path: {}}}\n", file.display());
@@ -61,21 +57,7 @@ async fn union_on(pg: &TestPostgres, schema: &str, first: First, records: &str) 
         First::File => format!("{file_source}{table_source}"),
         First::Postgres => format!("{table_source}{file_source}"),
     };
-    let path = dir.path().join("sources.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "connections: [{{name: main, dsnFrom: {{file: {}}}, connectTimeout: 2s, statementTimeout: 2s}}]\nsources:\n{sources}",
-            dsn.display()
-        ),
-    )
-    .unwrap();
-    let config = SourcesConfig::load(&path).unwrap();
-    let records = load_records(Some(&config), None).await.unwrap();
-    let running = start_postgres(&Default::default(), Some(&config))
-        .await
-        .unwrap()
-        .expect("the table source runs");
+    let (records, running) = start_sources(pg, dir.path(), &sources).await;
     assert_eq!(
         running.union,
         Some(match first {
@@ -86,11 +68,7 @@ async fn union_on(pg: &TestPostgres, schema: &str, first: First, records: &str) 
     let mut parts = AppParts::new(records.clone(), allow_all());
     parts.records_backend = Some(records_backend(&running, &records));
     let app = build_app(parts);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !running.feed.subscribe().up {
-        assert!(Instant::now() < deadline, "feed did not come up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    feed_up(&running).await;
     Union {
         app,
         records,

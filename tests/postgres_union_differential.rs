@@ -34,15 +34,16 @@ use kubedojo_data_api::api::label_selector::LabelSelector;
 use kubedojo_data_api::groups::records::DATARECORDS;
 use kubedojo_data_api::records::RecordSet;
 use kubedojo_data_api::records::postgres::RunningTable;
-use kubedojo_data_api::records::sources_config::SourcesConfig;
 use kubedojo_data_api::records::union::UnionBackend;
-use kubedojo_data_api::runtime::{AppParts, build_app, load_records, start_postgres};
+use kubedojo_data_api::runtime::{AppParts, build_app};
 use kubedojo_data_api::server::app::App;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Value, json};
 
-use common::pg_app::{ALL, EventStream, allow_all, get_json, ns_path, request};
+use common::pg_app::{
+    ALL, EventStream, allow_all, feed_up, get_json, ns_path, request, start_sources,
+};
 use common::postgres::TestPostgres;
 
 const NAMESPACES: [&str; 2] = ["a", "b"];
@@ -367,30 +368,16 @@ struct Union {
 impl Union {
     async fn start(pg: &TestPostgres, schema: &str) -> Union {
         let dir = tempfile::tempdir().unwrap();
-        let dsn = dir.path().join("dsn");
-        std::fs::write(&dsn, pg.dsn()).unwrap();
         let before = dir.path().join("before.yaml");
         let after = dir.path().join("after.yaml");
         std::fs::write(&before, "[]").unwrap();
         std::fs::write(&after, "[]").unwrap();
-        let path = dir.path().join("sources.yaml");
-        std::fs::write(
-            &path,
-            format!(
-                "connections: [{{name: main, dsnFrom: {{file: {}}}, connectTimeout: 2s, statementTimeout: 2s}}]\n\
-                 sources:\n  - {{kind: file, path: {}}}\n  - {{kind: postgres, connection: main, schema: {schema}, migrate: true}}\n  - {{kind: file, path: {}}}\n",
-                dsn.display(),
-                before.display(),
-                after.display()
-            ),
-        )
-        .unwrap();
-        let config = SourcesConfig::load(&path).unwrap();
-        let records = load_records(Some(&config), None).await.unwrap();
-        let running = start_postgres(&Default::default(), Some(&config))
-            .await
-            .unwrap()
-            .expect("the table source runs");
+        let sources = format!(
+            "  - {{kind: file, path: {}}}\n  - {{kind: postgres, connection: main, schema: {schema}, migrate: true}}\n  - {{kind: file, path: {}}}\n",
+            before.display(),
+            after.display()
+        );
+        let (records, running) = start_sources(pg, dir.path(), &sources).await;
         assert_eq!(running.union, Some(1), "one source before the table");
         let mut parts = AppParts::new(records.clone(), allow_all());
         // runtime::records_backend's union, with bookmarks every 50 ms: a watcher is
@@ -405,11 +392,7 @@ impl Union {
         .with_bookmark_interval(Duration::from_millis(50));
         parts.records_backend = Some(Arc::new(backend));
         let app = build_app(parts);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !running.feed.subscribe().up {
-            assert!(std::time::Instant::now() < deadline, "feed did not come up");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        feed_up(&running).await;
         let (client, conn) = tokio_postgres::connect(&pg.dsn(), tokio_postgres::NoTls)
             .await
             .unwrap();

@@ -15,7 +15,8 @@ use kubedojo_data_api::records::RecordSet;
 use kubedojo_data_api::records::postgres::{
     ConnectionConfig, RunningTable, TableSourceConfig, start_table,
 };
-use kubedojo_data_api::runtime::{AppParts, build_app};
+use kubedojo_data_api::records::sources_config::SourcesConfig;
+use kubedojo_data_api::runtime::{AppParts, build_app, load_records, start_postgres};
 use kubedojo_data_api::server::app::{App, ConnInfo};
 use serde_json::Value;
 
@@ -94,6 +95,43 @@ pub async fn server_on(conn: ConnectionConfig, schema: &str) -> Server {
 }
 
 /// A request to `app` and its status, JSON body and headers.
+/// Waits (10 s at most) until a table source's change feed is connected and caught up.
+pub async fn feed_up(running: &RunningTable) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !running.feed.subscribe().up {
+        assert!(Instant::now() < deadline, "feed did not come up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The record set and running table source of a sources config in `dir` whose `sources:`
+/// entries are the YAML lines `sources`, with one connection `main` to `pg` (its DSN in a
+/// file, 2 s connect and statement timeouts), loaded and started as the server does.
+pub async fn start_sources(
+    pg: &TestPostgres,
+    dir: &std::path::Path,
+    sources: &str,
+) -> (Arc<RecordSet>, RunningTable) {
+    let dsn = dir.join("dsn");
+    std::fs::write(&dsn, pg.dsn()).unwrap();
+    let path = dir.join("sources.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "connections: [{{name: main, dsnFrom: {{file: {}}}, connectTimeout: 2s, statementTimeout: 2s}}]\nsources:\n{sources}",
+            dsn.display()
+        ),
+    )
+    .unwrap();
+    let config = SourcesConfig::load(&path).unwrap();
+    let records = load_records(Some(&config), None).await.unwrap();
+    let running = start_postgres(&Default::default(), Some(&config))
+        .await
+        .unwrap()
+        .expect("the table source runs");
+    (records, running)
+}
+
 pub async fn get_json(app: &App, path: &str) -> (u16, Value, http::HeaderMap) {
     let resp = request(app, path).await;
     let status = resp.status().as_u16();
@@ -131,11 +169,7 @@ impl Server {
 
     /// Waits until the change feed is connected and caught up.
     pub async fn wait_feed_up(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.running.feed.subscribe().up {
-            assert!(Instant::now() < deadline, "feed did not come up");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        feed_up(&self.running).await;
     }
 
     /// `<schema>.datarecords`.
