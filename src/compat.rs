@@ -108,7 +108,6 @@ pub const IGNORED: &[(&str, Kind, &str)] = &[
     ("vmodule", Kind::Value, "verbosity is global (-v)"),
 ];
 
-
 /// The command line with the ignored flags (and their values) taken out, and one
 /// warning per ignored flag given. Only the serving mode (no subcommand) is filtered.
 pub fn filter_args(args: Vec<String>) -> (Vec<String>, Vec<String>) {

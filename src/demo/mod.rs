@@ -166,7 +166,8 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
     let lifecycle = Lifecycle::new();
     let shutdown = lifecycle.stop_token();
     let mut handles = Vec::new();
-    let audit = crate::server::audit::AuditLog::from_args(&args.audit).map_err(anyhow::Error::msg)?;
+    let audit =
+        crate::server::audit::AuditLog::from_args(&args.audit).map_err(anyhow::Error::msg)?;
     let mut tasks = Vec::new();
     let mut pipelines = Vec::new();
     for i in 0..replicas {

@@ -363,7 +363,9 @@ impl App {
                         Some(user),
                         response::text(
                             StatusCode::INTERNAL_SERVER_ERROR,
-                            format!("Internal Server Error: {uri:?}: failed to store audit event\n"),
+                            format!(
+                                "Internal Server Error: {uri:?}: failed to store audit event\n"
+                            ),
                         ),
                     );
                 }

@@ -185,10 +185,11 @@ impl WebhookArgs {
 
     /// The webhook plugin's truncation (`None`: off).
     pub fn truncate(&self) -> Option<TruncateConfig> {
-        self.audit_webhook_truncate_enabled.then_some(TruncateConfig {
-            max_event_size: self.audit_webhook_truncate_max_event_size,
-            max_batch_size: self.audit_webhook_truncate_max_batch_size,
-        })
+        self.audit_webhook_truncate_enabled
+            .then_some(TruncateConfig {
+                max_event_size: self.audit_webhook_truncate_max_event_size,
+                max_batch_size: self.audit_webhook_truncate_max_batch_size,
+            })
     }
 }
 

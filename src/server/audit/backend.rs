@@ -140,6 +140,10 @@ pub(crate) mod testing {
         assert_eq!(b.ids(), ["1"], "the second still gets the event");
         let ignoring = IgnoreErrors(Box::new(b.clone()));
         assert!(ignoring.process(&[event("2", "Metadata")]));
-        assert!(Mode::parse("log", "sync").unwrap_err().contains("--audit-log-mode"));
+        assert!(
+            Mode::parse("log", "sync")
+                .unwrap_err()
+                .contains("--audit-log-mode")
+        );
     }
 }

@@ -98,7 +98,10 @@ pub fn may_have_body(method: &http::Method) -> bool {
 
 /// Reads `req`'s body (at most [`MAX_REQUEST_BODY`] bytes, within `timeout`) into a
 /// [`RequestBody`] extension; a body too long, too slow or broken is left out.
-pub async fn read_request<B>(req: http::Request<B>, timeout: std::time::Duration) -> http::Request<()>
+pub async fn read_request<B>(
+    req: http::Request<B>,
+    timeout: std::time::Duration,
+) -> http::Request<()>
 where
     B: HttpBody<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,

@@ -104,7 +104,11 @@ impl Backend for Buffered {
             match self.tx.try_send(e.clone()) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
-                    super::metrics::plugin_error(PLUGIN, &"audit buffer queue blocked", &events[i..]);
+                    super::metrics::plugin_error(
+                        PLUGIN,
+                        &"audit buffer queue blocked",
+                        &events[i..],
+                    );
                     return true;
                 }
                 Err(TrySendError::Disconnected(_)) => {
@@ -180,14 +184,18 @@ fn run(rx: Receiver<Event>, config: &BatchConfig, delegate: &dyn Backend, stoppe
         let mut batch = vec![first];
         while batch.len() < config.max_batch_size {
             let left = deadline.saturating_duration_since(Instant::now());
-            let next = if left.is_zero() || is_stopped() {
-                rx.try_recv().ok()
-            } else {
-                rx.recv_timeout(left).ok()
-            };
-            match next {
-                Some(e) => batch.push(e),
-                None => break,
+            if left.is_zero() || is_stopped() {
+                match rx.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(_) => break,
+                }
+                continue;
+            }
+            // Short waits, so a stop is seen within IDLE_POLL even during a long max wait.
+            match rx.recv_timeout(left.min(IDLE_POLL)) {
+                Ok(e) => batch.push(e),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
             }
         }
         send(batch);
@@ -234,6 +242,23 @@ mod tests {
     }
 
     #[test]
+    fn shutdown_during_an_hours_wait_flushes_at_once() {
+        let rec = Arc::new(Recorder::default());
+        let b = Buffered::start(Box::new(rec.clone()), config(100, 1000, 3_600_000));
+        b.process(&[event("a", "Metadata")]);
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(rec.ids().is_empty(), "still waiting for the batch to fill");
+        let start = Instant::now();
+        b.shutdown();
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(rec.ids(), ["a"]);
+    }
+
+    #[test]
     fn a_partial_batch_is_sent_after_max_wait() {
         let rec = Arc::new(Recorder::default());
         let b = Buffered::start(Box::new(rec.clone()), config(100, 400, 50));
@@ -254,12 +279,18 @@ mod tests {
         let b = Buffered::start(Box::new(rec.clone()), config(2, 1, 0));
         let before = super::super::metrics::errors_of(PLUGIN);
         for i in 0..20 {
-            assert!(b.process(&[event(&i.to_string(), "Metadata")]), "batch mode never fails a request");
+            assert!(
+                b.process(&[event(&i.to_string(), "Metadata")]),
+                "batch mode never fails a request"
+            );
         }
         let dropped = super::super::metrics::errors_of(PLUGIN) - before;
         b.shutdown();
         let stored = rec.ids().len() as u64;
-        assert!(dropped > 0, "a 2-event buffer behind a slow writer overflows");
+        assert!(
+            dropped > 0,
+            "a 2-event buffer behind a slow writer overflows"
+        );
         assert_eq!(stored + dropped, 20, "every event is stored or counted");
     }
 
@@ -271,12 +302,25 @@ mod tests {
             t.accept();
         }
         // One token at once, then one every 50 ms.
-        assert!(start.elapsed() >= Duration::from_millis(190), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_millis(190),
+            "{:?}",
+            start.elapsed()
+        );
         let bad = BatchConfig {
             throttle: Some((0.0, 1)),
             ..config(1, 1, 0)
         };
-        assert!(bad.validate("webhook").unwrap_err().contains("throttle-qps"));
-        assert!(config(0, 1, 0).validate("log").unwrap_err().contains("buffer-size"));
+        assert!(
+            bad.validate("webhook")
+                .unwrap_err()
+                .contains("throttle-qps")
+        );
+        assert!(
+            config(0, 1, 0)
+                .validate("log")
+                .unwrap_err()
+                .contains("buffer-size")
+        );
     }
 }

@@ -78,7 +78,12 @@ fn json_object(body: &[u8], content_type: Option<&str>) -> Option<Value> {
 }
 
 impl AuditEvent {
-    pub(super) fn new(log: Arc<AuditLog>, level: Level, omit: Vec<Stage>, request: AuditRequest) -> Self {
+    pub(super) fn new(
+        log: Arc<AuditLog>,
+        level: Level,
+        omit: Vec<Stage>,
+        request: AuditRequest,
+    ) -> Self {
         AuditEvent {
             log,
             level,
@@ -215,4 +220,3 @@ impl Drop for AuditEvent {
         }
     }
 }
-

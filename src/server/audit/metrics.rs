@@ -33,22 +33,22 @@ static REJECTED: LazyLock<Counter> = LazyLock::new(Counter::default);
 pub fn register(registry: &mut Registry) {
     registry.register(
         "apiserver_audit_event",
-        "Counter of audit events generated and sent to the audit backend.",
+        "Counter of audit events generated and sent to the audit backend",
         EVENTS.clone(),
     );
     registry.register(
         "apiserver_audit_error",
-        "Counter of audit events that failed to be audited properly. Plugin identifies the plugin affected by the error.",
+        "Counter of audit events that failed to be audited properly. Plugin identifies the plugin affected by the error",
         ERRORS.clone(),
     );
     registry.register(
         "apiserver_audit_level",
-        "Counter of policy levels for audit events (1 per request).",
+        "Counter of policy levels for audit events (1 per request)",
         LEVELS.clone(),
     );
     registry.register(
         "apiserver_audit_requests_rejected",
-        "Counter of apiserver requests rejected due to an error in audit logging backend.",
+        "Counter of apiserver requests rejected due to an error in audit logging backend",
         REJECTED.clone(),
     );
 }

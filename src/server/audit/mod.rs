@@ -137,7 +137,13 @@ impl AuditLog {
         if let Some(config) = &w.audit_webhook_config_file {
             let mode = Mode::parse("webhook", &w.audit_webhook_mode)?;
             let hook = webhook::Webhook::new(config, w.audit_webhook_initial_backoff)?;
-            plugins.push(wrap("webhook", mode, &w.batch(), w.truncate(), Box::new(hook))?);
+            plugins.push(wrap(
+                "webhook",
+                mode,
+                &w.batch(),
+                w.truncate(),
+                Box::new(hook),
+            )?);
         }
         if plugins.is_empty() {
             return Ok(None);

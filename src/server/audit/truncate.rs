@@ -64,9 +64,7 @@ fn truncated(e: &Value) -> Value {
     if let Some(map) = out.as_object_mut() {
         map.remove("requestObject");
         map.remove("responseObject");
-        let annotations = map
-            .entry("annotations")
-            .or_insert_with(|| json!({}));
+        let annotations = map.entry("annotations").or_insert_with(|| json!({}));
         if let Some(a) = annotations.as_object_mut() {
             a.insert("audit.k8s.io/truncated".into(), json!("true"));
         }
@@ -104,7 +102,11 @@ impl Backend for Truncate {
             ok &= self.delegate.process(&batch);
         }
         if !too_large.is_empty() {
-            super::metrics::plugin_error(PLUGIN, &"event is too large even after truncating", &too_large);
+            super::metrics::plugin_error(
+                PLUGIN,
+                &"event is too large even after truncating",
+                &too_large,
+            );
         }
         ok
     }
@@ -136,11 +138,18 @@ mod tests {
                 max_batch_size: 1000,
             },
         );
-        assert!(t.process(&[big("small", "RequestResponse", 10), big("large", "RequestResponse", 500)]));
+        assert!(t.process(&[
+            big("small", "RequestResponse", 10),
+            big("large", "RequestResponse", 500)
+        ]));
         let batches = rec.batches.lock().unwrap();
         let events: Vec<&Event> = batches.iter().flatten().collect();
         assert_eq!(events.len(), 2);
-        assert_eq!(events[0]["responseObject"]["data"], "x".repeat(10), "small events are untouched");
+        assert_eq!(
+            events[0]["responseObject"]["data"],
+            "x".repeat(10),
+            "small events are untouched"
+        );
         assert!(events[0].get("annotations").is_none());
         assert!(events[1].get("responseObject").is_none());
         assert_eq!(events[1]["annotations"]["audit.k8s.io/truncated"], "true");
@@ -152,13 +161,15 @@ mod tests {
         let t = Truncate::new(
             Box::new(rec.clone()),
             TruncateConfig {
-                max_event_size: 60,
+                max_event_size: 100,
                 max_batch_size: 1000,
             },
         );
         let before = super::super::metrics::errors_of(PLUGIN);
         // Metadata events keep everything: no objects to remove, so too large is dropped.
-        let meta = Arc::new(json!({"kind": "Event", "auditID": "m", "level": "Metadata", "requestURI": "/".repeat(100)}));
+        let meta = Arc::new(
+            json!({"kind": "Event", "auditID": "m", "level": "Metadata", "requestURI": "/".repeat(100)}),
+        );
         assert!(t.process(&[meta, big("ok", "Metadata", 1)]));
         assert_eq!(rec.ids(), ["ok"]);
         assert_eq!(super::super::metrics::errors_of(PLUGIN) - before, 1);
@@ -174,7 +185,9 @@ mod tests {
                 max_batch_size: 250,
             },
         );
-        let events: Vec<Event> = (0..6).map(|i| big(&i.to_string(), "Metadata", 50)).collect();
+        let events: Vec<Event> = (0..6)
+            .map(|i| big(&i.to_string(), "Metadata", 50))
+            .collect();
         let one = size(&events[0]);
         assert!(t.process(&events));
         let batches = rec.batches.lock().unwrap();

@@ -89,7 +89,10 @@ impl Target {
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?;
-        let ca = match (&cluster.certificate_authority_data, &cluster.certificate_authority) {
+        let ca = match (
+            &cluster.certificate_authority_data,
+            &cluster.certificate_authority,
+        ) {
             (Some(d), _) => Some(data("certificate-authority-data", d)?),
             (None, Some(p)) => Some(read(path, p)?),
             (None, None) => None,
@@ -133,8 +136,8 @@ impl Target {
                 let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert)
                     .collect::<Result<_, _>>()
                     .map_err(|e| format!("client certificate: {e}"))?;
-                let key = PrivateKeyDer::from_pem_slice(&key)
-                    .map_err(|e| format!("client key: {e}"))?;
+                let key =
+                    PrivateKeyDer::from_pem_slice(&key).map_err(|e| format!("client key: {e}"))?;
                 builder
                     .with_client_auth_cert(chain, key)
                     .map_err(|e| format!("client certificate: {e}"))?
@@ -144,11 +147,7 @@ impl Target {
         };
         let token = match (&user.token, &user.token_file) {
             (Some(t), _) => Some(t.expose_secret().trim().to_string()),
-            (None, Some(p)) => Some(
-                String::from_utf8_lossy(&read(path, p)?)
-                    .trim()
-                    .to_string(),
-            ),
+            (None, Some(p)) => Some(String::from_utf8_lossy(&read(path, p)?).trim().to_string()),
             (None, None) => None,
         };
         let basic = match (&user.username, &user.password) {
@@ -187,7 +186,10 @@ impl Target {
             return Ok(());
         }
         let text = resp.text().await.unwrap_or_default();
-        Err(format!("the webhook answered {status}: {}", text.chars().take(200).collect::<String>()))
+        Err(format!(
+            "the webhook answered {status}: {}",
+            text.chars().take(200).collect::<String>()
+        ))
     }
 
     /// POSTs `events` as an `EventList`, retrying as upstream; the last error if every
