@@ -1025,3 +1025,55 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// `--audit-webhook-mode=blocking-strict`: a webhook that cannot take `RequestReceived`
+/// (after every retry) fails the request with 500; in `blocking` mode the events are
+/// delivered before the response is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_blocking_modes_deliver_before_the_response_or_fail_it() {
+    common::crypto();
+    let hook_dir = tempfile::tempdir().unwrap();
+    let ca = CertificateAuthority::new("hook-ca").unwrap();
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let kubeconfig = webhook_kubeconfig(hook_dir.path(), down, &ca);
+    let strict = Server::start_with(POLICY, |a| {
+        a.audit_log_path = None;
+        a.webhook.audit_webhook_config_file = Some(kubeconfig);
+        a.webhook.audit_webhook_mode = "blocking-strict".into();
+        a.webhook.audit_webhook_initial_backoff = Duration::from_millis(10);
+    })
+    .await;
+    let (code, body) = strict
+        .send(
+            strict.client.get(format!("{}{LIST}", strict.base)),
+            "strict-1",
+        )
+        .await;
+    assert_eq!(code, 500, "{}", String::from_utf8_lossy(&body));
+
+    let up_dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let receiver = Receiver::start(listener, &ca).await;
+    let kubeconfig = webhook_kubeconfig(up_dir.path(), port, &ca);
+    let blocking = Server::start_with(POLICY, |a| {
+        a.audit_log_path = None;
+        a.webhook.audit_webhook_config_file = Some(kubeconfig);
+        a.webhook.audit_webhook_mode = "blocking".into();
+    })
+    .await;
+    let (code, _) = blocking
+        .send(
+            blocking.client.get(format!("{}{LIST}", blocking.base)),
+            "block-1",
+        )
+        .await;
+    assert_eq!(code, 200);
+    // RequestReceived was delivered before the handler ran; no waiting needed.
+    let ids = receiver.ids(1, Duration::ZERO).await;
+    assert!(ids.contains(&"block-1".to_string()), "{ids:?}");
+    assert_eq!(receiver.ids(2, Duration::from_secs(5)).await.len(), 2);
+}

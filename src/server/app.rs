@@ -260,12 +260,6 @@ impl App {
             )
         });
         let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
         let mut audited_body = None;
         if let (Some(log), Some(received)) = (&self.audit, received) {
             let event = match audit_slot {
@@ -285,16 +279,23 @@ impl App {
                 } else {
                     event.response(status, long_running);
                 }
-                let ct = (!content_type.is_empty()).then_some(content_type.as_str());
+                let ct = resp
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok());
                 if !long_running && !panicked && event.wants_response_body(ct) {
-                    audited_body = Some(event);
+                    audited_body = Some((event, ct.map(str::to_string)));
                 } else {
                     // ResponseComplete is written when the body has been sent (or dropped).
                     guards.push(Box::new(event));
                 }
             }
         }
-        let content_type = content_type.as_str();
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let (user_name, groups) = match &user {
             Some(u) => (u.name.as_str(), u.groups.join(",")),
@@ -313,8 +314,7 @@ impl App {
             remote = %conn.remote.map(|a| a.to_string()).unwrap_or_default(),
             "request"
         );
-        if let Some(event) = audited_body {
-            let ct = Some(content_type.to_string()).filter(|c| !c.is_empty());
+        if let Some((event, ct)) = audited_body {
             resp = resp.map(|body| super::audit::body::AuditedBody::new(body, event, ct).boxed());
         }
         if stop.is_none() && guards.is_empty() {

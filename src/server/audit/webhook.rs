@@ -265,3 +265,51 @@ impl Backend for Webhook {
         answer.recv().unwrap_or(false)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Target, String> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        std::fs::write(&path, text).unwrap();
+        Target::from_kubeconfig(&path, Duration::from_secs(1))
+    }
+
+    const HEAD: &str = "apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts:\n- name: c\n  context: {cluster: k, user: u}\n";
+
+    #[test]
+    fn kubeconfig_mistakes_are_readable_errors() {
+        let no_server = format!(
+            "{HEAD}clusters:\n- name: k\n  cluster: {{insecure-skip-tls-verify: true}}\nusers:\n- name: u\n  user: {{}}\n"
+        );
+        assert!(load(&no_server).err().unwrap().contains("no server"));
+        let half_cert = format!(
+            "{HEAD}clusters:\n- name: k\n  cluster: {{server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}}\nusers:\n- name: u\n  user: {{client-certificate: /nope.crt}}\n"
+        );
+        assert!(load(&half_cert).err().unwrap().contains("/nope.crt"));
+        let no_cluster = "apiVersion: v1\nkind: Config\nclusters: []\nusers: []\ncontexts: []\n";
+        assert!(load(no_cluster).err().unwrap().contains("no cluster"));
+        let bad_ca = format!(
+            "{HEAD}clusters:\n- name: k\n  cluster: {{server: 'https://127.0.0.1:1', certificate-authority-data: 'bm90IGEgY2VydA=='}}\nusers:\n- name: u\n  user: {{token: t}}\n"
+        );
+        assert!(
+            load(&bad_ca)
+                .err()
+                .unwrap()
+                .contains("certificate authority")
+        );
+    }
+
+    #[test]
+    fn the_current_contexts_server_and_token_are_used() {
+        let ok = format!(
+            "{HEAD}clusters:\n- name: other\n  cluster: {{server: 'https://wrong'}}\n- name: k\n  cluster: {{server: 'https://127.0.0.1:9/hook', insecure-skip-tls-verify: true}}\nusers:\n- name: u\n  user: {{token: ' secret '}}\n"
+        );
+        let t = load(&ok).unwrap();
+        assert_eq!(t.url, "https://127.0.0.1:9/hook");
+        assert_eq!(t.token.as_deref(), Some("secret"));
+    }
+}
