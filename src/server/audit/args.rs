@@ -157,6 +157,8 @@ impl AuditArgs {
                 self.audit_log_batch_throttle_qps,
                 self.audit_log_batch_throttle_burst,
             )),
+            // Upstream: asynchronous log writers only make lock contention.
+            async_delegate: false,
         }
     }
 
@@ -180,6 +182,7 @@ impl WebhookArgs {
                 self.audit_webhook_batch_throttle_qps,
                 self.audit_webhook_batch_throttle_burst,
             )),
+            async_delegate: true,
         }
     }
 
@@ -208,6 +211,7 @@ mod tests {
                 max_batch_size: 1,
                 max_batch_wait: Duration::ZERO,
                 throttle: None,
+                async_delegate: false,
             }
         );
         assert!(a.log_truncate().is_none() && !a.audit_log_compress);
@@ -221,6 +225,7 @@ mod tests {
                 max_batch_size: 400,
                 max_batch_wait: Duration::from_secs(30),
                 throttle: Some((10.0, 15)),
+                async_delegate: true,
             }
         );
         let mut t = a.clone();

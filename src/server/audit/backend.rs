@@ -13,6 +13,12 @@ pub trait Backend: Send + Sync {
     /// Stores `events`; `false` when any of them could not be stored (the plugin has
     /// counted and logged it).
     fn process(&self, events: &[Event]) -> bool;
+    /// Stores `events` without waiting for the outcome (upstream's `AsyncDelegate`, used by
+    /// batch mode for the webhook); [`Backend::shutdown`] waits for it. By default the
+    /// same as [`Backend::process`].
+    fn submit(&self, events: Vec<Event>) {
+        self.process(&events);
+    }
     /// Flushes what is buffered and stops; later events are still stored, synchronously.
     fn shutdown(&self) {}
 }

@@ -1,6 +1,8 @@
 //! Batch mode (upstream's `plugin/pkg/audit/buffered`): events go on a bounded buffer and
 //! a background thread hands them to the plugin in batches of up to `max_batch_size`,
-//! at least every `max_batch_wait`, at most `throttle` batches per second. A full buffer
+//! at least every `max_batch_wait`, at most `throttle` batches per second (the webhook's
+//! batches are sent concurrently, each with its own retries, as upstream's
+//! `AsyncDelegate`; the log's are written in turn). A full buffer
 //! drops the event (`apiserver_audit_error_total{plugin="buffered"}`). Shutdown stores
 //! everything still buffered; events that come after it are stored synchronously, so
 //! none is lost.
@@ -29,6 +31,9 @@ pub struct BatchConfig {
     pub max_batch_wait: Duration,
     /// Batches per second and burst, when throttling is on.
     pub throttle: Option<(f32, u32)>,
+    /// Hand batches over without waiting for them to be stored (the webhook's batches
+    /// are sent concurrently, as upstream's `AsyncDelegate`).
+    pub async_delegate: bool,
 }
 
 impl BatchConfig {
@@ -171,7 +176,11 @@ fn run(rx: Receiver<Event>, config: &BatchConfig, delegate: &dyn Backend, stoppe
         if let Some(t) = throttle.as_mut() {
             t.accept();
         }
-        delegate.process(&batch);
+        if config.async_delegate {
+            delegate.submit(batch);
+        } else {
+            delegate.process(&batch);
+        }
     };
     loop {
         // The first event of a batch: wait for it, looking at the stop flag meanwhile.
@@ -221,6 +230,7 @@ mod tests {
             max_batch_size: max,
             max_batch_wait: Duration::from_millis(wait_ms),
             throttle: None,
+            async_delegate: false,
         }
     }
 
@@ -292,6 +302,49 @@ mod tests {
             "a 2-event buffer behind a slow writer overflows"
         );
         assert_eq!(stored + dropped, 20, "every event is stored or counted");
+    }
+
+    /// Counts how batches arrive: `process` (waited for) or `submit` (not waited for).
+    #[derive(Default)]
+    struct Ways {
+        processed: std::sync::atomic::AtomicUsize,
+        submitted: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Backend for Arc<Ways> {
+        fn process(&self, _: &[Event]) -> bool {
+            self.processed
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            true
+        }
+
+        fn submit(&self, _: Vec<Event>) {
+            self.submitted
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn async_delegates_get_batches_without_waiting() {
+        for async_delegate in [false, true] {
+            let ways = Arc::new(Ways::default());
+            let b = Buffered::start(
+                Box::new(ways.clone()),
+                BatchConfig {
+                    async_delegate,
+                    ..config(100, 1, 0)
+                },
+            );
+            for i in 0..3 {
+                b.process(&[event(&i.to_string(), "Metadata")]);
+            }
+            b.shutdown();
+            let (p, s) = (
+                ways.processed.load(std::sync::atomic::Ordering::SeqCst),
+                ways.submitted.load(std::sync::atomic::Ordering::SeqCst),
+            );
+            assert_eq!((p, s), if async_delegate { (0, 3) } else { (3, 0) });
+        }
     }
 
     #[test]

@@ -34,11 +34,39 @@ struct Target {
     initial_backoff: Duration,
 }
 
-type Job = (Vec<Event>, std::sync::mpsc::SyncSender<bool>);
+/// A batch and where to say whether it was stored (`None`: nobody waits).
+type Job = (Vec<Event>, Option<std::sync::mpsc::SyncSender<bool>>);
+
+/// Batches being sent; shutdown waits until there are none.
+#[derive(Default)]
+struct InFlight {
+    count: std::sync::Mutex<usize>,
+    done: std::sync::Condvar,
+}
+
+impl InFlight {
+    fn add(&self) {
+        *self.count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    }
+
+    fn finish(&self) {
+        let mut n = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+        self.done.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut n = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        while *n > 0 {
+            n = self.done.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
 
 /// The webhook plugin.
 pub struct Webhook {
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+    in_flight: Arc<InFlight>,
 }
 
 fn read(kubeconfig: &Path, path: &str) -> Result<Vec<u8>, String> {
@@ -227,6 +255,8 @@ impl Webhook {
             .map_err(|e| format!("--audit-webhook-config-file {}: {e}", path.display()))?;
         let target = Arc::new(target);
         let (jobs, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        let in_flight = Arc::new(InFlight::default());
+        let flights = in_flight.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -237,6 +267,7 @@ impl Webhook {
                 runtime.block_on(async move {
                     while let Some((events, reply)) = rx.recv().await {
                         let target = target.clone();
+                        let flights = flights.clone();
                         tokio::spawn(async move {
                             let ok = match target.send(&events).await {
                                 Ok(()) => true,
@@ -245,24 +276,47 @@ impl Webhook {
                                     false
                                 }
                             };
-                            let _ = reply.send(ok);
+                            if let Some(reply) = reply {
+                                let _ = reply.send(ok);
+                            }
+                            flights.finish();
                         });
                     }
                 });
             })
             .map_err(|e| format!("audit webhook thread: {e}"))?;
-        Ok(Webhook { jobs })
+        Ok(Webhook { jobs, in_flight })
+    }
+}
+
+impl Webhook {
+    fn send(&self, events: Vec<Event>, reply: Option<std::sync::mpsc::SyncSender<bool>>) -> bool {
+        self.in_flight.add();
+        if let Err(e) = self.jobs.send((events, reply)) {
+            self.in_flight.finish();
+            super::metrics::plugin_error(PLUGIN, &"the webhook thread has stopped", &e.0.0);
+            return false;
+        }
+        true
     }
 }
 
 impl Backend for Webhook {
     fn process(&self, events: &[Event]) -> bool {
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        if self.jobs.send((events.to_vec(), reply)).is_err() {
-            super::metrics::plugin_error(PLUGIN, &"the webhook thread has stopped", events);
+        if !self.send(events.to_vec(), Some(reply)) {
             return false;
         }
         answer.recv().unwrap_or(false)
+    }
+
+    fn submit(&self, events: Vec<Event>) {
+        self.send(events, None);
+    }
+
+    /// Waits for the batches still being sent (their retries included).
+    fn shutdown(&self) {
+        self.in_flight.wait();
     }
 }
 
