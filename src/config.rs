@@ -268,7 +268,8 @@ pub struct ServeArgs {
     /// given names); repeat the flag for several. Reloaded when the files change.
     #[arg(long = "tls-sni-cert-key", value_name = "CERT,KEY[:NAMES]", action = clap::ArgAction::Append)]
     pub tls_sni_cert_key: Vec<crate::server::sni::NamedCertKey>,
-    /// Audit logging (`--audit-policy-file`, `--audit-log-path`).
+    /// Audit logging (`--audit-policy-file`, `--audit-log-path`,
+    /// `--audit-webhook-config-file`).
     #[command(flatten)]
     pub audit: crate::server::audit::AuditArgs,
     /// kubeconfig for talking to kube-apiserver (default: in-cluster service account).
@@ -348,6 +349,10 @@ pub struct DemoArgs {
     /// Serving limits and shutdown.
     #[command(flatten)]
     pub serving: crate::server::options::ServingOptions,
+    /// Audit logging, as the server's (`--audit-policy-file`, `--audit-log-path`,
+    /// `--audit-webhook-config-file`).
+    #[command(flatten)]
+    pub audit: crate::server::audit::AuditArgs,
     /// Replicas sharing the scraping (`docs/ha.md`).
     #[command(flatten)]
     pub ha: crate::ha::args::DemoHaArgs,

@@ -410,7 +410,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let app = Arc::new(
         build_app(parts)
             .with_serving(&args.serving)
-            .with_audit(audit),
+            .with_audit(audit.clone()),
     );
     let listener = args
         .serving
@@ -438,6 +438,10 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     crate::server::serve_with(listener, Arc::new(tls), app, shutdown, &args.serving).await;
+    // Requests have drained: store what batch mode still buffers.
+    if let Some(audit) = audit {
+        let _ = tokio::task::spawn_blocking(move || audit.shutdown()).await;
+    }
     refresh.abort();
     watch.abort();
     watch_nodes.abort();

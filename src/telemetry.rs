@@ -213,6 +213,7 @@ impl Telemetry {
             BAD_ROWS.clone(),
         );
         crate::records::postgres::query_metrics::register(&mut registry);
+        crate::server::audit::metrics::register(&mut registry);
         Arc::new(Telemetry {
             registry,
             kubelet_request_duration,

@@ -166,6 +166,8 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
     let lifecycle = Lifecycle::new();
     let shutdown = lifecycle.stop_token();
     let mut handles = Vec::new();
+    let audit =
+        crate::server::audit::AuditLog::from_args(&args.audit).map_err(anyhow::Error::msg)?;
     let mut tasks = Vec::new();
     let mut pipelines = Vec::new();
     for i in 0..replicas {
@@ -227,7 +229,11 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
                     args.serving.request_timeout,
                 )));
         }
-        let app = Arc::new(build_app(parts).with_serving(&args.serving));
+        let app = Arc::new(
+            build_app(parts)
+                .with_serving(&args.serving)
+                .with_audit(audit.clone()),
+        );
         let port = if args.secure_port == 0 {
             0
         } else {
@@ -282,6 +288,10 @@ pub async fn start(args: &DemoArgs) -> anyhow::Result<DemoServer> {
             r.abort();
         }
         trust_refresh.abort();
+        // Requests have drained: store what batch mode still buffers.
+        if let Some(audit) = audit {
+            let _ = tokio::task::spawn_blocking(move || audit.shutdown()).await;
+        }
     });
     let view = world.view();
     let world::SimulatedWorld { sim, .. } = world;

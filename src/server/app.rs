@@ -159,6 +159,14 @@ impl App {
         self
     }
 
+    /// Whether requests' bodies are read for the audit log (a policy rule at `Request`
+    /// or `RequestResponse`); see [`super::audit::body::read_request`].
+    pub fn audit_wants_request_bodies(&self) -> bool {
+        self.audit
+            .as_ref()
+            .is_some_and(|a| a.wants_request_bodies())
+    }
+
     /// The limits requests pass through (the server cancels `closing` at shutdown).
     pub fn limits(&self) -> &Limits {
         &self.limits
@@ -202,11 +210,18 @@ impl App {
             _ => None,
         };
         let mut panicked = false;
+        // Filled once the user is known (audit begins after authentication, as upstream).
+        let mut audit_slot: Option<Option<super::audit::AuditEvent>> = None;
         let (user, mut resp) = match limited {
             Some(resp) => (None, resp),
             None => {
-                let run =
-                    AssertUnwindSafe(self.pipeline(&mut req, conn, &info, &query)).catch_unwind();
+                let run = AssertUnwindSafe(self.pipeline(
+                    &mut req,
+                    conn,
+                    (&info, &query),
+                    (&mut audit_slot, received.as_deref()),
+                ))
+                .catch_unwind();
                 let outcome = if long_running {
                     Ok(run.await)
                 } else {
@@ -245,16 +260,35 @@ impl App {
             )
         });
         let status = resp.status().as_u16();
+        let mut audited_body = None;
         if let (Some(log), Some(received)) = (&self.audit, received) {
-            let request = audit_request(&req, conn, &info, user.clone(), received);
-            if let Some(mut event) = log.begin(request) {
+            let event = match audit_slot {
+                Some(started) => started,
+                // Never authenticated (401, 429, a timeout or panic before): audited now.
+                None => log
+                    .begin(audit_request(&req, conn, &info, user.clone(), received))
+                    .ok()
+                    .flatten(),
+            };
+            if let Some(mut event) = event {
+                if let Some(body) = req.extensions().get::<super::audit::body::RequestBody>() {
+                    event.request_body(&body.bytes, body.content_type.as_deref());
+                }
                 if panicked {
                     event.panicked();
                 } else {
                     event.response(status, long_running);
                 }
-                // ResponseComplete is written when the body has been sent (or dropped).
-                guards.push(Box::new(event));
+                let ct = resp
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok());
+                if !long_running && !panicked && event.wants_response_body(ct) {
+                    audited_body = Some((event, ct.map(str::to_string)));
+                } else {
+                    // ResponseComplete is written when the body has been sent (or dropped).
+                    guards.push(Box::new(event));
+                }
             }
         }
         let content_type = resp
@@ -280,6 +314,9 @@ impl App {
             remote = %conn.remote.map(|a| a.to_string()).unwrap_or_default(),
             "request"
         );
+        if let Some((event, ct)) = audited_body {
+            resp = resp.map(|body| super::audit::body::AuditedBody::new(body, event, ct).boxed());
+        }
         if stop.is_none() && guards.is_empty() {
             return resp;
         }
@@ -290,8 +327,8 @@ impl App {
         &self,
         req: &mut Request<B>,
         conn: &ConnInfo,
-        info: &RequestInfo,
-        query: &Query,
+        (info, query): (&RequestInfo, &Query),
+        (audit_slot, received): (&mut Option<Option<super::audit::AuditEvent>>, Option<&str>),
     ) -> (Option<UserInfo>, Response<Body>) {
         // Status errors are written in the type the client negotiates (protobuf for the HPA).
         let accept_header = req.headers().get(header::ACCEPT).cloned();
@@ -311,6 +348,29 @@ impl App {
             }
             Err(e) => return (None, response::error(&ApiError::internal(format!("{e:?}")))),
         };
+        if let (Some(log), Some(received)) = (&self.audit, received) {
+            let request = audit_request(req, conn, info, Some(user.clone()), received.into());
+            match log.begin(request) {
+                Ok(event) => *audit_slot = Some(event),
+                Err(super::audit::Rejected) => {
+                    // blocking-strict: upstream answers 500 and handles nothing.
+                    let uri = req
+                        .uri()
+                        .path_and_query()
+                        .map(|pq| pq.to_string())
+                        .unwrap_or_else(|| req.uri().path().to_string());
+                    return (
+                        Some(user),
+                        response::text(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            format!(
+                                "Internal Server Error: {uri:?}: failed to store audit event\n"
+                            ),
+                        ),
+                    );
+                }
+            }
+        }
         // Handlers never see credentials or identity headers; the user travels as an
         // extension.
         self.auth.strip_credentials(req.headers_mut());

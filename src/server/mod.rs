@@ -3,7 +3,6 @@
 
 pub mod app;
 pub mod audit;
-pub mod audit_rotate;
 pub mod health;
 pub mod lifecycle;
 pub mod limits;
@@ -143,7 +142,15 @@ pub async fn serve_with(
                 let goaway = goaway_request.clone();
                 let version = req.version();
                 async move {
-                    let mut resp = app.handle_on(req, &conn, Some(active)).await;
+                    let mut resp = if app.audit_wants_request_bodies()
+                        && audit::body::may_have_body(req.method())
+                    {
+                        let timeout = app.limits().request_timeout;
+                        let req = audit::body::read_request(req, timeout).await;
+                        app.handle_on(req, &conn, Some(active)).await
+                    } else {
+                        app.handle_on(req, &conn, Some(active)).await
+                    };
                     if goaway_chance.roll() {
                         if version == hyper::Version::HTTP_2 {
                             // GOAWAY once this response is under way; the client's next

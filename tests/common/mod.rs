@@ -38,6 +38,7 @@ pub fn demo_args(dir: &std::path::Path, records_file: Option<PathBuf>) -> DemoAr
         cert_auth: Default::default(),
         postgres: Default::default(),
         serving: Default::default(),
+        audit: Default::default(),
         ha: Default::default(),
         common: CommonArgs {
             verbosity: 0,

@@ -1,60 +1,14 @@
-//! Audit logging as k8s.io/apiserver's log backend: `--audit-policy-file` (an
-//! `audit.k8s.io/v1` `Policy`) decides each request's level from the first matching rule;
-//! `--audit-log-path` (a file, or `-` for stdout) receives one `audit.k8s.io/v1` `Event` as
-//! a JSON line per stage: `RequestReceived`, then `ResponseStarted` (watches) and
-//! `ResponseComplete` (when the response, or the watch, ends), minus the policy's
-//! `omitStages`.
-//!
-//! Levels `None` and `Metadata` are exactly upstream's. `Request` and `RequestResponse` are
-//! written with the metadata only: request and response bodies are never recorded (a warning
-//! at start-up says so). Without a policy file nothing is audited, as upstream. Events are
-//! written synchronously (`--audit-log-mode=blocking`). The file rotates as kube-apiserver's
-//! (`--audit-log-maxsize`, `--audit-log-maxbackup`, `--audit-log-maxage`; see
-//! [`audit_rotate`](super::audit_rotate)).
+//! The audit policy: an `audit.k8s.io/v1` `Policy` file (`--audit-policy-file`) whose first
+//! matching rule decides each request's level and the stages left out, as upstream's
+//! `policyRuleEvaluator`.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 
-use clap::Args;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::audit_rotate::{RotatingFile, Rotation};
 use crate::api::request_info::RequestInfo;
 use crate::auth::UserInfo;
-
-/// The audit flags that have an effect (the others are accepted with a warning, see
-/// `compat.rs`).
-#[derive(Debug, Clone, Default, Args)]
-pub struct AuditArgs {
-    /// Write audit events to this file as JSON lines (`-`: standard output). Needs
-    /// --audit-policy-file.
-    #[arg(long)]
-    pub audit_log_path: Option<String>,
-    /// The audit.k8s.io/v1 Policy that decides what is audited.
-    #[arg(long)]
-    pub audit_policy_file: Option<PathBuf>,
-    /// Format of the audit log: only `json` is supported.
-    #[arg(long, default_value = "json")]
-    pub audit_log_format: String,
-    /// API version of the events written: only `audit.k8s.io/v1`.
-    #[arg(long, default_value = "audit.k8s.io/v1")]
-    pub audit_log_version: String,
-    /// How events are written: `blocking` (the only mode; `batch` and `blocking-strict`
-    /// are taken as `blocking`).
-    #[arg(long, default_value = "blocking")]
-    pub audit_log_mode: String,
-    /// Megabytes the audit log file may reach before it is rotated (0: never rotate).
-    #[arg(long, default_value_t = 100)]
-    pub audit_log_maxsize: u64,
-    /// Old audit log files kept after rotations (0: all of them).
-    #[arg(long, default_value_t = 100)]
-    pub audit_log_maxbackup: usize,
-    /// Days an old audit log file is kept, by the time in its name (0: no age limit).
-    #[arg(long, default_value_t = 366)]
-    pub audit_log_maxage: u64,
-}
 
 /// How much of a request is audited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -63,9 +17,9 @@ pub enum Level {
     None,
     /// Request metadata: user, verb, resource, timestamps, response code.
     Metadata,
-    /// Metadata plus the request body (written as Metadata here).
+    /// Metadata plus the request body.
     Request,
-    /// Metadata plus both bodies (written as Metadata here).
+    /// Metadata plus the request and response bodies.
     RequestResponse,
 }
 
@@ -83,7 +37,8 @@ pub enum Stage {
 }
 
 impl Stage {
-    fn as_str(self) -> &'static str {
+    /// The name upstream writes.
+    pub fn as_str(self) -> &'static str {
         match self {
             Stage::RequestReceived => "RequestReceived",
             Stage::ResponseStarted => "ResponseStarted",
@@ -259,256 +214,6 @@ impl GroupResources {
                 || (!sub.is_empty() && r.strip_prefix("*/") == Some(sub))
                 || r.strip_suffix("/*") == Some(info.resource.as_str())
         })
-    }
-}
-
-/// Where events go.
-enum Sink {
-    Stdout,
-    File(RotatingFile),
-}
-
-/// The audit backend: a policy and a log.
-pub struct AuditLog {
-    policy: Policy,
-    sink: Mutex<Sink>,
-}
-
-impl std::fmt::Debug for AuditLog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditLog").finish_non_exhaustive()
-    }
-}
-
-impl AuditLog {
-    /// The backend the flags ask for: `None` without a policy file or a log path
-    /// (upstream audits nothing without a policy), an error for an unusable file or a
-    /// format or version we cannot write.
-    pub fn from_args(args: &AuditArgs) -> Result<Option<Arc<Self>>, String> {
-        if args.audit_log_format != "json" {
-            return Err(format!(
-                "--audit-log-format={:?}: only \"json\" is supported",
-                args.audit_log_format
-            ));
-        }
-        if args.audit_log_version != "audit.k8s.io/v1" {
-            return Err(format!(
-                "--audit-log-version={:?}: only \"audit.k8s.io/v1\" is supported",
-                args.audit_log_version
-            ));
-        }
-        if !matches!(
-            args.audit_log_mode.as_str(),
-            "blocking" | "batch" | "blocking-strict"
-        ) {
-            return Err(format!(
-                "--audit-log-mode={:?}: known modes are batch,blocking,blocking-strict",
-                args.audit_log_mode
-            ));
-        }
-        let (Some(path), Some(policy)) = (&args.audit_log_path, &args.audit_policy_file) else {
-            if args.audit_log_path.is_some() {
-                tracing::warn!("--audit-log-path without --audit-policy-file: nothing is audited");
-            }
-            return Ok(None);
-        };
-        let policy = Policy::load(policy)?;
-        if args.audit_log_mode != "blocking" {
-            tracing::warn!(mode = %args.audit_log_mode, "audit events are written synchronously (blocking mode)");
-        }
-        if policy.max_level() > Level::Metadata {
-            tracing::warn!(
-                "audit levels Request and RequestResponse are written as metadata only: request and response bodies are not recorded"
-            );
-        }
-        let sink = if path == "-" {
-            Sink::Stdout
-        } else {
-            let rotation = Rotation::from_flags(
-                args.audit_log_maxsize,
-                args.audit_log_maxbackup,
-                args.audit_log_maxage,
-            );
-            let file = RotatingFile::open(Path::new(path), rotation)
-                .map_err(|e| format!("--audit-log-path {path}: {e}"))?;
-            Sink::File(file)
-        };
-        Ok(Some(Arc::new(AuditLog {
-            policy,
-            sink: Mutex::new(sink),
-        })))
-    }
-
-    /// A backend writing to `file`, never rotated (tests).
-    pub fn to_file(policy: Policy, file: &Path) -> std::io::Result<Arc<Self>> {
-        let file = RotatingFile::open(file, Rotation::default())?;
-        Ok(Arc::new(AuditLog {
-            policy,
-            sink: Mutex::new(Sink::File(file)),
-        }))
-    }
-
-    /// Starts auditing one request: decides its level and writes `RequestReceived`.
-    /// `None` when the policy says `None`.
-    pub fn begin(self: &Arc<Self>, request: AuditRequest) -> Option<AuditEvent> {
-        let anonymous = UserInfo::default();
-        let user = request.user.as_ref().unwrap_or(&anonymous);
-        let (level, omit) = self.policy.evaluate(user, &request.info);
-        if level == Level::None {
-            return None;
-        }
-        let event = AuditEvent {
-            log: self.clone(),
-            level,
-            omit,
-            request,
-            code: None,
-            done: false,
-        };
-        event.write(Stage::RequestReceived, &event.request.received);
-        Some(event)
-    }
-
-    fn write_line(&self, line: &[u8]) {
-        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
-        let result = match &mut *sink {
-            Sink::Stdout => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(line).and_then(|()| out.flush())
-            }
-            Sink::File(f) => f.write_line(line),
-        };
-        if let Err(e) = result {
-            tracing::error!(error = %e, "writing an audit event failed");
-        }
-    }
-}
-
-/// What an event says about the request.
-#[derive(Clone, Debug)]
-pub struct AuditRequest {
-    /// `Audit-ID` header (kube-apiserver's aggregator forwards its own), else a new UUID.
-    pub audit_id: String,
-    /// The request URI (path and query).
-    pub request_uri: String,
-    /// The parsed request.
-    pub info: RequestInfo,
-    /// The authenticated user (`None`: authentication failed).
-    pub user: Option<UserInfo>,
-    /// `X-Forwarded-For` entries then the peer address.
-    pub source_ips: Vec<String>,
-    /// `User-Agent`.
-    pub user_agent: String,
-    /// When the request was received (RFC 3339, microseconds).
-    pub received: String,
-}
-
-/// One audited request; writes `ResponseComplete` when dropped after
-/// [`AuditEvent::response`] (for a watch: when its body ends).
-pub struct AuditEvent {
-    log: Arc<AuditLog>,
-    level: Level,
-    omit: Vec<Stage>,
-    request: AuditRequest,
-    code: Option<u16>,
-    done: bool,
-}
-
-/// The current time as a `metav1.MicroTime`.
-pub fn micro_time_now() -> String {
-    format!("{:.6}", jiff::Timestamp::now())
-}
-
-/// A fresh audit ID (a random version 4 UUID, as upstream).
-pub fn new_audit_id() -> String {
-    let mut bytes = [0u8; 16];
-    let _ = rustls::crypto::ring::default_provider()
-        .secure_random
-        .fill(&mut bytes);
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .to_string()
-}
-
-impl AuditEvent {
-    /// Records the response: `ResponseStarted` now for long-running requests, and
-    /// `ResponseComplete` when this value is dropped.
-    pub fn response(&mut self, code: u16, long_running: bool) {
-        self.code = Some(code);
-        if long_running {
-            self.write(Stage::ResponseStarted, &micro_time_now());
-        }
-    }
-
-    /// Records a panic in the handler (the `Panic` stage replaces `ResponseComplete`).
-    pub fn panicked(&mut self) {
-        self.code = Some(500);
-        self.write(Stage::Panic, &micro_time_now());
-        self.done = true;
-    }
-
-    fn write(&self, stage: Stage, at: &str) {
-        if self.omit.contains(&stage) {
-            return;
-        }
-        let r = &self.request;
-        let mut event = json!({
-            "kind": "Event",
-            "apiVersion": "audit.k8s.io/v1",
-            "level": format!("{:?}", self.level),
-            "auditID": r.audit_id,
-            "stage": stage.as_str(),
-            "requestURI": r.request_uri,
-            "verb": r.info.verb,
-            "user": match &r.user {
-                Some(u) => {
-                    let mut user = json!({"username": u.name, "groups": u.groups});
-                    if !u.uid.is_empty() {
-                        user["uid"] = json!(u.uid);
-                    }
-                    if !u.extra.is_empty() {
-                        user["extra"] = json!(u.extra);
-                    }
-                    user
-                }
-                None => json!({}),
-            },
-            "sourceIPs": r.source_ips,
-            "userAgent": r.user_agent,
-            "requestReceivedTimestamp": r.received,
-            "stageTimestamp": at,
-        });
-        if r.info.is_resource_request {
-            let i = &r.info;
-            let mut object = json!({"resource": i.resource, "apiVersion": i.api_version});
-            for (key, value) in [
-                ("namespace", &i.namespace),
-                ("name", &i.name),
-                ("apiGroup", &i.api_group),
-                ("subresource", &i.subresource),
-            ] {
-                if !value.is_empty() {
-                    object[key] = json!(value);
-                }
-            }
-            event["objectRef"] = object;
-        }
-        if stage != Stage::RequestReceived
-            && let Some(code) = self.code
-        {
-            event["responseStatus"] = json!({"metadata": {}, "code": code});
-        }
-        let mut line = serde_json::to_vec(&event).unwrap_or_default();
-        line.push(b'\n');
-        self.log.write_line(&line);
-    }
-}
-
-impl Drop for AuditEvent {
-    fn drop(&mut self) {
-        if !self.done && self.code.is_some() {
-            self.write(Stage::ResponseComplete, &micro_time_now());
-        }
     }
 }
 
