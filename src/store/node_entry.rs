@@ -164,6 +164,8 @@ pub(crate) struct NodeEntry {
     /// so a snapshot can carry a node's pods over by index without looking at them.
     pub(crate) layout_id: u64,
     pub(super) node_track: Option<Track>,
+    /// Working set of the node's last reading (0 before one).
+    pub(super) node_memory_bytes: u64,
     /// The node's usage, when it has two good readings.
     pub(crate) usage: Option<NodeUsage>,
     /// Pods sorted by (namespace, name), unique.
@@ -208,6 +210,9 @@ impl NodeEntry {
             last_success_ms: now_ms,
             layout_id: 0,
             node_track,
+            node_memory_bytes: batch
+                .node
+                .map_or_else(|| prev.map_or(0, |p| p.node_memory_bytes), |p| p.memory_bytes),
             usage,
             pods: Vec::with_capacity(batch_pods.len()),
             names: String::with_capacity(batch_pods.iter().map(|p| p.name.len()).sum()),

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use crate::store::{
+    batch::{ContainerPoint, MetricsPoint, NodeBatch, PodPoints},
     node_entry::{MergeContext, NodeEntry, PodEntry, Track},
     rate::Reading,
     usage::{ContainerUsage, NodeUsage, Usage},
@@ -82,6 +83,53 @@ pub struct NodeState {
 pub struct StateError(pub &'static str);
 
 impl NodeState {
+    /// Every series has a usage (the node's is served).
+    pub fn fully_rated(&self) -> bool {
+        (self.node.is_none() || self.node_served)
+            && self.containers.iter().all(|c| c.series.window_ms > 0)
+    }
+
+    /// The last readings as a kubelet batch (call only on a state that passed [`check`]).
+    fn to_batch(&self) -> NodeBatch {
+        let point = |s: &SeriesState| MetricsPoint {
+            start_time_ms: s.start_time_ms,
+            timestamp_ms: s.timestamp_ms,
+            cumulative_cpu_ns: s.cumulative_cpu_ns,
+            memory_bytes: s.usage.memory_bytes,
+        };
+        let name = |table: &[String], i: u32| table.get(i as usize).cloned().unwrap_or_default();
+        let (mut at, mut first) = (0usize, 0usize);
+        let pods = self
+            .pods
+            .iter()
+            .map(|p| {
+                let len = p.name_len as usize;
+                let n = p.containers as usize;
+                let pod = PodPoints {
+                    namespace: name(&self.namespaces, p.namespace),
+                    name: self.names.get(at..at + len).unwrap_or_default().to_string(),
+                    containers: self
+                        .containers
+                        .get(first..first + n)
+                        .unwrap_or(&[])
+                        .iter()
+                        .map(|c| ContainerPoint {
+                            name: name(&self.container_names, c.name),
+                            point: point(&c.series),
+                        })
+                        .collect(),
+                };
+                at += len;
+                first += n;
+                pod
+            })
+            .collect();
+        NodeBatch {
+            node: self.node.as_ref().map(point),
+            pods,
+        }
+    }
+
     /// The newest sample timestamp of any series (0 for an empty state).
     pub fn newest_ms(&self) -> i64 {
         self.containers
@@ -135,7 +183,10 @@ impl NodeEntry {
             node: self.node_track.as_ref().map(|t| {
                 series(
                     t,
-                    self.usage.as_ref().map_or(Usage::default(), |u| u.usage),
+                    Usage {
+                        cpu_nanocores: self.usage.as_ref().map_or(0, |u| u.usage.cpu_nanocores),
+                        memory_bytes: self.node_memory_bytes,
+                    },
                 )
             }),
             node_served: self.usage.is_some(),
@@ -171,8 +222,12 @@ impl NodeEntry {
             .unwrap_or(0)
     }
 
-    /// The entry another store computed, taken as it is (no rate maths), after checking it.
-    /// Keeps `prev`'s layout id when the pod keys and their served flags are the same.
+    /// The entry another store computed, after checking it: taken as it is (no rate maths)
+    /// when every series in it has a usage or this store has nothing before it; otherwise its
+    /// readings are merged with `prev` as a scrape's would be, so a series the owner could not
+    /// rate yet (an owner that just started, or just took the node over without its history)
+    /// still gets the rate this store can compute from its own previous reading. Keeps `prev`'s
+    /// layout id when the pod keys and their served flags are the same.
     pub(crate) fn adopt(
         prev: Option<&NodeEntry>,
         node: &str,
@@ -181,6 +236,9 @@ impl NodeEntry {
         ctx: &MergeContext<'_>,
     ) -> Result<NodeEntry, StateError> {
         check(state)?;
+        if prev.is_some() && !state.fully_rated() {
+            return Ok(NodeEntry::merge(prev, node, &state.to_batch(), now_ms, ctx));
+        }
         let name = prev.map_or_else(|| Arc::from(node), |p| Arc::clone(&p.name));
         let namespaces: Vec<Arc<str>> = state
             .namespaces
@@ -206,6 +264,7 @@ impl NodeEntry {
             last_success_ms: now_ms,
             layout_id: 0,
             node_track: state.node.as_ref().map(track),
+            node_memory_bytes: state.node.map_or(0, |n| n.usage.memory_bytes),
             usage,
             pods: Vec::with_capacity(state.pods.len()),
             names: state.names.clone(),
@@ -414,6 +473,33 @@ mod tests {
         assert_eq!(
             pods_of(&other, T0 + 2 * RES + 20),
             pods_of(&owner, T0 + 2 * RES + 20)
+        );
+    }
+
+    /// An owner without history (restarted, or it took the node over with an empty store)
+    /// sends readings it could not rate yet: a receiver that has the previous readings rates
+    /// them itself, so the pods do not drop out for a tick on every replica.
+    #[test]
+    fn an_unrated_state_is_rated_against_the_receivers_own_previous_reading() {
+        let old_owner = store();
+        let other = store();
+        old_owner.ingest("n1", batch(T0, 1_000_000_000, 4), T0);
+        old_owner.ingest("n1", batch(T0 + RES, 2_000_000_000, 4), T0 + RES);
+        assert_eq!(other.adopt("n1", &old_owner.export("n1").unwrap(), T0 + RES), Ok(true));
+        let fresh_owner = store();
+        fresh_owner.ingest("n1", batch(T0 + 2 * RES, 3_000_000_000, 4), T0 + 2 * RES);
+        let unrated = fresh_owner.export("n1").unwrap();
+        assert!(!unrated.fully_rated());
+        assert_eq!(pods_of(&fresh_owner, T0 + 2 * RES + 20).len(), 0);
+        assert_eq!(other.adopt("n1", &unrated, T0 + 2 * RES), Ok(true));
+        old_owner.ingest("n1", batch(T0 + 2 * RES, 3_000_000_000, 4), T0 + 2 * RES);
+        let served = pods_of(&other, T0 + 2 * RES + 20);
+        assert_eq!(served.len(), 4);
+        assert_eq!(served, pods_of(&old_owner, T0 + 2 * RES + 20));
+        assert_eq!(
+            other.snapshot().node("n1").map(|n| n.usage),
+            old_owner.snapshot().node("n1").map(|n| n.usage),
+            "the node too (its working set travels with the state)"
         );
     }
 
