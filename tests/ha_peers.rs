@@ -392,7 +392,12 @@ fn owned_states(
     all.iter()
         .filter(|n| rendezvous::owns(ids, peer, &n.name, r))
         .map(|n| {
-            let st = state(&n.name, Some((ts - 10_000, 1_000_000_000)), ts, 2_000_000_000);
+            let st = state(
+                &n.name,
+                Some((ts - 10_000, 1_000_000_000)),
+                ts,
+                2_000_000_000,
+            );
             (n.name.clone(), Ok(st))
         })
         .collect()
@@ -456,7 +461,10 @@ async fn nodes_of_a_good_peer_are_ingested_and_those_of_a_hung_or_garbage_one_co
         .unwrap();
     // 1e9 ns over 10 s = 0.1 core = 100,000,000 nanocores.
     assert_eq!(usage.usage.cpu_nanocores, 100_000_000, "{usage:?}");
-    assert_eq!(snap.pod_count(), all.iter().filter(|n| owner(&n.name) == "good").count());
+    assert_eq!(
+        snap.pod_count(),
+        all.iter().filter(|n| owner(&n.name) == "good").count()
+    );
     good.stop.cancel();
     hung_task.abort();
     bad_task.abort();
@@ -529,7 +537,11 @@ async fn each_node_is_asked_of_one_owner_and_a_dead_first_owner_is_covered_by_th
     assert_eq!(coord.stats().fallback_scrapes.get(), 0);
     let snap = store.publish(ts + 500);
     assert_eq!(snap.tracked_node_count(), remote.len());
-    assert_eq!(snap.node_count(), remote.len(), "every node with the owner's rate");
+    assert_eq!(
+        snap.node_count(),
+        remote.len(),
+        "every node with the owner's rate"
+    );
     // c was asked for exactly the remote nodes (once each): what it served is their frames.
     let served = (c_peer.served.get() - before) as usize;
     assert!(
@@ -585,7 +597,10 @@ async fn a_node_its_owner_does_not_scrape_goes_to_the_next_owner_or_is_scraped_h
     let missing = coord.fetch_remote(plan, &store).await;
     let unreachable: Vec<String> = missing.iter().map(|n| n.name.clone()).collect();
     assert!(unreachable.is_empty(), "{unreachable:?}");
-    assert!(coord.stats().not_here.get() > 0, "some nodes were not b's in b's view");
+    assert!(
+        coord.stats().not_here.get() > 0,
+        "some nodes were not b's in b's view"
+    );
     assert_eq!(store.tracked_nodes(), remote);
     b.stop.cancel();
     c_peer.stop.cancel();

@@ -159,14 +159,16 @@ impl Coordinator {
             }
             let fetches = asks.iter().flat_map(|(peer, nodes)| {
                 let member = members.get(peer);
-                nodes.chunks(wire::MAX_REQUEST_NODES).map(move |chunk| async move {
-                    let names: Vec<&str> = chunk.iter().map(String::as_str).collect();
-                    let result = match member {
-                        Some(m) => self.client.fetch(m, &names).await,
-                        None => Err(super::peer::PeerError::Transport("not a member".into())),
-                    };
-                    (peer, chunk, result)
-                })
+                nodes
+                    .chunks(wire::MAX_REQUEST_NODES)
+                    .map(move |chunk| async move {
+                        let names: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                        let result = match member {
+                            Some(m) => self.client.fetch(m, &names).await,
+                            None => Err(super::peer::PeerError::Transport("not a member".into())),
+                        };
+                        (peer, chunk, result)
+                    })
             });
             let results = futures::future::join_all(fetches).await;
             let now = now_millis();

@@ -318,8 +318,7 @@ impl PeerClient {
         nodes: &[&str],
     ) -> Result<(Vec<(String, NodeFrame)>, usize), PeerError> {
         let request = wire::encode_request(nodes.iter().copied());
-        let body = match tokio::time::timeout(self.timeout, self.fetch_body(peer, request)).await
-        {
+        let body = match tokio::time::timeout(self.timeout, self.fetch_body(peer, request)).await {
             Ok(r) => r?,
             Err(_) => return Err(PeerError::Timeout(self.timeout)),
         };

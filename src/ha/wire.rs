@@ -22,8 +22,8 @@
 //! left of the body, so a forged count cannot make the receiver allocate. The state's own
 //! structure (order, indices) is checked again by the store when it takes it.
 
-use crate::store::transfer::{ContainerState, NodeState, PodState, SeriesState};
 use crate::store::Usage;
+use crate::store::transfer::{ContainerState, NodeState, PodState, SeriesState};
 
 /// The media type of a shard body.
 pub const CONTENT_TYPE: &str = "application/vnd.kubedojo.shard.v2";

@@ -210,9 +210,10 @@ impl NodeEntry {
             last_success_ms: now_ms,
             layout_id: 0,
             node_track,
-            node_memory_bytes: batch
-                .node
-                .map_or_else(|| prev.map_or(0, |p| p.node_memory_bytes), |p| p.memory_bytes),
+            node_memory_bytes: batch.node.map_or_else(
+                || prev.map_or(0, |p| p.node_memory_bytes),
+                |p| p.memory_bytes,
+            ),
             usage,
             pods: Vec::with_capacity(batch_pods.len()),
             names: String::with_capacity(batch_pods.iter().map(|p| p.name.len()).sum()),

@@ -443,7 +443,16 @@ mod tests {
     fn pods_of(s: &Store, now: i64) -> Vec<String> {
         let snap = s.publish(now);
         snap.pods()
-            .map(|p| format!("{}/{} {:?} {} {}", p.namespace, p.name, p.total(), p.timestamp_ms, p.window_ms))
+            .map(|p| {
+                format!(
+                    "{}/{} {:?} {} {}",
+                    p.namespace,
+                    p.name,
+                    p.total(),
+                    p.timestamp_ms,
+                    p.window_ms
+                )
+            })
             .collect()
     }
 
@@ -485,7 +494,10 @@ mod tests {
         let other = store();
         old_owner.ingest("n1", batch(T0, 1_000_000_000, 4), T0);
         old_owner.ingest("n1", batch(T0 + RES, 2_000_000_000, 4), T0 + RES);
-        assert_eq!(other.adopt("n1", &old_owner.export("n1").unwrap(), T0 + RES), Ok(true));
+        assert_eq!(
+            other.adopt("n1", &old_owner.export("n1").unwrap(), T0 + RES),
+            Ok(true)
+        );
         let fresh_owner = store();
         fresh_owner.ingest("n1", batch(T0 + 2 * RES, 3_000_000_000, 4), T0 + 2 * RES);
         let unrated = fresh_owner.export("n1").unwrap();
@@ -514,7 +526,11 @@ mod tests {
         owner.ingest("n1", batch(T0 + 2 * RES, 3_000_000_000, 3), T0 + 2 * RES);
         let newer = owner.export("n1").unwrap();
         assert_eq!(other.adopt("n1", &new, T0), Ok(true));
-        assert_eq!(other.adopt("n1", &old, T0), Ok(false), "older than what is held");
+        assert_eq!(
+            other.adopt("n1", &old, T0),
+            Ok(false),
+            "older than what is held"
+        );
         let id = other.layout_id("n1").unwrap();
         assert_eq!(other.adopt("n1", &newer, T0), Ok(true));
         assert_eq!(other.layout_id("n1").unwrap(), id, "same pods, same flags");
@@ -533,21 +549,43 @@ mod tests {
         let good = owner.export("n1").unwrap();
         let cases: Vec<(&str, Box<dyn Fn(&mut super::NodeState)>)> = vec![
             ("pods not sorted", Box::new(|s| s.pods.swap(1, 2))),
-            ("containers not sorted", Box::new(|s| s.containers.swap(0, 1))),
+            (
+                "containers not sorted",
+                Box::new(|s| s.containers.swap(0, 1)),
+            ),
             ("namespace index", Box::new(|s| s.pods[0].namespace = 9)),
-            ("container name index", Box::new(|s| s.containers[0].name = 9)),
-            ("pod name out of range", Box::new(|s| s.pods[3].name_len += 1)),
+            (
+                "container name index",
+                Box::new(|s| s.containers[0].name = 9),
+            ),
+            (
+                "pod name out of range",
+                Box::new(|s| s.pods[3].name_len += 1),
+            ),
             ("pod names left over", Box::new(|s| s.names.push('x'))),
-            ("containers left over", Box::new(|s| s.pods[3].containers = 1)),
-            ("containers out of range", Box::new(|s| s.pods[3].containers = 3)),
-            ("pod without containers", Box::new(|s| s.pods[0].containers = 0)),
+            (
+                "containers left over",
+                Box::new(|s| s.pods[3].containers = 1),
+            ),
+            (
+                "containers out of range",
+                Box::new(|s| s.pods[3].containers = 3),
+            ),
+            (
+                "pod without containers",
+                Box::new(|s| s.pods[0].containers = 0),
+            ),
             ("name length", Box::new(|s| s.namespaces[0] = String::new())),
         ];
         for (why, break_it) in cases {
             let other = store();
             let mut bad = good.clone();
             break_it(&mut bad);
-            assert_eq!(other.adopt("n1", &bad, T0), Err(super::StateError(why)), "{why}");
+            assert_eq!(
+                other.adopt("n1", &bad, T0),
+                Err(super::StateError(why)),
+                "{why}"
+            );
             assert_eq!(other.tracked_nodes(), 0, "{why}");
         }
     }
