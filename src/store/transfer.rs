@@ -547,7 +547,8 @@ mod tests {
         let owner = store();
         owner.ingest("n1", batch(T0, 1_000_000_000, 4), T0);
         let good = owner.export("n1").unwrap();
-        let cases: Vec<(&str, Box<dyn Fn(&mut super::NodeState)>)> = vec![
+        type Fault = Box<dyn Fn(&mut super::NodeState)>;
+        let cases: Vec<(&str, Fault)> = vec![
             ("pods not sorted", Box::new(|s| s.pods.swap(1, 2))),
             (
                 "containers not sorted",
