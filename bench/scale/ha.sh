@@ -3,7 +3,8 @@
 # several replicas (each scrapes everything), on one simulated fleet and one kube-apiserver.
 #
 # Usage (each step is short enough to hold /tmp/kubedojo-cluster.lock for one step at a time;
-# the cluster and the simulator stay up, idle, between steps):
+# the cluster and the simulator stay up, idle, between steps; take the lock with `flock -o`, or
+# the daemons `up` leaves running inherit its descriptor and hold it until `down`):
 #   bench/scale/ha.sh up      --out DIR [--nodes 5000 --pods 30 --containers 2 --resolution 15s]
 #   bench/scale/ha.sh measure --out DIR --server ours|metrics-server --replicas N
 #                             [--scrape-replication R] [--load-seconds 60] [--hpa-period 60]
