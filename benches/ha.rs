@@ -7,6 +7,9 @@
 //!   after the same scrape) and take it into a store that holds the previous state;
 //! - `take_peer_node_unrated`: the same with a state the owner could not rate (a restarted
 //!   owner), which the receiver merges with its own previous readings;
+//! - `merge_decoded_batch`: only the merge of an already decoded kubelet batch (rates computed):
+//!   a lower bound of what a receiver paid per node with wire format v1, which carried the raw
+//!   readings (it also decoded them into that batch, one `String` per pod and container);
 //! - `owner_export_encode`: what the owner adds per scraped node for its peers (export the
 //!   state, encode its frame).
 //!
@@ -77,6 +80,19 @@ fn scrape_node(bencher: Bencher<'_, '_>) {
         .bench_local_values(|s| {
             let decoded = decode(black_box(&b[2]), now).expect("valid body");
             s.ingest(NODE, decoded.batch, now);
+            s
+        });
+}
+
+#[divan::bench]
+fn merge_decoded_batch(bencher: Bencher<'_, '_>) {
+    let b = bodies();
+    let now = T0 + 2 * RES_MS;
+    let batch = decode(&b[2], now).expect("valid body").batch;
+    bencher
+        .with_inputs(|| (scraped(&b, 2), batch.clone()))
+        .bench_local_values(|(s, batch)| {
+            s.ingest(NODE, batch, now);
             s
         });
 }
