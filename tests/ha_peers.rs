@@ -587,8 +587,11 @@ async fn a_node_its_owner_does_not_scrape_goes_to_the_next_owner_or_is_scraped_h
     assert_eq!(missing, expected);
     assert_eq!(coord.stats().not_here.get(), expected.len() as u64);
 
-    // R = 2: such nodes come from their second owner, c, instead.
+    // R = 2: such nodes come from their second owner, c, instead. (b now believes a fourth
+    // member d exists and scrapes only its nodes of {b, c, d}: over {b, c} b would own every
+    // node it ranks first, and never say "not here" at R = 2.)
     c_peer.serve(&owned_states(&ids, "c", &all, 2, ts));
+    let b_view = vec!["b".to_string(), "c".to_string(), "d".to_string()];
     b.serve(&owned_states(&b_view, "b", &all, 1, ts));
     let coord = coordinator(&members, 2);
     let store = Store::new(StoreConfig::new(Duration::from_secs(1)));
