@@ -204,6 +204,11 @@ impl Telemetry {
                 "Nodes ingested from other replicas' shards",
                 &peer.nodes_from_peers,
             ),
+            (
+                "kubedojo_peer_not_here_nodes",
+                "Nodes a replica asked of an owner that answered it does not scrape them this tick",
+                &peer.not_here,
+            ),
         ] {
             registry.register(name, help, counter.clone());
         }

@@ -1,7 +1,8 @@
 //! The peer exchange end to end on loopback: a replica's shard is served only to a peer that
-//! presents the right token over a connection to the pinned certificate; a peer that hangs or
-//! answers garbage costs a bounded wait and its nodes are handed back for a direct scrape,
-//! never ingested.
+//! presents the right token over a connection to the pinned certificate; a replica asks each
+//! peer only for the nodes it needs from it (one owner per node, the next owner when that one
+//! fails); a peer that hangs or answers garbage costs a bounded wait and its nodes go to the
+//! next owner or are handed back for a direct scrape, never ingested.
 
 mod common;
 
@@ -17,6 +18,7 @@ use kubedojo_data_api::ha::rendezvous;
 use kubedojo_data_api::ha::shard::OwnShard;
 use kubedojo_data_api::ha::wire::NodeFrame;
 use kubedojo_data_api::store::batch::{ContainerPoint, MetricsPoint, NodeBatch, PodPoints};
+use kubedojo_data_api::store::transfer::NodeState;
 use kubedojo_data_api::store::{Store, StoreConfig};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -48,10 +50,32 @@ fn batch(node: &str, ts: i64, cpu: u64) -> NodeBatch {
     }
 }
 
+/// What an owner's store holds for `node` after scraping `batch(node, ts, cpu)` (and, when
+/// `prev` is given, `batch(node, prev.0, prev.1)` before it, so the state has rates).
+fn state(node: &str, prev: Option<(i64, u64)>, ts: i64, cpu: u64) -> NodeState {
+    let store = Store::new(StoreConfig::new(Duration::from_secs(1)));
+    if let Some((pts, pcpu)) = prev {
+        store.ingest(node, batch(node, pts, pcpu), pts);
+    }
+    store.ingest(node, batch(node, ts, cpu), ts);
+    store.export(node).unwrap()
+}
+
 struct Peer {
     member: Member,
     shard: Arc<OwnShard>,
+    served: prometheus_client::metrics::counter::Counter,
     stop: CancellationToken,
+}
+
+impl Peer {
+    /// This tick the peer scrapes exactly `nodes`, with these outcomes.
+    fn serve(&self, nodes: &[(String, Result<NodeState, ()>)]) {
+        self.shard.begin_tick(nodes.iter().map(|(n, _)| n.as_str()));
+        for (n, r) in nodes {
+            self.shard.record(n, r.as_ref().map_err(|_| ()));
+        }
+    }
 }
 
 async fn start_peer(id: &str) -> Peer {
@@ -59,7 +83,8 @@ async fn start_peer(id: &str) -> Peer {
     let identity = PeerIdentity::generate().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let shard = Arc::new(OwnShard::new());
+    let served = prometheus_client::metrics::counter::Counter::default();
+    let shard = Arc::new(OwnShard::counting(served.clone()));
     let stop = CancellationToken::new();
     tokio::spawn(peer::serve(
         listener,
@@ -75,6 +100,7 @@ async fn start_peer(id: &str) -> Peer {
             cert_sha256: identity.cert_sha256,
         },
         shard,
+        served,
         stop,
     }
 }
@@ -88,35 +114,79 @@ fn client(token: &str) -> PeerClient {
 }
 
 #[tokio::test]
-async fn the_right_token_to_the_pinned_certificate_gets_the_shard() {
+async fn the_right_token_to_the_pinned_certificate_gets_the_nodes_asked() {
     let p = start_peer("replica-b").await;
-    p.shard
-        .record("node-1", Ok(&batch("node-1", 1_000_000, 5_000)));
-    p.shard.record("node-2", Err(()));
-    let (frames, bytes) = client(SECRET).fetch(&p.member).await.unwrap();
+    let s1 = state("node-1", None, 1_000_000, 5_000);
+    p.serve(&[
+        ("node-1".into(), Ok(s1.clone())),
+        ("node-2".into(), Err(())),
+        ("node-3".into(), Ok(state("node-3", None, 1_000_000, 5_000))),
+    ]);
+    let (frames, bytes) = client(SECRET)
+        .fetch(&p.member, &["node-2", "node-1", "node-9", "node-1"])
+        .await
+        .unwrap();
     assert!(bytes > 0);
-    let mut frames = frames;
-    frames.sort_by(|a, b| a.0.cmp(&b.0));
+    // Exactly what was asked, in that order, once each; node-3 was not asked, node-9 is not
+    // scraped there.
     assert_eq!(
         frames,
         vec![
-            (
-                "node-1".to_string(),
-                NodeFrame::Ok(batch("node-1", 1_000_000, 5_000))
-            ),
             ("node-2".to_string(), NodeFrame::Failed),
+            ("node-1".to_string(), NodeFrame::Ok(s1)),
+            ("node-9".to_string(), NodeFrame::NotHere),
         ]
     );
+    // A node the peer scraped in an earlier tick but not in this one is not handed out.
+    p.serve(&[("node-3".into(), Ok(state("node-3", None, 1_000_000, 5_000)))]);
+    let (frames, _) = client(SECRET).fetch(&p.member, &["node-1"]).await.unwrap();
+    assert_eq!(frames, vec![("node-1".to_string(), NodeFrame::NotHere)]);
+    p.stop.cancel();
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_clear_status() {
+    let p = start_peer("replica-b").await;
+    let anon = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let url = format!("https://{}{}", p.member.address, peer::SHARD_PATH);
+    // Not a request body.
+    let resp = anon
+        .post(&url)
+        .bearer_auth(SECRET)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.unwrap().contains("bad shard request"));
+    // Over the request limit: refused before it is decoded.
+    let huge = vec![b'x'; kubedojo_data_api::ha::wire::MAX_REQUEST_BYTES + 1];
+    let resp = anon
+        .post(&url)
+        .bearer_auth(SECRET)
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    // Version 1's whole-shard GET is gone: 405, the asker scrapes those nodes itself.
+    let resp = anon.get(&url).bearer_auth(SECRET).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    let old = format!("https://{}/ha/v1/shard", p.member.address);
+    let resp = anon.get(&old).bearer_auth(SECRET).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
     p.stop.cancel();
 }
 
 #[tokio::test]
 async fn anonymous_and_wrong_tokens_are_refused() {
     let p = start_peer("replica-b").await;
-    p.shard
-        .record("node-1", Ok(&batch("node-1", 1_000_000, 5_000)));
+    p.serve(&[("node-1".into(), Ok(state("node-1", None, 1_000_000, 5_000)))]);
     // A wrong token: 401, no data.
-    match client("not-the-secret").fetch(&p.member).await {
+    match client("not-the-secret").fetch(&p.member, &["node-1"]).await {
         Err(PeerError::Status(401)) => {}
         other => panic!("wrong token: {other:?}"),
     }
@@ -126,31 +196,41 @@ async fn anonymous_and_wrong_tokens_are_refused() {
         .build()
         .unwrap();
     let url = format!("https://{}{}", p.member.address, peer::SHARD_PATH);
-    let resp = anon.get(&url).send().await.unwrap();
+    let request = kubedojo_data_api::ha::wire::encode_request(["node-1"].into_iter());
+    let resp = anon.post(&url).body(request.clone()).send().await.unwrap();
     assert_eq!(resp.status(), 401);
     let body = resp.bytes().await.unwrap();
     assert!(
-        !body.starts_with(b"KDS1"),
+        !body.starts_with(b"KDS2"),
         "no shard bytes to an anonymous client"
     );
     // A token that is not a bearer token, and an empty one.
     let resp = anon
-        .get(&url)
+        .post(&url)
+        .body(request.clone())
         .header("authorization", format!("Basic {SECRET}"))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
     let resp = anon
-        .get(&url)
+        .post(&url)
+        .body(request.clone())
         .header("authorization", "Bearer ")
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
     // The right token is accepted by the same server (the refusals were not a broken server).
-    let resp = anon.get(&url).bearer_auth(SECRET).send().await.unwrap();
+    let resp = anon
+        .post(&url)
+        .body(request)
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
+    assert!(resp.bytes().await.unwrap().starts_with(b"KDS2"));
     p.stop.cancel();
 }
 
@@ -164,7 +244,7 @@ async fn a_server_whose_certificate_is_not_the_pinned_one_gets_no_token() {
         address: impostor.member.address.clone(),
         ..p.member.clone()
     };
-    match client(SECRET).fetch(&wrong).await {
+    match client(SECRET).fetch(&wrong, &["node-1"]).await {
         Err(PeerError::Transport(msg)) => assert!(
             msg.to_lowercase().contains("certificate"),
             "unexpected transport error: {msg}"
@@ -217,7 +297,7 @@ async fn garbage_peer(body: &'static [u8]) -> (Member, tokio::task::JoinHandle<(
                 let mut buf = [0u8; 4096];
                 let _ = tokio::io::AsyncReadExt::read(&mut tls, &mut buf).await;
                 let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.kubedojo.shard.v1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/vnd.kubedojo.shard.v2\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                     body.len()
                 );
                 let _ = tls.write_all(head.as_bytes()).await;
@@ -239,7 +319,7 @@ async fn a_hanging_peer_costs_one_bounded_wait() {
     common::crypto();
     let (m, task) = hanging_peer().await;
     let started = Instant::now();
-    let r = client(SECRET).fetch(&m).await;
+    let r = client(SECRET).fetch(&m, &["node-1"]).await;
     let took = started.elapsed();
     assert!(
         matches!(r, Err(PeerError::Timeout(_)) | Err(PeerError::Transport(_))),
@@ -253,14 +333,14 @@ async fn a_hanging_peer_costs_one_bounded_wait() {
 async fn garbage_is_refused_whole() {
     let (m, task) = garbage_peer(b"{\"kind\":\"Status\",\"code\":200}").await;
     assert!(matches!(
-        client(SECRET).fetch(&m).await,
+        client(SECRET).fetch(&m, &["node-1"]).await,
         Err(PeerError::Wire(_))
     ));
     task.abort();
     // A valid start followed by a truncated frame: also nothing.
-    let (m, task) = garbage_peer(b"KDS1\x02\x06node-1\x01\x01\x00").await;
+    let (m, task) = garbage_peer(b"KDS2\x02\x06node-1\x01\x01\x00").await;
     assert!(matches!(
-        client(SECRET).fetch(&m).await,
+        client(SECRET).fetch(&m, &["node-1"]).await,
         Err(PeerError::Wire(_))
     ));
     task.abort();
@@ -300,25 +380,46 @@ fn nodes(n: usize) -> Vec<Arc<NodeInfo>> {
     (0..n).map(|i| node(&format!("node-{i:03}"))).collect()
 }
 
+/// What a peer scrapes this tick by rendezvous over `ids`: `(node, state)` for each node it
+/// owns, with two readings (so the state has rates).
+fn owned_states(
+    ids: &[String],
+    peer: &str,
+    all: &[Arc<NodeInfo>],
+    r: usize,
+    ts: i64,
+) -> Vec<(String, Result<NodeState, ()>)> {
+    all.iter()
+        .filter(|n| rendezvous::owns(ids, peer, &n.name, r))
+        .map(|n| {
+            let st = state(
+                &n.name,
+                Some((ts - 10_000, 1_000_000_000)),
+                ts,
+                2_000_000_000,
+            );
+            (n.name.clone(), Ok(st))
+        })
+        .collect()
+}
+
+fn ids_of(peers: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = peers.iter().map(|s| s.to_string()).collect();
+    v.push("me".into());
+    v.sort();
+    v
+}
+
 #[tokio::test]
 async fn nodes_of_a_good_peer_are_ingested_and_those_of_a_hung_or_garbage_one_come_back() {
     let good = start_peer("good").await;
     let (hung, hung_task) = hanging_peer().await;
-    let (bad, bad_task) = garbage_peer(b"KDS1\x01garbage").await;
+    let (bad, bad_task) = garbage_peer(b"KDS2\x01garbage").await;
     let members = vec![good.member.clone(), hung.clone(), bad.clone()];
-    let ids: Vec<String> = {
-        let mut v: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
-        v.push("me".into());
-        v.sort();
-        v
-    };
+    let ids = ids_of(&["good", "replica-hung", "replica-garbage"]);
     let all = nodes(120);
     let owner = |n: &str| rendezvous::owners(&ids, n, 1)[0].to_string();
-    // The good peer serves two readings (so the store can rate them) of each node it owns.
-    for n in all.iter().filter(|n| owner(&n.name) == "good") {
-        good.shard
-            .record(&n.name, Ok(&batch(&n.name, 1_000_000, 1_000_000_000)));
-    }
+    good.serve(&owned_states(&ids, "good", &all, 1, 1_010_000));
     let c = coordinator(&members, 1);
     let store = Store::new(StoreConfig::new(Duration::from_secs(1)));
     let started = Instant::now();
@@ -342,14 +443,8 @@ async fn nodes_of_a_good_peer_are_ingested_and_those_of_a_hung_or_garbage_one_co
         "the hung and garbage peers' nodes are scraped directly"
     );
     assert!(!expected.is_empty());
-    // Second round with a later reading: the good peer's nodes get rates; nothing of the
-    // garbage peer's ever reached the store.
-    for n in all.iter().filter(|n| owner(&n.name) == "good") {
-        good.shard
-            .record(&n.name, Ok(&batch(&n.name, 1_010_000, 2_000_000_000)));
-    }
-    let plan = c.plan(all.clone());
-    let _ = c.fetch_remote(plan, &store).await;
+    // The good peer's nodes are served with the owner's rates; nothing of the garbage peer's
+    // ever reached the store.
     let snap = store.publish(1_010_500);
     for n in &all {
         let has = snap.node(&n.name).is_some();
@@ -366,41 +461,150 @@ async fn nodes_of_a_good_peer_are_ingested_and_those_of_a_hung_or_garbage_one_co
         .unwrap();
     // 1e9 ns over 10 s = 0.1 core = 100,000,000 nanocores.
     assert_eq!(usage.usage.cpu_nanocores, 100_000_000, "{usage:?}");
+    assert_eq!(
+        snap.pod_count(),
+        all.iter().filter(|n| owner(&n.name) == "good").count()
+    );
     good.stop.cancel();
     hung_task.abort();
     bad_task.abort();
 }
 
+/// R = 2 over three members: each remote node is asked of exactly one owner (its best), so the
+/// bytes received are those of the nodes needed, not the two owners' whole shards (4x more:
+/// each owns two thirds of the fleet). With the first owner of some nodes down, those nodes
+/// come from their second owner in the same fetch, and nothing is scraped directly.
 #[tokio::test]
-async fn with_r2_a_dead_first_owner_is_covered_by_the_second() {
+async fn each_node_is_asked_of_one_owner_and_a_dead_first_owner_is_covered_by_the_second() {
     let b = start_peer("b").await;
     let c_peer = start_peer("c").await;
     let members = vec![b.member.clone(), c_peer.member.clone()];
-    let ids = vec!["b".to_string(), "c".to_string(), "me".to_string()];
-    let all = nodes(60);
-    for n in &all {
-        let o = rendezvous::owners(&ids, &n.name, 2);
-        if o.contains(&"b") {
-            b.shard
-                .record(&n.name, Ok(&batch(&n.name, 1_000_000, 1_000)));
-        }
-        if o.contains(&"c") {
-            c_peer
-                .shard
-                .record(&n.name, Ok(&batch(&n.name, 1_000_000, 1_000)));
-        }
-    }
-    b.stop.cancel(); // b is gone (its listener stops; connections are refused or reset).
+    let ids = ids_of(&["b", "c"]);
+    let all = nodes(90);
+    let ts = 1_010_000;
+    b.serve(&owned_states(&ids, "b", &all, 2, ts));
+    c_peer.serve(&owned_states(&ids, "c", &all, 2, ts));
+    // What a node's answer weighs: its frame alone (a one-node request's body minus the 5-byte
+    // header), from the peer that has it.
+    let frame_bytes = |n: &str| {
+        let st = state(n, Some((ts - 10_000, 1_000_000_000)), ts, 2_000_000_000);
+        kubedojo_data_api::ha::wire::encode_frame(n, Ok(&st)).len()
+    };
+    let whole_shards: usize = all
+        .iter()
+        .map(|n| {
+            let owners = rendezvous::owners(&ids, &n.name, 2);
+            owners.iter().filter(|o| **o != "me").count() * frame_bytes(&n.name)
+        })
+        .sum();
+
+    let coord = coordinator(&members, 2);
+    let store = Store::new(StoreConfig::new(Duration::from_secs(1)));
+    let plan = coord.plan(all.clone());
+    let remote: Vec<String> = plan.remote.iter().map(|n| n.name.clone()).collect();
+    assert!(!remote.is_empty());
+    let needed_bytes: usize = remote.iter().map(|n| frame_bytes(n)).sum();
+    let missing = coord.fetch_remote(plan, &store).await;
+    assert!(missing.is_empty(), "{missing:?}");
+    let received = coord.stats().bytes_received.get() as usize;
+    // Two bodies (one per peer), each with a 4-byte magic and a short count.
+    assert!(
+        received >= needed_bytes && received <= needed_bytes + 2 * 8,
+        "received {received} bytes for {needed_bytes} bytes of needed frames"
+    );
+    assert_eq!(received as u64, b.served.get() + c_peer.served.get());
+    assert!(
+        received * 3 < whole_shards,
+        "{received} vs {whole_shards} for both owners' whole shards"
+    );
+    assert_eq!(coord.stats().nodes_from_peers.get(), remote.len() as u64);
+    // Each node from its best owner.
+    let from_b = remote
+        .iter()
+        .filter(|n| rendezvous::owners(&ids, n, 2).iter().find(|o| **o != "me") == Some(&"b"))
+        .count();
+    assert!(from_b > 0 && from_b < remote.len());
+
+    // b is gone (its listener stops): its nodes come from c, their second owner.
+    b.stop.cancel();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let coord = coordinator(&members, 2);
     let store = Store::new(StoreConfig::new(Duration::from_secs(1)));
     let plan = coord.plan(all.clone());
-    // With 3 members and R = 2, "me" owns about two thirds; the rest are owned by b and c.
-    let remote: Vec<String> = plan.remote.iter().map(|n| n.name.clone()).collect();
-    assert!(!remote.is_empty());
+    let before = c_peer.served.get();
     let missing = coord.fetch_remote(plan, &store).await;
     assert!(missing.is_empty(), "c has every node b had: {missing:?}");
-    let snap = store.publish(1_000_500);
+    assert_eq!(coord.stats().fallback_scrapes.get(), 0);
+    let snap = store.publish(ts + 500);
     assert_eq!(snap.tracked_node_count(), remote.len());
+    assert_eq!(
+        snap.node_count(),
+        remote.len(),
+        "every node with the owner's rate"
+    );
+    // c was asked for exactly the remote nodes (once each): what it served is their frames.
+    let served = (c_peer.served.get() - before) as usize;
+    assert!(
+        served >= needed_bytes && served <= needed_bytes + 2 * 8,
+        "c served {served} bytes for {needed_bytes}"
+    );
+    c_peer.stop.cancel();
+}
+
+/// A peer that does not scrape a node this tick (its member view differs) says so; the asker
+/// takes the node from its next owner, or scrapes it itself when there is none.
+#[tokio::test]
+async fn a_node_its_owner_does_not_scrape_goes_to_the_next_owner_or_is_scraped_here() {
+    let b = start_peer("b").await;
+    let c_peer = start_peer("c").await;
+    let members = vec![b.member.clone(), c_peer.member.clone()];
+    let ids = ids_of(&["b", "c"]);
+    let all = nodes(60);
+    let ts = 1_010_000;
+    // b believes it is alone with c (it never saw "me"): it scrapes its nodes of {b, c} only.
+    let b_view = vec!["b".to_string(), "c".to_string()];
+    b.serve(&owned_states(&b_view, "b", &all, 1, ts));
+    c_peer.serve(&owned_states(&ids, "c", &all, 1, ts));
+    let coord = coordinator(&members, 1);
+    let store = Store::new(StoreConfig::new(Duration::from_secs(1)));
+    let plan = coord.plan(all.clone());
+    let missing: Vec<String> = coord
+        .fetch_remote(plan, &store)
+        .await
+        .into_iter()
+        .map(|n| n.name.clone())
+        .collect();
+    // The nodes "me" believes b owns but b does not scrape (c's in b's view): b says not here,
+    // R = 1 has no next owner, so "me" scrapes them.
+    let expected: Vec<String> = all
+        .iter()
+        .filter(|n| {
+            rendezvous::owners(&ids, &n.name, 1)[0] == "b"
+                && rendezvous::owners(&b_view, &n.name, 1)[0] != "b"
+        })
+        .map(|n| n.name.clone())
+        .collect();
+    assert_eq!(missing, expected);
+    assert_eq!(coord.stats().not_here.get(), expected.len() as u64);
+
+    // R = 2: such nodes come from their second owner, c, instead. (b now believes a fourth
+    // member d exists and scrapes only its nodes of {b, c, d}: over {b, c} b would own every
+    // node it ranks first, and never say "not here" at R = 2.)
+    c_peer.serve(&owned_states(&ids, "c", &all, 2, ts));
+    let b_view = vec!["b".to_string(), "c".to_string(), "d".to_string()];
+    b.serve(&owned_states(&b_view, "b", &all, 1, ts));
+    let coord = coordinator(&members, 2);
+    let store = Store::new(StoreConfig::new(Duration::from_secs(1)));
+    let plan = coord.plan(all.clone());
+    let remote = plan.remote.len();
+    let missing = coord.fetch_remote(plan, &store).await;
+    let unreachable: Vec<String> = missing.iter().map(|n| n.name.clone()).collect();
+    assert!(unreachable.is_empty(), "{unreachable:?}");
+    assert!(
+        coord.stats().not_here.get() > 0,
+        "some nodes were not b's in b's view"
+    );
+    assert_eq!(store.tracked_nodes(), remote);
+    b.stop.cancel();
     c_peer.stop.cancel();
 }

@@ -3,7 +3,8 @@
 # several replicas (each scrapes everything), on one simulated fleet and one kube-apiserver.
 #
 # Usage (each step is short enough to hold /tmp/kubedojo-cluster.lock for one step at a time;
-# the cluster and the simulator stay up, idle, between steps):
+# the cluster and the simulator stay up, idle, between steps; take the lock with `flock -o`, or
+# the daemons `up` leaves running inherit its descriptor and hold it until `down`):
 #   bench/scale/ha.sh up      --out DIR [--nodes 5000 --pods 30 --containers 2 --resolution 15s]
 #   bench/scale/ha.sh measure --out DIR --server ours|metrics-server --replicas N
 #                             [--scrape-replication R] [--load-seconds 60] [--hpa-period 60]
@@ -22,7 +23,7 @@
 #   1. ready: seconds until every replica lists every node and pod (kd-load wait);
 #   2. idle window of IDLE_CYCLES whole cycles after two settling cycles: kubelet requests per
 #      cycle (simulator), per-replica CPU seconds per cycle (Δ utime+stime of /proc/PID/stat over
-#      wall-clock cycles), steady RSS (median VmRSS, 1 s samples), peer bytes per tick
+#      wall-clock cycles, 10 ms ticks; and Δ of the threads' schedstat, ns), steady RSS (median VmRSS, 1 s samples), peer bytes per tick
 #      (Δ kubedojo_peer_received_bytes), fallback scrapes;
 #   3. load: one `kd-load run` per replica at the same time, straight at it: every deployment's
 #      HPA list once per --hpa-period s, node lists at 0.2/s, no full pod lists (70 MB each at
@@ -129,6 +130,10 @@ cmd_down() {
 # ---------------------------------------------------------------- measure
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU time of every thread of PID in ns (schedstat): /proc/PID/stat counts 10 ms ticks, too
+# coarse for a replica that spends ~30 ms per cycle (a thread that exits meanwhile is lost here;
+# the tick count keeps it, both are reported)
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d\n", s}'; }
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 sim_requests() { cat "$OUT/sim-requests"; }
 # counter URL NAME: the value of a counter on /metrics (0 when absent)
@@ -210,11 +215,12 @@ import json, sys; t = json.load(open(sys.argv[1])); print(t["nodes"], t["pods"])
 
   # ---- idle window
   align 0.75
-  local q0 q1 i0 i1 cpu0=() cpu1=() rx0=() rx1=() fb0=() fb1=()
+  local q0 q1 i0 i1 cpu0=() cpu1=() ns0=() ns1=() rx0=() rx1=() fb0=() fb1=()
   i0=$(date +%s.%N)
   q0=$(sim_requests)
   for ((i = 0; i < REPLICAS; i++)); do
     cpu0[i]=$(cpu_ticks "${PIDS[i]}")
+    ns0[i]=$(cpu_ns "${PIDS[i]}")
     rx0[i]=$(counter "${URLS[i]}" kubedojo_peer_received_bytes)
     fb0[i]=$(counter "${URLS[i]}" kubedojo_peer_fallback_scrapes)
   done
@@ -222,6 +228,7 @@ import json, sys; t = json.load(open(sys.argv[1])); print(t["nodes"], t["pods"])
   q1=$(sim_requests)
   for ((i = 0; i < REPLICAS; i++)); do
     cpu1[i]=$(cpu_ticks "${PIDS[i]}")
+    ns1[i]=$(cpu_ns "${PIDS[i]}")
     rx1[i]=$(counter "${URLS[i]}" kubedojo_peer_received_bytes)
     fb1[i]=$(counter "${URLS[i]}" kubedojo_peer_fallback_scrapes)
   done
@@ -278,12 +285,12 @@ import json, sys; t = json.load(open(sys.argv[1])); print(t["nodes"], t["pods"])
   python3 - "$dir" "$tag" "$SERVER" "$REPLICAS" "$R" "$NODES" "$IDLE_CYCLES" "$RES_S" "$q0" "$q1" "$i0" "$i1" \
     "$l0" "$l1" "$(getconf CLK_TCK)" "$after_q" "$after_cycles" "$HPA_PERIOD" "$LOAD_SECONDS" \
     "${ready[*]}" "${cpu0[*]}" "${cpu1[*]}" "${rx0[*]}" "${rx1[*]}" "${fb0[*]}" "${fb1[*]}" \
-    "${lc0[*]}" "${lc1[*]}" "${hwm[*]}" "$(cut -d' ' -f1-3 /proc/loadavg)" >"$OUT/$tag.json" <<'EOF'
+    "${lc0[*]}" "${lc1[*]}" "${hwm[*]}" "${ns0[*]}" "${ns1[*]}" "$(cut -d' ' -f1-3 /proc/loadavg)" >"$OUT/$tag.json" <<'EOF'
 import json, os, statistics, sys
 a = sys.argv[1:]
 (d, tag, server, n, r, nodes, cycles, res, q0, q1, i0, i1, l0, l1, hz, after_q, after_cycles,
  hpa_period, load_seconds) = a[:19]
-ready, cpu0, cpu1, rx0, rx1, fb0, fb1, lc0, lc1, hwm = [[float(x) for x in s.split()] for s in a[19:29]]
+ready, cpu0, cpu1, rx0, rx1, fb0, fb1, lc0, lc1, hwm, ns0, ns1 = [[float(x) for x in s.split()] for s in a[19:31]]
 n, cycles, hz = int(n), int(cycles), float(hz)
 pids = []
 rss = {}
@@ -298,6 +305,7 @@ for i in range(n):
     replicas.append({
         "ready_seconds": ready[i],
         "cpu_seconds_per_cycle": (cpu1[i] - cpu0[i]) / hz / cycles,
+        "cpu_seconds_per_cycle_ns": (ns1[i] - ns0[i]) / 1e9 / cycles,
         "rss_steady_mib": steady[i] if i < len(steady) else None,
         "rss_peak_mib": hwm[i] / 1024,
         "peer_bytes_per_tick": (rx1[i] - rx0[i]) / cycles,
@@ -318,7 +326,7 @@ res = {
     "kubelet_requests_per_cycle_after_kill": (int(after_q) / int(after_cycles)) if int(after_cycles) else None,
     "hpa_period_seconds": float(hpa_period), "load_seconds": float(load_seconds),
     "per_replica": replicas, "coverage_after_kill": cov,
-    "loadavg_after": a[29].split(),
+    "loadavg_after": a[31].split(),
 }
 print(json.dumps(res, indent=1))
 EOF

@@ -13,6 +13,12 @@ def fmt(v, d=2):
     return "–" if v is None else f"{v:,.{d}f}"
 
 
+def cpu(rep):
+    """CPU seconds per cycle: the schedstat figure (ns) when measured, else the 10 ms ticks."""
+    v = rep.get("cpu_seconds_per_cycle_ns")
+    return v if v is not None else rep["cpu_seconds_per_cycle"]
+
+
 def hpa(load):
     h = load.get("hpa") or {}
     ok = h.get("ok") or {}
@@ -37,7 +43,7 @@ def main():
     order = {"ours": 0, "metrics-server": 1}
     runs.sort(key=lambda j: (order.get(j["server"], 2), j["replicas"], j["scrape_replication"]))
     single = next((j for j in runs if j["server"] == "ours" and j["replicas"] == 1), None)
-    base_cpu = single["per_replica"][0]["cpu_seconds_per_cycle"] if single else None
+    base_cpu = cpu(single["per_replica"][0]) if single else None
     lines = []
     lines.append("| scenario | kubelet requests / cycle (target) | CPU s / cycle per replica (÷ single) "
                  "| steady / peak RSS MiB per replica | peer bytes / tick per replica | HPA p99 ms per replica "
@@ -52,11 +58,11 @@ def main():
             name = f"metrics-server v0.9.0 × {n}"
             target = n * nodes
         reps = j["per_replica"]
-        cpu = " / ".join(fmt(p["cpu_seconds_per_cycle"]) for p in reps)
+        cpus = " / ".join(fmt(cpu(p), 3) for p in reps)
         if base_cpu and j is not single:
-            cpu += " (" + " / ".join(fmt(p["cpu_seconds_per_cycle"] / base_cpu) for p in reps) + ")"
+            cpus += " (" + " / ".join(fmt(cpu(p) / base_cpu) for p in reps) + ")"
         rss = " / ".join(f"{fmt(p['rss_steady_mib'], 0)}–{fmt(p['rss_peak_mib'], 0)}" for p in reps)
-        peer = " / ".join(f"{p['peer_bytes_per_tick'] / 1e6:,.1f} MB" for p in reps) if j["server"] == "ours" and n > 1 else "–"
+        peer = " / ".join(f"{p['peer_bytes_per_tick'] / 1e6:,.2f} MB" for p in reps) if j["server"] == "ours" and n > 1 else "–"
         p99 = "<br>".join(hpa(p["load"]) for p in reps)
         ready = " / ".join(fmt(p["ready_seconds"], 0) for p in reps)
         cov = j.get("coverage_after_kill")
@@ -67,7 +73,7 @@ def main():
             c = "–"
         after = j.get("kubelet_requests_per_cycle_after_kill")
         after_s = "–" if after is None else f"{after:,.0f} (target {min(r, n - 1) * nodes:,})"
-        lines.append(f"| {name} | {j['kubelet_requests_per_cycle']:,.0f} ({target:,}) | {cpu} | {rss} | {peer} | {p99} "
+        lines.append(f"| {name} | {j['kubelet_requests_per_cycle']:,.0f} ({target:,}) | {cpus} | {rss} | {peer} | {p99} "
                      f"| {ready} | {c} | {after_s} |")
     md = "\n".join(lines) + "\n"
     open(os.path.join(out, "results.md"), "w").write(md)

@@ -1,9 +1,10 @@
 //! The scraper's view of the other replicas, once per tick: which nodes this replica scrapes
-//! (the ones it owns by rendezvous over the live members), and the readings of all the others,
-//! fetched from their owners and ingested into the local store. A node no owner could deliver
-//! is handed back to be scraped directly in the same tick.
+//! (the ones it owns by rendezvous over the live members), and the states of all the others,
+//! asked node by node from one owner each (the highest-ranked one not yet failed this tick)
+//! and taken into the local store. A node no owner could deliver is handed back to be scraped
+//! directly in the same tick.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,11 +14,11 @@ use super::membership::Membership;
 use super::peer::PeerClient;
 use super::rendezvous;
 use super::shard::OwnShard;
-use super::wire::NodeFrame;
+use super::wire::{self, NodeFrame};
 use crate::api::time::now_millis;
 use crate::cluster::NodeInfo;
 use crate::store::Store;
-use crate::store::batch::NodeBatch;
+use crate::store::transfer::NodeState;
 
 /// Counters of the peer exchange, exported as self-metrics (`kubedojo_peer_*`, registered by
 /// [`crate::telemetry::Telemetry`]) and read by the benchmark. Clones share the counts.
@@ -33,6 +34,8 @@ pub struct PeerStats {
     pub fallback_scrapes: Counter,
     /// Nodes ingested from peers.
     pub nodes_from_peers: Counter,
+    /// Nodes a peer answered it does not scrape this tick (member views that disagree).
+    pub not_here: Counter,
 }
 
 /// A tick's split of the nodes.
@@ -86,96 +89,138 @@ impl Coordinator {
         self.fetch_offset
     }
 
-    /// This tick's split of `nodes` over the current members.
+    /// This tick's split of `nodes` over the current members; the own part is also what this
+    /// replica answers for to peers during the tick.
     pub fn plan(&self, nodes: Vec<Arc<NodeInfo>>) -> Plan {
         let members = self.membership.current();
         let ids = members.ids();
-        if members.alone() {
-            return Plan {
+        let plan = if members.alone() {
+            Plan {
                 own: nodes,
                 remote: Vec::new(),
                 ids,
-            };
-        }
-        let (own, remote) = nodes
-            .into_iter()
-            .partition(|n| rendezvous::owns(&ids, &members.me, &n.name, self.replication));
-        Plan { own, remote, ids }
+            }
+        } else {
+            let (own, remote) = nodes
+                .into_iter()
+                .partition(|n| rendezvous::owns(&ids, &members.me, &n.name, self.replication));
+            Plan { own, remote, ids }
+        };
+        self.shard
+            .begin_tick(plan.own.iter().map(|n| n.name.as_str()));
+        plan
     }
 
-    /// Records this tick's scrape of `node` for peers.
-    pub fn record(&self, node: &str, result: Result<&NodeBatch, ()>) {
+    /// Records this tick's scrape of `node` for peers: the state the store holds for it after
+    /// the scrape (`Err` for a failed scrape).
+    pub fn record(&self, node: &str, result: Result<&NodeState, ()>) {
         self.shard.record(node, result);
     }
 
-    /// Ends a tick (forgets nodes this replica no longer scrapes).
-    pub fn end_tick(&self) {
-        self.shard.end_tick();
-    }
-
-    /// Fetches the plan's remote nodes from their owners (first-ranked owners first, then the
-    /// next ones for what is still missing) and ingests them into `store`. Returns the nodes no
-    /// owner delivered, to be scraped directly. A node an owner reported as failed is marked
-    /// failed (not re-scraped) unless another owner has it.
+    /// Fetches the plan's remote nodes and takes them into `store`. Each node is asked of one
+    /// owner at a time, in its rendezvous order: first its highest-ranked owner; a node that
+    /// owner does not deliver (fetch failed or timed out, not scraped there this tick, a failed
+    /// scrape there) is asked of its next owner, and a peer whose fetch failed is not asked
+    /// again this tick. Returns the nodes no owner delivered, to be scraped directly; a node an
+    /// owner reported as failed (and none delivered) is marked failed instead.
     pub async fn fetch_remote(&self, plan: Plan, store: &Store) -> Vec<Arc<NodeInfo>> {
         let members = self.membership.current();
-        let mut needed: HashMap<String, Arc<NodeInfo>> = plan
+        // Per node: its owners other than this replica, best first, and the next one to ask.
+        let mut needed: HashMap<String, (Arc<NodeInfo>, Vec<String>, usize)> = plan
             .remote
             .into_iter()
-            .map(|n| (n.name.clone(), n))
+            .map(|n| {
+                let owners = rendezvous::owners(&plan.ids, &n.name, self.replication)
+                    .into_iter()
+                    .filter(|o| *o != members.me)
+                    .map(str::to_string)
+                    .collect();
+                (n.name.clone(), (n, owners, 0))
+            })
             .collect();
-        let mut asked: HashSet<String> = HashSet::new();
+        let mut dead: HashSet<String> = HashSet::new();
         let mut failed_at_owner: HashSet<String> = HashSet::new();
-        for rank in 0..self.replication {
-            let peers: BTreeSet<&str> = needed
-                .keys()
-                .filter_map(|node| {
-                    rendezvous::owners(&plan.ids, node, self.replication)
-                        .get(rank)
-                        .copied()
-                })
-                .filter(|p| *p != members.me && !asked.contains(*p))
-                .collect();
-            if peers.is_empty() {
-                continue;
+        loop {
+            // This round's question to each peer: the nodes it is the best untried owner of.
+            let mut asks: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (node, (_, owners, next)) in &mut needed {
+                while owners
+                    .get(*next)
+                    .is_some_and(|o| dead.contains(o) || members.get(o).is_none())
+                {
+                    *next += 1;
+                }
+                if let Some(o) = owners.get(*next) {
+                    asks.entry(o.clone()).or_default().push(node.clone());
+                }
             }
-            let fetches = peers
-                .iter()
-                .filter_map(|id| members.get(id))
-                .map(|m| async move { (m.id.clone(), self.client.fetch(m).await) });
+            if asks.is_empty() {
+                break;
+            }
+            let fetches = asks.iter().flat_map(|(peer, nodes)| {
+                let member = members.get(peer);
+                nodes
+                    .chunks(wire::MAX_REQUEST_NODES)
+                    .map(move |chunk| async move {
+                        let names: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                        let result = match member {
+                            Some(m) => self.client.fetch(m, &names).await,
+                            None => Err(super::peer::PeerError::Transport("not a member".into())),
+                        };
+                        (peer, chunk, result)
+                    })
+            });
             let results = futures::future::join_all(fetches).await;
             let now = now_millis();
-            for (peer, result) in results {
-                asked.insert(peer.clone());
+            for (peer, asked, result) in results {
+                let mut delivered: HashSet<&str> = HashSet::new();
                 match result {
                     Ok((frames, bytes)) => {
                         self.count_bytes(bytes);
+                        let asked_here: HashSet<&str> = asked.iter().map(String::as_str).collect();
                         for (node, frame) in frames {
-                            if !needed.contains_key(&node) {
+                            // Only what was asked of this peer, once.
+                            let Some(name) = asked_here.get(node.as_str()).copied() else {
                                 continue;
-                            }
+                            };
                             match frame {
-                                NodeFrame::Ok(batch) => {
-                                    needed.remove(&node);
-                                    self.stats.nodes_from_peers.inc();
-                                    store.ingest(&node, batch, now);
-                                }
+                                NodeFrame::Ok(state) => match store.adopt(&node, &state, now) {
+                                    Ok(_) => {
+                                        delivered.insert(name);
+                                        self.stats.nodes_from_peers.inc();
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(%peer, %node, error = %e, "refused a peer's node state");
+                                    }
+                                },
                                 NodeFrame::Failed => {
                                     failed_at_owner.insert(node);
+                                }
+                                NodeFrame::NotHere => {
+                                    self.stats.not_here.inc();
+                                    tracing::debug!(%peer, %node, "peer does not scrape this node this tick");
                                 }
                             }
                         }
                     }
                     Err(e) => {
                         self.stats.fetch_failures.inc();
-                        tracing::warn!(%peer, error = %e, "cannot fetch a peer's shard; scraping its nodes directly");
+                        dead.insert(peer.clone());
+                        tracing::warn!(%peer, error = %e, "cannot fetch from a peer; asking the next owner or scraping its nodes directly");
+                    }
+                }
+                for node in asked {
+                    if delivered.contains(node.as_str()) {
+                        needed.remove(node);
+                    } else if let Some((_, _, next)) = needed.get_mut(node) {
+                        *next += 1;
                     }
                 }
             }
         }
         let now = now_millis();
         let mut missing = Vec::new();
-        for (name, node) in needed {
+        for (name, (node, _, _)) in needed {
             if failed_at_owner.contains(&name) {
                 store.mark_failed(&name, now);
             } else {

@@ -1,7 +1,7 @@
-//! The peer exchange over HTTPS: a small listener that serves this replica's own shard
-//! (`GET /ha/v1/shard`, bearer token required) and the client that fetches the others',
-//! pinning each peer's certificate to the SHA-256 published in its membership record, bounded
-//! in size and time.
+//! The peer exchange over HTTPS: a small listener that answers for this replica's own shard
+//! (`POST /ha/v2/shard` naming the nodes wanted, bearer token required) and the client that
+//! asks the others, pinning each peer's certificate to the SHA-256 published in its membership
+//! record, bounded in size and time both ways.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,8 +33,10 @@ const PEER_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle peer connections are dropped by the client well before the server ends them.
 const PEER_CLIENT_IDLE: Duration = Duration::from_secs(5);
 
-/// The one route of the peer listener.
-pub const SHARD_PATH: &str = "/ha/v1/shard";
+/// The one route of the peer listener (version 2: the request names the nodes; version 1's
+/// `GET /ha/v1/shard` of the whole shard is gone, a peer still asking it gets 404 and scrapes
+/// those nodes itself).
+pub const SHARD_PATH: &str = "/ha/v2/shard";
 
 /// This replica's peer serving certificate: generated at start-up, never written to disk;
 /// peers trust it through the SHA-256 this replica publishes in its membership record.
@@ -158,7 +160,11 @@ async fn handle<B>(
     req: Request<B>,
     auth: &dyn PeerAuthenticator,
     shard: &OwnShard,
-) -> Response<Full<Bytes>> {
+) -> Response<Full<Bytes>>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -183,10 +189,29 @@ async fn handle<B>(
     if req.uri().path() != SHARD_PATH {
         return plain(StatusCode::NOT_FOUND, "Not Found");
     }
-    if req.method() != http::Method::GET {
+    if req.method() != http::Method::POST {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     }
-    let mut r = Response::new(Full::new(Bytes::from(shard.body())));
+    // Read only after authentication, and never more than the largest valid request.
+    let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(
+        req.into_body(),
+        wire::MAX_REQUEST_BYTES,
+    ))
+    .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body refused: {e}"),
+            );
+        }
+    };
+    let nodes = match wire::decode_request(&body) {
+        Ok(n) => n,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("bad shard request: {e}")),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(shard.answer(&nodes))));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static(wire::CONTENT_TYPE),
@@ -285,25 +310,30 @@ impl PeerClient {
         Ok(c)
     }
 
-    /// Fetches and decodes `peer`'s shard (all or nothing), with the body's size.
+    /// Asks `peer` for `nodes` (at most [`wire::MAX_REQUEST_NODES`]) and decodes its answer
+    /// (all or nothing), with the body's size.
     pub async fn fetch(
         &self,
         peer: &Member,
+        nodes: &[&str],
     ) -> Result<(Vec<(String, NodeFrame)>, usize), PeerError> {
-        let body = match tokio::time::timeout(self.timeout, self.fetch_body(peer)).await {
+        let request = wire::encode_request(nodes.iter().copied());
+        let body = match tokio::time::timeout(self.timeout, self.fetch_body(peer, request)).await {
             Ok(r) => r?,
             Err(_) => return Err(PeerError::Timeout(self.timeout)),
         };
         Ok((wire::decode(&body)?, body.len()))
     }
 
-    async fn fetch_body(&self, peer: &Member) -> Result<Bytes, PeerError> {
+    async fn fetch_body(&self, peer: &Member, request: Vec<u8>) -> Result<Bytes, PeerError> {
         let client = self.client(peer.cert_sha256)?;
         let token = self.token.read()?;
         let url = format!("https://{}{SHARD_PATH}", peer.address);
         let mut resp = client
-            .get(&url)
+            .post(&url)
             .bearer_auth(token)
+            .header(reqwest::header::CONTENT_TYPE, wire::REQUEST_CONTENT_TYPE)
+            .body(request)
             .send()
             .await
             .map_err(|e| PeerError::Transport(chain(&e)))?;

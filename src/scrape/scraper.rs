@@ -211,9 +211,6 @@ impl Scraper {
         let selector = &me.config.node_selector;
         me.store
             .retain_nodes(|name| view.node(name).is_some_and(|n| selector.matches(&n.labels)));
-        if let Some(ha) = me.ha.get() {
-            ha.end_tick();
-        }
         let snapshot = me.store.publish_cycle(now_millis());
         let points = snapshot.storage_points();
         me.telemetry
@@ -336,10 +333,13 @@ impl Scraper {
                         .inc_by(decoded.skipped.len() as u64);
                     tracing::debug!(node = %node.name, skipped = ?decoded.skipped, "left out some series");
                 }
-                if let Some(ha) = me.ha.get() {
-                    ha.record(&node.name, Ok(&decoded.batch));
-                }
                 let due = me.store.ingest(&node.name, decoded.batch, now_millis());
+                if let Some(ha) = me.ha.get() {
+                    // What the store made of it (rates included): peers take it as it is.
+                    if let Some(state) = me.store.export(&node.name) {
+                        ha.record(&node.name, Ok(&state));
+                    }
+                }
                 if let Some(due) = due {
                     self.schedule_follow_up(&node.name, due);
                 }

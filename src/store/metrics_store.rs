@@ -12,6 +12,7 @@ use crate::store::{
     intern::Interner,
     node_entry::{MergeContext, NodeEntry},
     snapshot::{Snapshot, StoragePoints},
+    transfer::{NodeState, StateError},
 };
 
 /// The metrics store. Share it behind an `Arc`; every method takes `&self`.
@@ -99,28 +100,67 @@ impl Store {
                 &ctx,
             ));
             let fresh_due = next.fresh_due_ms;
-            let done = match &prev {
-                Some(prev) => {
-                    let replaced = match self.entries.get_mut(node) {
-                        Some(mut slot) if Arc::ptr_eq(slot.value(), prev) => {
-                            Some(std::mem::replace(slot.value_mut(), next))
-                        }
-                        _ => None,
-                    };
-                    // The shard lock is released here; the replaced entry is dropped after it.
-                    replaced.is_some()
-                }
-                None => match self.entries.entry(Arc::clone(&next.name)) {
-                    Entry::Vacant(slot) => {
-                        slot.insert(next);
-                        true
-                    }
-                    Entry::Occupied(_) => false,
-                },
-            };
-            if done {
+            if self.swap_in(node, prev.as_ref(), next) {
                 return fresh_due;
             }
+        }
+    }
+
+    /// `node`'s current state, for the replicas that do not scrape it (`docs/ha.md` §3).
+    pub fn export(&self, node: &str) -> Option<NodeState> {
+        let entry = self.entries.get(node).map(|e| Arc::clone(e.value()))?;
+        Some(entry.export())
+    }
+
+    /// Takes `node`'s state as another replica's store computed it (usages included, so no rate
+    /// maths here), landed at `now_ms` (this store's clock). A state older than what the store
+    /// holds (its newest sample is before the stored one's) is ignored: `Ok(false)`. A state
+    /// that fails the structure checks changes nothing: `Err`.
+    pub fn adopt(&self, node: &str, state: &NodeState, now_ms: i64) -> Result<bool, StateError> {
+        let ctx = MergeContext {
+            fresh_limit_ms: self.resolution_ms,
+            interner: &self.interner,
+            layout_ids: &self.layout_ids,
+        };
+        let newest = state.newest_ms();
+        loop {
+            let prev = self.entries.get(node).map(|e| Arc::clone(e.value()));
+            if prev.as_ref().is_some_and(|p| p.newest_ms() > newest) {
+                return Ok(false);
+            }
+            let next = Arc::new(NodeEntry::adopt(
+                prev.as_deref(),
+                node,
+                state,
+                now_ms,
+                &ctx,
+            )?);
+            if self.swap_in(node, prev.as_ref(), next) {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Puts `next` in place of `prev` (absent: `None`) unless the slot changed meanwhile.
+    fn swap_in(&self, node: &str, prev: Option<&Arc<NodeEntry>>, next: Arc<NodeEntry>) -> bool {
+        match prev {
+            Some(prev) => {
+                let replaced = match self.entries.get_mut(node) {
+                    Some(mut slot) if Arc::ptr_eq(slot.value(), prev) => {
+                        Some(std::mem::replace(slot.value_mut(), next))
+                    }
+                    _ => None,
+                };
+                // The shard lock is released here; the replaced entry is dropped after it.
+                replaced.is_some()
+            }
+            None => match self.entries.entry(Arc::clone(&next.name)) {
+                Entry::Vacant(slot) => {
+                    slot.insert(next);
+                    true
+                }
+                Entry::Occupied(_) => false,
+            },
         }
     }
 
@@ -219,6 +259,12 @@ impl Store {
     /// Series with a usage in the latest snapshot, for `storage_points{type="node"|"container"}`.
     pub fn storage_points(&self) -> StoragePoints {
         self.current.load().storage_points()
+    }
+
+    /// The layout id of `node`'s entry (tests of the carry-over by index).
+    #[cfg(test)]
+    pub(crate) fn layout_id(&self, node: &str) -> Option<u64> {
+        self.entries.get(node).map(|e| e.layout_id)
     }
 
     /// Number of nodes with data in the write side right now (published or not).

@@ -41,6 +41,7 @@ mod metrics_store;
 mod node_entry;
 mod rate;
 mod snapshot;
+pub mod transfer;
 mod usage;
 
 pub use config::StoreConfig;

@@ -37,18 +37,18 @@ pub(crate) struct MergeContext<'a> {
 }
 
 impl MergeContext<'_> {
-    fn next_layout_id(&self) -> u64 {
+    pub(super) fn next_layout_id(&self) -> u64 {
         self.layout_ids.fetch_add(1, Ordering::Relaxed)
     }
 }
 
 /// The last reading of one series and the window of its usage (0: no usage).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Track {
-    reading: Reading,
-    window_ms: i64,
+pub(super) struct Track {
+    pub(super) reading: Reading,
+    pub(super) window_ms: i64,
     /// See [`Prior::first_run`].
-    first_run: bool,
+    pub(super) first_run: bool,
 }
 
 impl Track {
@@ -67,7 +67,7 @@ impl Track {
         }
     }
 
-    fn has_usage(&self) -> bool {
+    pub(super) fn has_usage(&self) -> bool {
         self.window_ms > 0
     }
 
@@ -120,14 +120,14 @@ pub(crate) struct PodEntry {
     /// Pod namespace (interned).
     pub(crate) namespace: Arc<str>,
     /// Pod name: `names[name_start..name_start + name_len]` of its [`NodeEntry`].
-    name_start: u32,
-    name_len: u32,
+    pub(super) name_start: u32,
+    pub(super) name_len: u32,
     /// Timestamp of the container with the earliest timestamp.
-    timestamp_ms: i64,
+    pub(super) timestamp_ms: i64,
     /// Window of that container (0 when it has no usage).
-    window_ms: i64,
-    first: u32,
-    len: u32,
+    pub(super) window_ms: i64,
+    pub(super) first: u32,
+    pub(super) len: u32,
     /// Every container has a usage: the pod can be served.
     pub(crate) published: bool,
 }
@@ -143,7 +143,7 @@ impl PodEntry {
         self.len as usize
     }
 
-    fn range(&self) -> std::ops::Range<usize> {
+    pub(super) fn range(&self) -> std::ops::Range<usize> {
         let first = self.first as usize;
         first..first + self.len as usize
     }
@@ -163,17 +163,19 @@ pub(crate) struct NodeEntry {
     /// Identifies the list of pod keys and their `published` flags: equal ids mean equal lists,
     /// so a snapshot can carry a node's pods over by index without looking at them.
     pub(crate) layout_id: u64,
-    node_track: Option<Track>,
+    pub(super) node_track: Option<Track>,
+    /// Working set of the node's last reading (0 before one).
+    pub(super) node_memory_bytes: u64,
     /// The node's usage, when it has two good readings.
     pub(crate) usage: Option<NodeUsage>,
     /// Pods sorted by (namespace, name), unique.
     pub(crate) pods: Vec<PodEntry>,
     /// Pod names, one after the other.
-    names: String,
+    pub(super) names: String,
     /// Containers, pod after pod, each pod's sorted by name.
-    containers: Vec<ContainerUsage>,
+    pub(super) containers: Vec<ContainerUsage>,
     /// Container tracks, parallel to `containers`.
-    tracks: Vec<Track>,
+    pub(super) tracks: Vec<Track>,
     /// Containers of published pods.
     pub(crate) published_containers: usize,
     /// Containers with a usage (metrics-server's `storage_points{type="container"}`).
@@ -208,6 +210,10 @@ impl NodeEntry {
             last_success_ms: now_ms,
             layout_id: 0,
             node_track,
+            node_memory_bytes: batch.node.map_or_else(
+                || prev.map_or(0, |p| p.node_memory_bytes),
+                |p| p.memory_bytes,
+            ),
             usage,
             pods: Vec::with_capacity(batch_pods.len()),
             names: String::with_capacity(batch_pods.iter().map(|p| p.name.len()).sum()),
