@@ -46,8 +46,9 @@ use crate::api::watch;
 
 /// Ticks kept for resuming and for slow watchers.
 const HISTORY: usize = 16;
-/// Bytes of events the history may hold beyond its newest [`HISTORY_MIN`] ticks.
-const HISTORY_BYTES: usize = 32 << 20;
+/// Bytes of events the history may hold beyond its newest [`HISTORY_MIN`] ticks (the default
+/// of `--watch-history-bytes`).
+pub const HISTORY_BYTES: usize = 32 << 20;
 /// Ticks always kept, whatever their size: a client that lists during one tick can still
 /// resume from the list's version.
 const HISTORY_MIN: usize = 2;
@@ -222,6 +223,16 @@ fn capture(obj: &dyn ApiObject, now_ms: i64) -> Arc<WatchObject> {
 impl Hub {
     /// A hub over `source` for the resource `descriptor`; nothing runs until the first watch.
     pub fn new(source: Arc<dyn WatchSource>, descriptor: &'static ResourceDescriptor) -> Self {
+        Self::with_history_bytes(source, descriptor, HISTORY_BYTES)
+    }
+
+    /// [`Hub::new`] with a history of at most `max_bytes` of events beyond its newest 2 ticks
+    /// (0: no byte bound, only 16 ticks).
+    pub fn with_history_bytes(
+        source: Arc<dyn WatchSource>,
+        descriptor: &'static ResourceDescriptor,
+        max_bytes: usize,
+    ) -> Self {
         Hub {
             source,
             descriptor,
@@ -229,7 +240,11 @@ impl Hub {
             tx: notify::Sender::new(0),
             started: OnceLock::new(),
             max_ticks: HISTORY,
-            max_bytes: HISTORY_BYTES,
+            max_bytes: if max_bytes == 0 {
+                usize::MAX
+            } else {
+                max_bytes
+            },
         }
     }
 
