@@ -50,6 +50,9 @@ struct Cli {
     /// PEM key of --cert.
     #[arg(long, global = true)]
     key: Option<PathBuf>,
+    /// Bearer token sent with every request (e.g. the demo's `--token`).
+    #[arg(long, global = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -298,6 +301,12 @@ fn watch_client(cli: &Cli, http: watchers::Http) -> anyhow::Result<reqwest::Clie
 /// Loopback test servers' self-signed certificates, no proxy, and `--cert`/`--key` if given.
 fn with_identity(cli: &Cli, b: reqwest::ClientBuilder) -> anyhow::Result<reqwest::ClientBuilder> {
     let mut b = b.tls_danger_accept_invalid_certs(true).no_proxy();
+    if let Some(t) = &cli.token {
+        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+            .context("--token: not a valid header value")?;
+        v.set_sensitive(true);
+        b = b.default_headers([(reqwest::header::AUTHORIZATION, v)].into_iter().collect());
+    }
     if let (Some(c), Some(k)) = (&cli.cert, &cli.key) {
         let mut pem = std::fs::read(c).with_context(|| format!("reading {}", c.display()))?;
         pem.push(b'\n');
