@@ -35,7 +35,16 @@ async fn kd_load(t: &TestServer, args: &[&str]) -> Value {
     let url = format!("https://127.0.0.1:{}", t.server.addr.port());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kd-load"));
     cmd.args(["--token", &t.server.token, "watchers", "--url", &url])
-        .args(["--ticks", "3", "--quiet", "1", "--grace", "3", "--timeout", "60"])
+        .args([
+            "--ticks",
+            "3",
+            "--quiet",
+            "1",
+            "--grace",
+            "3",
+            "--timeout",
+            "60",
+        ])
         .args(args);
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
@@ -58,7 +67,10 @@ fn assert_clean(r: &Value, watchers: u64, pods: u64) {
         assert_eq!(t["complete"], watchers, "{r:#}");
         assert_eq!(t["events_per_watcher_min"], pods as f64, "{r:#}");
         assert_eq!(t["events_per_watcher_max"], pods as f64, "{r:#}");
-        assert!(t["bytes"].as_u64().unwrap() > 100 * pods * watchers, "{r:#}");
+        assert!(
+            t["bytes"].as_u64().unwrap() > 100 * pods * watchers,
+            "{r:#}"
+        );
     }
 }
 

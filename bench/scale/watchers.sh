@@ -110,11 +110,11 @@ for w in "${STEP_LIST[@]}"; do
   [[ -s $OUT/step-$w.json ]] && python3 -c '
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"  errors {r[\"errors\"]} {r[\"errors_by_reason\"]}, kd-load {r[\"kd_load_cpu_seconds_per_tick\"]} CPU-s/tick")' \
+print("  errors", r["errors"], r["errors_by_reason"], "kd-load CPU-s/tick", r["kd_load_cpu_seconds_per_tick"])' \
     "$OUT/step-$w.json" >&2 || true
 done
 python3 "$ROOT/bench/scale/watchers_report.py" "$OUT" --nodes "$NODES" --pods "$PODS" \
   --resolution "$RESOLUTION" --ticks "$TICKS" --http "$HTTP" --connections "$CONNECTIONS" \
-  --namespace "$NAMESPACE" --label-selector "$SELECTOR" --extra "${OURS_EXTRA[*]}" \
+  --namespace="$NAMESPACE" --label-selector="$SELECTOR" --extra="${OURS_EXTRA[*]}" \
   --hz "$(getconf CLK_TCK)"
 log "results: $OUT/results.md"
