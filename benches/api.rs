@@ -150,6 +150,7 @@ fn build(nodes: usize) -> World {
         store,
         cluster,
         telemetry: None,
+        watch_history_bytes: kubedojo_data_api::groups::metrics_watch::HISTORY_BYTES,
     };
     World {
         pods: PodMetricsProvider::new(sources.clone()),

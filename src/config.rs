@@ -89,6 +89,10 @@ pub struct MetricsArgs {
     /// Ask kubelets for gzip-compressed responses (Accept-Encoding: gzip).
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true, value_parser = parse_go_bool)]
     pub kubelet_gzip: bool,
+    /// Bytes of events the metrics watch keeps for resuming and slow watchers (an estimate),
+    /// beyond its newest 2 ticks; at most 16 ticks in any case. 0: no byte bound.
+    #[arg(long, default_value_t = crate::groups::metrics_watch::HISTORY_BYTES)]
+    pub watch_history_bytes: usize,
 }
 
 impl MetricsArgs {

@@ -33,6 +33,8 @@ pub struct Pipeline {
     pub view: Arc<ClusterView>,
     resolution: Duration,
     request_timeout: Duration,
+    /// The metrics watch history's byte bound (`--watch-history-bytes`).
+    pub watch_history_bytes: usize,
 }
 
 impl Pipeline {
@@ -72,6 +74,7 @@ impl Pipeline {
             view,
             resolution,
             request_timeout,
+            watch_history_bytes: crate::groups::metrics_watch::HISTORY_BYTES,
         }
     }
 
@@ -93,6 +96,7 @@ impl Pipeline {
             store: self.store.clone(),
             cluster: self.view.clone(),
             telemetry: Some(self.telemetry.clone()),
+            watch_history_bytes: self.watch_history_bytes,
         };
         parts.extra_groups.push(metrics_group::group_version());
         parts

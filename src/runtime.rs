@@ -371,6 +371,7 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         view.clone(),
         args.metrics.request_timeout(),
     );
+    pipeline.watch_history_bytes = args.metrics.watch_history_bytes;
     let records = load_records_with_kube(
         sources.as_ref(),
         Some(pipeline.metrics_inputs()),

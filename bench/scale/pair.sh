@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Shared by golden.sh and first_metric.sh (sourced, not run): our server and metrics-server
-# side by side on one kubelet-sim fleet behind one kube-apiserver, on two loopback ports.
+# Shared by golden.sh, first_metric.sh and watchers.sh (sourced, not run): our server and
+# metrics-server side by side on one kubelet-sim fleet behind one kube-apiserver, on two
+# loopback ports (or ours alone: PAIR_SERVERS=ours).
 #
 # The caller sets ROOT, E2E, OUT, KEEP, NODES, PODS, CONTAINERS, RESOLUTION, RES_S and defines
-# log/die, then calls, in order:
+# log/die; optionally PAIR_SERVERS ("ours ms" by default) and OURS_EXTRA (more flags for ours);
+# then calls, in order:
 #   pair_binaries [EXTRA_BIN...]     KD_BIN, KD_LOAD, MS_BIN (built or cached), all executable
 #   pair_cluster_up                  control plane in $OUT/cluster; ADMIN_KC, CERT, PIDS; the
 #                                    EXIT trap stops everything it and the caller started
 #   pair_fleet ADDR READY SIMARG...  kubelet-sim from ADDR (ready when its log matches READY),
 #                                    its objects created in kube-apiserver; EXPECT_NODES/PODS
 #   pair_servers [PORT_AFTER]        both servers (same flags, --v=1) on PORT[ours], PORT[ms],
-#                                    waited for until each serves the whole fleet
+#                                    waited for until each serves the whole fleet; SPID[ours],
+#                                    SPID[ms] their process ids
+PAIR_SERVERS=${PAIR_SERVERS:-ours ms}
+[[ -n ${OURS_EXTRA+x} ]] || OURS_EXTRA=()
 
 pair_binaries() {
   if [[ -z ${KD_BIN:-} || -z ${KD_LOAD:-} ]]; then
@@ -19,7 +24,11 @@ pair_binaries() {
   local target_dir=${CARGO_TARGET_DIR:-$ROOT/target} b
   KD_BIN=${KD_BIN:-$target_dir/release/kubedojo-data-api}
   KD_LOAD=${KD_LOAD:-$target_dir/release/kd-load}
-  MS_BIN=${METRICS_SERVER_BIN:-$("$E2E/tools.sh" path metrics-server | tail -n1)}
+  if [[ " $PAIR_SERVERS " == *" ms "* ]]; then
+    MS_BIN=${METRICS_SERVER_BIN:-$("$E2E/tools.sh" path metrics-server | tail -n1)}
+  else
+    MS_BIN=$KD_BIN
+  fi
   for b in "$KD_BIN" "$KD_LOAD" "$MS_BIN" "$@"; do [[ -x $b ]] || die "not an executable: $b"; done
 }
 
@@ -70,11 +79,11 @@ print(t["nodes"], t["pods"])' "$OUT/targets.json")
 }
 
 pair_servers() {
-  declare -gA PORT
+  declare -gA PORT SPID
   PORT[ours]=$(_kd_free_port "$@")
   PORT[ms]=$(_kd_free_port "${PORT[ours]}")
   local s args
-  for s in ours ms; do
+  for s in $PAIR_SERVERS; do
     mkdir -p "$OUT/certs-$s"
     args=(--secure-port="${PORT[$s]}" --bind-address=127.0.0.1 --cert-dir="$OUT/certs-$s"
       --kubeconfig="$ADMIN_KC" --authentication-kubeconfig="$ADMIN_KC" --authorization-kubeconfig="$ADMIN_KC"
@@ -82,13 +91,14 @@ pair_servers() {
       --kubelet-preferred-address-types=InternalIP --metric-resolution="$RESOLUTION"
       --kubelet-request-timeout="$((RES_S / 2))s" --v=1)
     if [[ $s == ours ]]; then
-      NO_COLOR=1 "$KD_BIN" "${args[@]}" </dev/null >"$OUT/$s.log" 2>&1 &
+      NO_COLOR=1 "$KD_BIN" "${args[@]}" "${OURS_EXTRA[@]}" </dev/null >"$OUT/$s.log" 2>&1 &
     else
       "$MS_BIN" "${args[@]}" </dev/null >"$OUT/$s.log" 2>&1 &
     fi
     PIDS+=($!)
+    SPID[$s]=$!
   done
-  for s in ours ms; do
+  for s in $PAIR_SERVERS; do
     "$KD_LOAD" "${CERT[@]}" wait --url "https://127.0.0.1:${PORT[$s]}" --nodes "$EXPECT_NODES" \
       --pods "$EXPECT_PODS" --timeout 120 >"$OUT/$s.wait.log" 2>&1 ||
       die "$s never served the whole fleet: $(tail -3 "$OUT/$s.wait.log") (log: $OUT/$s.log)"

@@ -346,6 +346,8 @@ pub struct Sources {
     pub cluster: Arc<ClusterView>,
     /// Self-metrics (freshness of served metrics).
     pub telemetry: Option<Arc<Telemetry>>,
+    /// The watch hubs' history bound in bytes (`--watch-history-bytes`).
+    pub watch_history_bytes: usize,
 }
 
 /// Serves NodeMetrics.
@@ -362,8 +364,12 @@ impl NodeMetricsProvider {
             ..sources.clone()
         };
         NodeMetricsProvider {
+            hub: Arc::new(Hub::with_history_bytes(
+                Arc::new(NodeSource(quiet)),
+                &NODES,
+                sources.watch_history_bytes,
+            )),
             sources,
-            hub: Arc::new(Hub::new(Arc::new(NodeSource(quiet)), &NODES)),
         }
     }
 }
@@ -481,8 +487,12 @@ impl PodMetricsProvider {
             ..sources.clone()
         };
         PodMetricsProvider {
+            hub: Arc::new(Hub::with_history_bytes(
+                Arc::new(PodSource(quiet)),
+                &PODS,
+                sources.watch_history_bytes,
+            )),
             sources,
-            hub: Arc::new(Hub::new(Arc::new(PodSource(quiet)), &PODS)),
         }
     }
 }

@@ -19,7 +19,12 @@
 //!   ADDED or DELETED for that watcher. Bookmarks every 10 s when allowed; the watch ends at
 //!   `timeoutSeconds` (default 30–60 min). A watcher whose client stops reading is bounded:
 //!   the response channel holds 64 events, a send blocked for 30 s ends the watch, and a watcher
-//!   more than 16 ticks behind gets a 410 ERROR and is closed.
+//!   behind the retained history gets a 410 ERROR and is closed.
+//! - The history is bounded by ticks (16) and by bytes (32 MiB of encoded events, an estimate
+//!   of what they hold), always keeping the newest 2 ticks: every pod's sample timestamp changes
+//!   with each scrape, so one tick holds every pod (~36 MB at 1,000 nodes × 30 pods; 16 of them
+//!   were ~8x the server's own RSS). Watchers do not hold ticks of their own: the hub notifies
+//!   them of a new tick and each takes the ticks after its version from the history.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -27,7 +32,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::broadcast;
+use tokio::sync::watch as notify;
 
 use crate::api::endpoint::write_event_object;
 use crate::api::list_options::ListOptions;
@@ -41,6 +46,15 @@ use crate::api::watch;
 
 /// Ticks kept for resuming and for slow watchers.
 const HISTORY: usize = 16;
+/// Bytes of events the history may hold beyond its newest [`HISTORY_MIN`] ticks (the default
+/// of `--watch-history-bytes`).
+pub const HISTORY_BYTES: usize = 32 << 20;
+/// Ticks always kept, whatever their size: a client that lists during one tick can still
+/// resume from the list's version.
+const HISTORY_MIN: usize = 2;
+/// What an event holds beside its two encodings (the object's metadata, Table cells, the
+/// event and reference counts), an estimate for the history's byte bound.
+const EVENT_OVERHEAD: usize = 512;
 /// How often the hub looks for a new snapshot.
 const POLL: Duration = Duration::from_millis(250);
 /// Bookmark interval (when the watcher allows bookmarks).
@@ -134,6 +148,8 @@ struct Tick {
     /// Published time of this snapshot.
     rv_ms: i64,
     events: Vec<Event>,
+    /// What its events hold, estimated (the history's byte bound).
+    bytes: usize,
 }
 
 /// One object of a scan: its key, fingerprint, and its encoding when new or changed.
@@ -144,6 +160,37 @@ struct State {
     rv_ms: i64,
     objects: HashMap<(String, String), (u64, Arc<WatchObject>)>,
     history: VecDeque<Arc<Tick>>,
+    /// Sum of the history's [`Tick::bytes`].
+    history_bytes: usize,
+}
+
+impl State {
+    /// Appends a tick and drops the oldest beyond the bounds.
+    fn push(&mut self, tick: Arc<Tick>, max_ticks: usize, max_bytes: usize) {
+        self.history_bytes += tick.bytes;
+        self.history.push_back(tick);
+        while self.history.len() > max_ticks
+            || (self.history.len() > HISTORY_MIN && self.history_bytes > max_bytes)
+        {
+            let old = self.history.pop_front().expect("not empty");
+            self.history_bytes -= old.bytes;
+        }
+    }
+
+    /// The ticks after `at`, or `None` when the history no longer holds all of them.
+    fn after(&self, at: i64) -> Option<Vec<Arc<Tick>>> {
+        if at >= self.rv_ms {
+            return Some(Vec::new());
+        }
+        let first = self.history.front()?;
+        (first.from_ms <= at).then(|| {
+            self.history
+                .iter()
+                .filter(|t| t.rv_ms > at)
+                .cloned()
+                .collect()
+        })
+    }
 }
 
 /// The watch hub of one metrics resource.
@@ -151,8 +198,12 @@ pub struct Hub {
     source: Arc<dyn WatchSource>,
     descriptor: &'static ResourceDescriptor,
     state: Mutex<State>,
-    tx: broadcast::Sender<Arc<Tick>>,
+    /// The published time of the newest tick, for watchers waiting for one.
+    tx: notify::Sender<i64>,
     started: OnceLock<()>,
+    /// History bounds ([`HISTORY`], [`HISTORY_BYTES`]; smaller in tests).
+    max_ticks: usize,
+    max_bytes: usize,
 }
 
 fn key(meta: &ObjectMeta) -> (String, String) {
@@ -172,12 +223,28 @@ fn capture(obj: &dyn ApiObject, now_ms: i64) -> Arc<WatchObject> {
 impl Hub {
     /// A hub over `source` for the resource `descriptor`; nothing runs until the first watch.
     pub fn new(source: Arc<dyn WatchSource>, descriptor: &'static ResourceDescriptor) -> Self {
+        Self::with_history_bytes(source, descriptor, HISTORY_BYTES)
+    }
+
+    /// [`Hub::new`] with a history of at most `max_bytes` of events beyond its newest 2 ticks
+    /// (0: no byte bound, only 16 ticks).
+    pub fn with_history_bytes(
+        source: Arc<dyn WatchSource>,
+        descriptor: &'static ResourceDescriptor,
+        max_bytes: usize,
+    ) -> Self {
         Hub {
             source,
             descriptor,
             state: Mutex::new(State::default()),
-            tx: broadcast::channel(HISTORY).0,
+            tx: notify::Sender::new(0),
             started: OnceLock::new(),
+            max_ticks: HISTORY,
+            max_bytes: if max_bytes == 0 {
+                usize::MAX
+            } else {
+                max_bytes
+            },
         }
     }
 
@@ -234,26 +301,31 @@ impl Hub {
         for (_, (_, object)) in gone {
             events.push(event(Kind::Deleted, object, None));
         }
+        let bytes = events
+            .iter()
+            .map(|e| e.line.len() + e.object.json.len() + EVENT_OVERHEAD)
+            .sum();
         let tick = Arc::new(Tick {
             from_ms: state.rv_ms,
             rv_ms,
             events,
+            bytes,
         });
         state.objects = next;
         state.rv_ms = rv_ms;
-        if state.history.len() == HISTORY {
-            state.history.pop_front();
-        }
-        state.history.push_back(tick.clone());
+        state.push(tick, self.max_ticks, self.max_bytes);
         // Sent under the lock: a new watcher subscribes and reads the state under it too.
-        let _ = self.tx.send(tick);
+        self.tx.send_replace(rv_ms);
     }
 
     fn start(self: &Arc<Self>) {
         self.started.get_or_init(|| {
             self.refresh();
             // The first state is the base, not a tick anyone must replay.
-            self.lock().history.clear();
+            let mut state = self.lock();
+            state.history.clear();
+            state.history_bytes = 0;
+            drop(state);
             let hub = Arc::downgrade(self);
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(POLL);
@@ -300,30 +372,18 @@ impl Hub {
                     state.objects.values().map(|(_, o)| o.clone()).collect(),
                     state.rv_ms,
                 ),
-                Some(rv) => match parse_resource_version(rv) {
-                    Some(ms)
-                        if state
-                            .history
-                            .front()
-                            .map_or(ms >= state.rv_ms, |t| ms >= t.from_ms) =>
-                    {
-                        Start::Replay(
-                            state
-                                .history
-                                .iter()
-                                .filter(|t| t.rv_ms > ms)
-                                .cloned()
-                                .collect(),
-                            ms.max(state.rv_ms),
-                        )
+                Some(rv) => {
+                    match parse_resource_version(rv).and_then(|ms| Some((ms, state.after(ms)?))) {
+                        Some((ms, ticks)) => Start::Replay(ticks, ms.max(state.rv_ms)),
+                        None => Start::Expired(rv.to_string(), resource_version(state.rv_ms)),
                     }
-                    _ => Start::Expired(rv.to_string(), resource_version(state.rv_ms)),
-                },
+                }
             };
             (rx, start)
         };
         let (tx, resp) = watch::stream();
         let w = Watcher {
+            hub: self.clone(),
             descriptor: d,
             namespace: namespace.map(str::to_string),
             opts: opts.clone(),
@@ -360,6 +420,7 @@ enum Start {
 }
 
 struct Watcher {
+    hub: Arc<Hub>,
     descriptor: &'static ResourceDescriptor,
     namespace: Option<String>,
     opts: ListOptions,
@@ -442,12 +503,11 @@ impl Watcher {
 
     async fn run(
         self,
-        mut rx: broadcast::Receiver<Arc<Tick>>,
+        mut rx: notify::Receiver<i64>,
         start: Start,
         initial_events: bool,
         timeout: Duration,
     ) {
-        use broadcast::error::RecvError;
         let mut at = match start {
             Start::Expired(requested, current) => {
                 let e = ApiError::resource_version_expired(format!(
@@ -494,25 +554,25 @@ impl Watcher {
                         return;
                     }
                 }
-                tick = rx.recv() => match tick {
-                    Ok(t) => {
-                        if t.rv_ms <= at {
-                            continue;
-                        }
-                        at = t.rv_ms;
-                        if !self.send_tick(&t).await {
-                            return;
-                        }
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        return;
                     }
-                    Err(RecvError::Lagged(_)) => {
+                    let next = self.hub.lock().after(at);
+                    let Some(ticks) = next else {
                         let e = ApiError::resource_version_expired(format!(
                             "too old resource version: {} (the watcher fell behind)",
                             resource_version(at)
                         ));
                         let _ = self.send(watch::error(&e)).await;
                         return;
+                    };
+                    for t in ticks {
+                        at = t.rv_ms;
+                        if !self.send_tick(&t).await {
+                            return;
+                        }
                     }
-                    Err(RecvError::Closed) => return,
                 }
             }
         }
@@ -522,6 +582,110 @@ impl Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    /// `pods` objects of `size` JSON bytes, all changed with every published version.
+    struct Fake {
+        rv: AtomicI64,
+        pods: usize,
+        size: usize,
+    }
+
+    impl WatchSource for Fake {
+        fn published_at(&self) -> i64 {
+            self.rv.load(Ordering::SeqCst)
+        }
+        fn scan(&self, visit: &mut dyn FnMut(u64, &dyn ApiObject)) -> i64 {
+            let rv = self.published_at();
+            for i in 0..self.pods {
+                let o = WatchObject {
+                    meta: ObjectMeta {
+                        name: format!("p{i}"),
+                        namespace: Some("ns".into()),
+                        ..ObjectMeta::default()
+                    },
+                    json: format!("{{\"n\":\"{}\"}}", "x".repeat(self.size)).into_bytes(),
+                    cells: Vec::new(),
+                };
+                visit(fingerprint((rv, i)), &o);
+            }
+            rv
+        }
+    }
+
+    /// A hub over 10 objects of ~1 kB whose first state is published at 1000; `ticks` more
+    /// versions (2000, 3000, ...) each change every object.
+    fn hub(max_bytes: usize, ticks: i64) -> (Arc<Hub>, Arc<Fake>) {
+        let src = Arc::new(Fake {
+            rv: AtomicI64::new(1000),
+            pods: 10,
+            size: 1000,
+        });
+        let mut hub = Hub::new(src.clone(), &crate::groups::metrics::PODS);
+        hub.max_bytes = max_bytes;
+        let hub = Arc::new(hub);
+        hub.refresh();
+        hub.lock().history.clear();
+        hub.lock().history_bytes = 0;
+        for k in 2..=ticks + 1 {
+            src.rv.store(k * 1000, Ordering::SeqCst);
+            hub.refresh();
+        }
+        (hub, src)
+    }
+
+    #[test]
+    fn history_is_bounded_by_ticks_and_by_bytes() {
+        let (h, _) = hub(usize::MAX, 20);
+        let tick_bytes = h.lock().history[0].bytes;
+        assert!(tick_bytes > 10 * 2000, "{tick_bytes}");
+        assert_eq!(h.lock().history.len(), HISTORY);
+        // Room for three ticks: the oldest go, resuming from before them is refused, from the
+        // oldest kept tick's start it replays every later tick.
+        let (h, _) = hub(3 * tick_bytes + tick_bytes / 2, 8);
+        let s = h.lock();
+        assert_eq!(s.history.len(), 3);
+        assert_eq!(s.history_bytes, 3 * tick_bytes);
+        assert!(s.after(5000).is_none(), "tick 6000 is gone");
+        let rvs: Vec<i64> = s.after(6000).unwrap().iter().map(|t| t.rv_ms).collect();
+        assert_eq!(rvs, [7000, 8000, 9000]);
+        assert!(s.after(9000).unwrap().is_empty());
+        drop(s);
+        // A budget below one tick still keeps the newest two.
+        let (h, _) = hub(1, 8);
+        assert_eq!(h.lock().history.len(), HISTORY_MIN);
+    }
+
+    #[tokio::test]
+    async fn a_watch_from_a_tick_the_byte_bound_dropped_gets_410() {
+        let (h, _) = hub(1, 8);
+        h.started.get_or_init(|| ());
+        let body = |rv: &str| {
+            let opts = ListOptions {
+                resource_version: Some(resource_version(rv.parse().unwrap())),
+                timeout_seconds: Some(1),
+                ..ListOptions::default()
+            };
+            let resp = h.watch(None, &opts, Some("application/json")).unwrap();
+            async move {
+                let b = resp.into_body().collect().await.unwrap().to_bytes();
+                String::from_utf8(b.to_vec()).unwrap()
+            }
+        };
+        let expired = body("6000").await;
+        assert!(
+            expired.starts_with(r#"{"type":"ERROR""#) && expired.contains("410"),
+            "{expired}"
+        );
+        // From the start of the oldest kept tick: both kept ticks, every object once each.
+        let replay = body("7000").await;
+        assert_eq!(
+            replay.matches(r#"{"type":"MODIFIED""#).count(),
+            20,
+            "{replay}"
+        );
+    }
 
     #[test]
     fn resource_versions_carry_this_process_epoch() {

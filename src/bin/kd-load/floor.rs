@@ -207,7 +207,8 @@ fn decode(body: &[u8], out: &mut Vec<f64>) {
     }
 }
 
-fn cpu_seconds() -> f64 {
+/// This process's CPU time (utime + stime, as getrusage's RUSAGE_SELF) in seconds.
+pub(crate) fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name in parentheses: utime is the 14th, stime the 15th field.
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -223,10 +224,15 @@ fn clock_ticks() -> f64 {
 }
 
 fn rss_kib() -> u64 {
+    status_kib("VmRSS")
+}
+
+/// A kB field of /proc/self/status (`VmRSS`, `VmHWM`), 0 when unreadable.
+pub(crate) fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }

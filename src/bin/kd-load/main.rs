@@ -14,6 +14,8 @@
 //!   sample supports), errors by reason with their own latencies, bytes, content types.
 //! - `first-metric`: starts pods during the run (kube-apiserver + kubelet-sim's control
 //!   endpoint) and times each one's first served usage on every server (see `first_metric.rs`).
+//! - `watchers`: N concurrent watches on pods.metrics.k8s.io resumed from one list, every
+//!   event of every watcher accounted per scrape tick (see `watchers.rs`, `tally.rs`).
 //! - `payload`, `socket`: physical limits (one cycle of kubelet bodies; a loopback write).
 //!
 //! Loopback only: it talks to the URLs it is given (the harness passes 127.0.0.1 ones).
@@ -30,7 +32,9 @@ mod first_metric;
 mod floor;
 mod load;
 mod summary;
+mod tally;
 mod targets;
+mod watchers;
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
@@ -46,6 +50,9 @@ struct Cli {
     /// PEM key of --cert.
     #[arg(long, global = true)]
     key: Option<PathBuf>,
+    /// Bearer token sent with every request (e.g. the demo's `--token`).
+    #[arg(long, global = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -130,6 +137,48 @@ enum Cmd {
     /// Start pods during the run and time each one's first served metric on every server
     /// (see `first_metric.rs`); prints a JSON summary.
     FirstMetric(Box<FirstMetricArgs>),
+    /// N concurrent watches on pods.metrics.k8s.io resumed from one list; every watcher's
+    /// events checked per tick (see `watchers.rs`); prints a JSON report.
+    Watchers(Box<WatchersArgs>),
+}
+
+#[derive(clap::Args)]
+struct WatchersArgs {
+    /// Server base URL (https://127.0.0.1:PORT).
+    #[arg(long)]
+    url: String,
+    /// Concurrent watches.
+    #[arg(long, default_value_t = 10)]
+    watchers: usize,
+    /// Watch (and list) this namespace only; default all namespaces.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// labelSelector of the list and every watch.
+    #[arg(long)]
+    label_selector: Option<String>,
+    /// HTTP version of the watches: h2 (kube-apiserver's aggregator) or h1.
+    #[arg(long, value_enum, default_value = "h2")]
+    http: watchers::Http,
+    /// HTTP/2 connections the watches are spread over (the server allows 1,000 streams on
+    /// each); HTTP/1.1 uses one per watch.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Scrape ticks checked (after the one each watch resumes into).
+    #[arg(long, default_value_t = 4)]
+    ticks: usize,
+    /// Seconds the other watchers get after the fastest finished the last tick.
+    #[arg(long, default_value_t = 15.0)]
+    grace: f64,
+    /// Seconds before giving up (unfinished ticks are errors); also the watches' timeoutSeconds.
+    #[arg(long, default_value_t = 600.0)]
+    timeout: f64,
+    /// Seconds the list's resourceVersion must stay unchanged (the scrape is over) before the
+    /// list the watches resume from is taken.
+    #[arg(long, default_value_t = 2.5)]
+    quiet: f64,
+    /// Pods the list must hold (the fleet's); default: whatever it holds.
+    #[arg(long)]
+    expect_pods: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -229,18 +278,42 @@ enum HpaVia {
 }
 
 fn client(cli: &Cli, timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    let mut b = reqwest::Client::builder()
-        .tls_danger_accept_invalid_certs(true)
+    let b = reqwest::Client::builder()
         .timeout(timeout)
-        .pool_max_idle_per_host(64)
-        .no_proxy();
+        .pool_max_idle_per_host(64);
+    Ok(with_identity(cli, b)?.build()?)
+}
+
+/// A client for long watches: no overall timeout; HTTP/2 with flow-control windows that let a
+/// tick stream without stalls (the connection window bounds what a slow reader buffers).
+fn watch_client(cli: &Cli, http: watchers::Http) -> anyhow::Result<reqwest::Client> {
+    let b = reqwest::Client::builder().connect_timeout(Duration::from_secs(30));
+    let b = match http {
+        watchers::Http::H1 => b.http1_only(),
+        watchers::Http::H2 => b
+            .http2_prior_knowledge()
+            .http2_initial_stream_window_size(1 << 20)
+            .http2_initial_connection_window_size(32 << 20),
+    };
+    Ok(with_identity(cli, b)?.build()?)
+}
+
+/// Loopback test servers' self-signed certificates, no proxy, and `--cert`/`--key` if given.
+fn with_identity(cli: &Cli, b: reqwest::ClientBuilder) -> anyhow::Result<reqwest::ClientBuilder> {
+    let mut b = b.tls_danger_accept_invalid_certs(true).no_proxy();
+    if let Some(t) = &cli.token {
+        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+            .context("--token: not a valid header value")?;
+        v.set_sensitive(true);
+        b = b.default_headers([(reqwest::header::AUTHORIZATION, v)].into_iter().collect());
+    }
     if let (Some(c), Some(k)) = (&cli.cert, &cli.key) {
         let mut pem = std::fs::read(c).with_context(|| format!("reading {}", c.display()))?;
         pem.push(b'\n');
         pem.extend(std::fs::read(k).with_context(|| format!("reading {}", k.display()))?);
         b = b.identity(reqwest::Identity::from_pem(&pem).context("client identity")?);
     }
-    Ok(b.build()?)
+    Ok(b)
 }
 
 #[tokio::main]
@@ -289,6 +362,24 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Run(args) => run_load(&cli, args).await,
+        Cmd::Watchers(a) => {
+            let plan = watchers::Plan {
+                url: a.url.clone(),
+                watchers: a.watchers,
+                namespace: a.namespace.clone(),
+                label_selector: a.label_selector.clone(),
+                http: a.http,
+                connections: a.connections,
+                ticks: a.ticks,
+                grace: Duration::from_secs_f64(a.grace),
+                timeout: Duration::from_secs_f64(a.timeout),
+                quiet: Duration::from_secs_f64(a.quiet),
+                expect: a.expect_pods,
+            };
+            let v = watchers::run(plan, &|h| watch_client(&cli, h)).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
         Cmd::FirstMetric(a) => {
             let servers = a
                 .servers
