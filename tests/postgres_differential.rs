@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use common::pg_app::{ALL, get_json, memory_app, ns_path, server};
 use common::postgres::TestPostgres;
-use common::selectors::Vocabulary;
+use common::selectors::{Vocabulary, escape};
 
 const NAMESPACES: [&str; 3] = ["a", "b", "c"];
 const KEYS: [&str; 4] = ["app", "tier", "n", "zz"];
@@ -171,18 +171,6 @@ fn upsert_sql(table: &str, r: &Rec) -> String {
         sql_json(&r.labels),
         sql_json(&json!({"k": r.data}))
     )
-}
-
-fn escape(q: &str) -> String {
-    let mut out = String::new();
-    for b in q.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// What is compared of one page: keys, labels and data of the items, and whether a

@@ -45,7 +45,7 @@ use common::pg_app::{
     ALL, EventStream, allow_all, feed_up, get_json, ns_path, request, start_sources,
 };
 use common::postgres::TestPostgres;
-use common::selectors::Vocabulary;
+use common::selectors::{Vocabulary, escape};
 
 const NAMESPACES: [&str; 2] = ["a", "b"];
 const NAMES: u8 = 5;
@@ -271,18 +271,6 @@ fn fields_match(selector: &str, (ns, name): &Key) -> bool {
         let actual = if field == "metadata.name" { name } else { ns };
         (actual == value) == equals
     })
-}
-
-fn escape(q: &str) -> String {
-    let mut out = String::new();
-    for b in q.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn key_of(item: &Value) -> Key {

@@ -1,6 +1,7 @@
 //! Proptest strategies for label and field selectors over a small vocabulary, shared by the
 //! PostgreSQL differential tests (tests/postgres_differential.rs,
-//! tests/postgres_union_differential.rs): each test names its own [`Vocabulary`].
+//! tests/postgres_union_differential.rs): each test names its own [`Vocabulary`]; [`escape`]
+//! puts a selector into a query string.
 
 use proptest::prelude::*;
 
@@ -75,4 +76,17 @@ impl Vocabulary {
             1 => prop::collection::vec(term, 1..3).prop_map(|v| v.join(",")),
         ]
     }
+}
+
+/// `q` percent-encoded for a query string (every byte but `[A-Za-z0-9._-]`).
+pub fn escape(q: &str) -> String {
+    let mut out = String::new();
+    for b in q.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
