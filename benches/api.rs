@@ -27,17 +27,14 @@ use kubedojo_data_api::{
     api::{endpoint, list_options::ListOptions},
     cluster::{ClusterView, NodeInfo, PodInfo},
     groups::metrics::{NodeMetricsProvider, PodMetricsProvider, Sources},
-    store::{
-        Store, StoreConfig,
-        batch::{ContainerPoint, MetricsPoint, NodeBatch, PodPoints},
-    },
+    store::{Store, StoreConfig},
 };
 
-const PODS_PER_NODE: usize = 30;
-const NAMESPACES: usize = 10;
-const DEPLOYMENTS: usize = 100;
-const RES_MS: i64 = 15_000;
-const T0: i64 = 1_700_000_000_000;
+mod common;
+use common::{
+    DEPLOYMENTS, NAMESPACES, PODS_PER_NODE, RES_MS, T0, Usage, batch, node_name, now_of, pod_name,
+};
+
 const SIZES: [usize; 2] = [1_000, 5_000];
 const JSON: &str = "application/json";
 const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
@@ -45,54 +42,6 @@ const PROTOBUF: &str = "application/vnd.kubernetes.protobuf, */*";
 
 fn main() {
     divan::main();
-}
-
-fn pod_name(global: usize) -> String {
-    format!(
-        "deployment-{:03}-7d4b9c8f6-{:05x}",
-        global % DEPLOYMENTS,
-        (global.wrapping_mul(2_654_435_761)) & 0xf_ffff
-    )
-}
-
-fn batch(node: usize, cycle: i64) -> NodeBatch {
-    let ts = T0 + cycle * RES_MS + (node % 1_000) as i64;
-    let cpu = |k: usize| (cycle.unsigned_abs() + 1) * 1_000_000_000 * (k as u64 % 7 + 1);
-    let mut pods: Vec<PodPoints> = (0..PODS_PER_NODE)
-        .map(|p| {
-            let global = node * PODS_PER_NODE + p;
-            let point = |k: usize| MetricsPoint {
-                start_time_ms: T0 - 3_600_000,
-                timestamp_ms: ts,
-                cumulative_cpu_ns: cpu(global + k),
-                memory_bytes: 64 << 20,
-            };
-            PodPoints {
-                namespace: format!("namespace-{}", global % NAMESPACES),
-                name: pod_name(global),
-                containers: vec![
-                    ContainerPoint {
-                        name: "app".into(),
-                        point: point(0),
-                    },
-                    ContainerPoint {
-                        name: "istio-proxy".into(),
-                        point: point(1),
-                    },
-                ],
-            }
-        })
-        .collect();
-    pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    NodeBatch {
-        node: Some(MetricsPoint {
-            start_time_ms: 0,
-            timestamp_ms: ts,
-            cumulative_cpu_ns: cpu(node) * 10,
-            memory_bytes: 8 << 30,
-        }),
-        pods,
-    }
 }
 
 struct World {
@@ -105,15 +54,15 @@ fn build(nodes: usize) -> World {
         RES_MS.unsigned_abs(),
     ))));
     for c in 0..2 {
-        let now = T0 + c * RES_MS + 1_000;
+        let now = now_of(c);
         for n in 0..nodes {
-            store.ingest(&format!("node-{n:05}"), batch(n, c), now);
+            store.ingest(&node_name(n), batch(n, c, Usage::Steady), now);
         }
         store.publish(now);
     }
     let cluster = ClusterView::new();
     for n in 0..nodes {
-        let name = format!("node-{n:05}");
+        let name = node_name(n);
         cluster.upsert_node(NodeInfo {
             labels: Arc::new(BTreeMap::from([
                 ("kubernetes.io/hostname".to_owned(), name.clone()),

@@ -35,78 +35,21 @@ use kubedojo_data_api::{
         ComputedSource, DataRecord, FileSource, MetricsInputs, RecordSet, RecordSource,
         RecordsError, sources_config::ComputedSourceConfig,
     },
-    store::{
-        Snapshot, Store, StoreConfig,
-        batch::{ContainerPoint, MetricsPoint, NodeBatch, PodPoints},
-    },
+    store::{Snapshot, Store, StoreConfig, batch::NodeBatch},
 };
 
-const PODS_PER_NODE: usize = 30;
-const NAMESPACES: usize = 10;
-const DEPLOYMENTS: usize = 100;
-const RES_MS: i64 = 15_000;
-const T0: i64 = 1_700_000_000_000;
+mod common;
+use common::{NAMESPACES, RES_MS, Usage, batch, node_name, now_of};
+
 const SIZES: [usize; 2] = [100, 1_000];
 
 fn main() {
     divan::main();
 }
 
-fn now_of(cycle: i64) -> i64 {
-    T0 + cycle * RES_MS + 1_000
-}
-
-/// Node `node`'s answer at `cycle`: CPU and memory both move from cycle to cycle.
-fn batch(node: usize, cycle: i64) -> NodeBatch {
-    let ts = T0 + cycle * RES_MS + (node % 1_000) as i64;
-    let c = cycle.unsigned_abs();
-    // Cumulative CPU with a rate that changes every cycle (k-dependent, ≥ 1 ms per cycle).
-    let cpu = |k: usize| (c * (c + 1) / 2 + 1) * 1_000_000_000 * (k as u64 % 7 + 1);
-    let mem = |k: usize| (64 << 20) + c * 1_048_576 * (k as u64 % 5 + 1);
-    let mut pods: Vec<PodPoints> = (0..PODS_PER_NODE)
-        .map(|p| {
-            let global = node * PODS_PER_NODE + p;
-            let point = |k: usize| MetricsPoint {
-                start_time_ms: T0 - 3_600_000,
-                timestamp_ms: ts,
-                cumulative_cpu_ns: cpu(global + k),
-                memory_bytes: mem(global + k),
-            };
-            PodPoints {
-                namespace: format!("namespace-{}", global % NAMESPACES),
-                name: format!(
-                    "deployment-{:03}-7d4b9c8f6-{:05x}",
-                    global % DEPLOYMENTS,
-                    (global.wrapping_mul(2_654_435_761)) & 0xf_ffff
-                ),
-                containers: vec![
-                    ContainerPoint {
-                        name: "app".into(),
-                        point: point(0),
-                    },
-                    ContainerPoint {
-                        name: "istio-proxy".into(),
-                        point: point(1),
-                    },
-                ],
-            }
-        })
-        .collect();
-    pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    NodeBatch {
-        node: Some(MetricsPoint {
-            start_time_ms: 0,
-            timestamp_ms: ts,
-            cumulative_cpu_ns: cpu(node) * 10,
-            memory_bytes: (8 << 30) + mem(node),
-        }),
-        pods,
-    }
-}
-
 fn ingest_cycle(store: &Store, nodes: usize, cycle: i64) {
     for n in 0..nodes {
-        store.ingest(&format!("node-{n:05}"), batch(n, cycle), now_of(cycle));
+        store.ingest(&node_name(n), batch(n, cycle, Usage::Moving), now_of(cycle));
     }
 }
 
@@ -151,7 +94,7 @@ fn build(nodes: usize) -> World {
     }
     let view = ClusterView::new();
     for n in 0..nodes {
-        let name = format!("node-{n:05}");
+        let name = node_name(n);
         view.upsert_node(NodeInfo {
             labels: Arc::new(BTreeMap::from([(
                 "kubernetes.io/hostname".to_owned(),
@@ -255,12 +198,14 @@ fn store_cycle(bencher: Bencher<'_, '_>, nodes: usize) {
     bencher
         .with_inputs(|| {
             cycle += 1;
-            let batches: Vec<NodeBatch> = (0..w.nodes).map(|n| batch(n, cycle)).collect();
+            let batches: Vec<NodeBatch> = (0..w.nodes)
+                .map(|n| batch(n, cycle, Usage::Moving))
+                .collect();
             (cycle, batches)
         })
         .bench_local_values(|(c, batches)| {
             for (n, b) in batches.into_iter().enumerate() {
-                store.ingest(&format!("node-{n:05}"), b, now_of(c));
+                store.ingest(&node_name(n), b, now_of(c));
             }
             store.publish(now_of(c))
         });

@@ -17,19 +17,14 @@
 use std::{cell::Cell, sync::OnceLock, time::Duration};
 
 use divan::{AllocProfiler, Bencher, black_box};
-use kubedojo_data_api::store::{
-    Store, StoreConfig,
-    batch::{ContainerPoint, MetricsPoint, NodeBatch, PodPoints},
-};
+use kubedojo_data_api::store::{Store, StoreConfig, batch::NodeBatch};
 
 #[global_allocator]
 static ALLOC: AllocProfiler = AllocProfiler::system();
 
-const PODS_PER_NODE: usize = 30;
-const NAMESPACES: usize = 10;
-const DEPLOYMENTS: usize = 100;
-const RES_MS: i64 = 15_000;
-const T0: i64 = 1_700_000_000_000;
+mod common;
+use common::{RES_MS, Usage, batch, node_name, now_of};
+
 const SIZES: [usize; 2] = [1_000, 5_000];
 
 fn main() {
@@ -40,59 +35,9 @@ fn config() -> StoreConfig {
     StoreConfig::new(Duration::from_millis(RES_MS.unsigned_abs()))
 }
 
-fn node_name(node: usize) -> String {
-    format!("node-{node:05}")
-}
-
-/// The batch node `node` returns at scrape cycle `cycle` (every pod is stable; CPU grows).
-fn batch(node: usize, cycle: i64) -> NodeBatch {
-    let ts = T0 + cycle * RES_MS + (node % 1_000) as i64;
-    let cpu = |k: usize| (cycle.unsigned_abs() + 1) * 1_000_000_000 * (k as u64 % 7 + 1);
-    let mut pods: Vec<PodPoints> = (0..PODS_PER_NODE)
-        .map(|p| {
-            let global = node * PODS_PER_NODE + p;
-            let point = |k: usize| MetricsPoint {
-                start_time_ms: T0 - 3_600_000,
-                timestamp_ms: ts,
-                cumulative_cpu_ns: cpu(global + k),
-                memory_bytes: 64 << 20,
-            };
-            PodPoints {
-                namespace: format!("namespace-{}", global % NAMESPACES),
-                // Deployment pods: "<deployment>-<replicaset hash>-<pod hash>".
-                name: format!(
-                    "deployment-{:03}-7d4b9c8f6-{:05x}",
-                    global % DEPLOYMENTS,
-                    (global.wrapping_mul(2_654_435_761)) & 0xf_ffff
-                ),
-                containers: vec![
-                    ContainerPoint {
-                        name: "app".into(),
-                        point: point(0),
-                    },
-                    ContainerPoint {
-                        name: "istio-proxy".into(),
-                        point: point(1),
-                    },
-                ],
-            }
-        })
-        .collect();
-    pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    NodeBatch {
-        node: Some(MetricsPoint {
-            start_time_ms: 0,
-            timestamp_ms: ts,
-            cumulative_cpu_ns: cpu(node) * 10,
-            memory_bytes: 8 << 30,
-        }),
-        pods,
-    }
-}
-
 fn cycle(nodes: usize, cycle: i64) -> Vec<(String, NodeBatch)> {
     (0..nodes)
-        .map(|n| (node_name(n), batch(n, cycle)))
+        .map(|n| (node_name(n), batch(n, cycle, Usage::Steady)))
         .collect()
 }
 
@@ -100,10 +45,6 @@ fn ingest_all(store: &Store, batches: Vec<(String, NodeBatch)>, now: i64) {
     for (name, b) in batches {
         store.ingest(&name, b, now);
     }
-}
-
-fn now_of(cycle: i64) -> i64 {
-    T0 + cycle * RES_MS + 1_000
 }
 
 /// A store after two cycles, published.

@@ -22,10 +22,23 @@ use serde_json::{Value, json};
 
 use common::pg_app::{ALL, get_json, memory_app, ns_path, server};
 use common::postgres::TestPostgres;
+use common::selectors::{Vocabulary, escape};
 
 const NAMESPACES: [&str; 3] = ["a", "b", "c"];
 const KEYS: [&str; 4] = ["app", "tier", "n", "zz"];
 const VALUES: [&str; 8] = ["web", "api", "x", "", "3", "7", "10", "007"];
+/// Selectors over every operator (numbers as values and bounds: `>`/`<` compare them).
+static SELECTORS: Vocabulary = Vocabulary {
+    namespaces: &NAMESPACES,
+    names: 10,
+    keys: &KEYS,
+    values: &VALUES,
+    set_sizes: 1..4,
+    equals: &["=", "==", "!="],
+    compare: &[">", "<"],
+    bounds: &["0", "5", "7", "10"],
+    label_weights: (1, 3),
+};
 
 /// One generated record.
 #[derive(Clone, Debug)]
@@ -62,49 +75,6 @@ fn records() -> impl Strategy<Value = BTreeMap<(String, String), Rec>> {
             .map(|r| ((r.ns.to_string(), r.name.clone()), r))
             .collect()
     })
-}
-
-/// One label requirement, in selector syntax.
-fn requirement() -> impl Strategy<Value = String> {
-    let key = prop::sample::select(&KEYS[..]);
-    let value = prop::sample::select(&VALUES[..]);
-    let values = prop::collection::btree_set(prop::sample::select(&VALUES[..]), 1..4)
-        .prop_map(|s| s.into_iter().collect::<Vec<_>>().join(","));
-    let bound = prop::sample::select(&["0", "5", "7", "10"][..]);
-    prop_oneof![
-        (key.clone(), value.clone()).prop_map(|(k, v)| format!("{k}={v}")),
-        (key.clone(), value.clone()).prop_map(|(k, v)| format!("{k}=={v}")),
-        (key.clone(), value).prop_map(|(k, v)| format!("{k}!={v}")),
-        (key.clone(), values.clone()).prop_map(|(k, v)| format!("{k} in ({v})")),
-        (key.clone(), values).prop_map(|(k, v)| format!("{k} notin ({v})")),
-        key.clone().prop_map(str::to_string),
-        key.clone().prop_map(|k| format!("!{k}")),
-        (key.clone(), bound.clone()).prop_map(|(k, b)| format!("{k}>{b}")),
-        (key, bound).prop_map(|(k, b)| format!("{k}<{b}")),
-    ]
-}
-
-fn label_selector() -> impl Strategy<Value = String> {
-    prop_oneof![
-        1 => Just(String::new()),
-        3 => prop::collection::vec(requirement(), 1..3).prop_map(|v| v.join(",")),
-    ]
-}
-
-fn field_selector() -> impl Strategy<Value = String> {
-    let term = prop_oneof![
-        (0..10u8, prop::sample::select(&["=", "==", "!="][..]))
-            .prop_map(|(n, op)| format!("metadata.name{op}r{n}")),
-        (
-            prop::sample::select(&NAMESPACES[..]),
-            prop::sample::select(&["=", "==", "!="][..])
-        )
-            .prop_map(|(ns, op)| format!("metadata.namespace{op}{ns}")),
-    ];
-    prop_oneof![
-        3 => Just(String::new()),
-        1 => prop::collection::vec(term, 1..3).prop_map(|v| v.join(",")),
-    ]
 }
 
 /// A write made to the table between the first page and the rest.
@@ -149,8 +119,8 @@ fn case() -> impl Strategy<Value = Case> {
             2 => Just(None),
             1 => prop::sample::select(&NAMESPACES[..]).prop_map(Some),
         ],
-        label_selector(),
-        field_selector(),
+        SELECTORS.label_selector(),
+        SELECTORS.field_selector(),
         prop_oneof![1 => Just(0usize), 4 => 1..5usize],
         prop::collection::vec(write(), 0..6),
     )
@@ -201,18 +171,6 @@ fn upsert_sql(table: &str, r: &Rec) -> String {
         sql_json(&r.labels),
         sql_json(&json!({"k": r.data}))
     )
-}
-
-fn escape(q: &str) -> String {
-    let mut out = String::new();
-    for b in q.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// What is compared of one page: keys, labels and data of the items, and whether a

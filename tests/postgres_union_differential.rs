@@ -45,11 +45,24 @@ use common::pg_app::{
     ALL, EventStream, allow_all, feed_up, get_json, ns_path, request, start_sources,
 };
 use common::postgres::TestPostgres;
+use common::selectors::{Vocabulary, escape};
 
 const NAMESPACES: [&str; 2] = ["a", "b"];
 const NAMES: u8 = 5;
 const KEYS: [&str; 2] = ["app", "tier"];
 const VALUES: [&str; 4] = ["web", "api", "3", ""];
+/// Selectors with the operators the model's field matching knows (`=`, `!=`).
+static SELECTORS: Vocabulary = Vocabulary {
+    namespaces: &NAMESPACES,
+    names: NAMES,
+    keys: &KEYS,
+    values: &VALUES,
+    set_sizes: 1..3,
+    equals: &["=", "!="],
+    compare: &[">"],
+    bounds: &["2"],
+    label_weights: (1, 2),
+};
 
 type Key = (String, String);
 type Labels = BTreeMap<String, String>;
@@ -152,45 +165,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn requirement() -> impl Strategy<Value = String> {
-    let key = prop::sample::select(&KEYS[..]);
-    let value = prop::sample::select(&VALUES[..]);
-    let values = prop::collection::btree_set(prop::sample::select(&VALUES[..]), 1..3)
-        .prop_map(|s| s.into_iter().collect::<Vec<_>>().join(","));
-    prop_oneof![
-        (key.clone(), value.clone()).prop_map(|(k, v)| format!("{k}={v}")),
-        (key.clone(), value).prop_map(|(k, v)| format!("{k}!={v}")),
-        (key.clone(), values.clone()).prop_map(|(k, v)| format!("{k} in ({v})")),
-        (key.clone(), values).prop_map(|(k, v)| format!("{k} notin ({v})")),
-        key.clone().prop_map(str::to_string),
-        key.clone().prop_map(|k| format!("!{k}")),
-        key.prop_map(|k| format!("{k}>2")),
-    ]
-}
-
-fn label_selector() -> impl Strategy<Value = String> {
-    prop_oneof![
-        1 => Just(String::new()),
-        2 => prop::collection::vec(requirement(), 1..3).prop_map(|v| v.join(",")),
-    ]
-}
-
-fn field_selector() -> impl Strategy<Value = String> {
-    let term = prop_oneof![
-        (0..NAMES, prop::sample::select(&["=", "!="][..]))
-            .prop_map(|(n, op)| format!("metadata.name{op}r{n}")),
-        (
-            prop::sample::select(&NAMESPACES[..]),
-            prop::sample::select(&["=", "!="][..])
-        )
-            .prop_map(|(ns, op)| format!("metadata.namespace{op}{ns}")),
-    ];
-    prop_oneof![
-        3 => Just(String::new()),
-        1 => prop::collection::vec(term, 1..3).prop_map(|v| v.join(",")),
-    ]
-}
-
 /// Scope and selectors of a list or watch.
 #[derive(Clone, Debug)]
 struct Query {
@@ -202,8 +176,8 @@ struct Query {
 fn query() -> impl Strategy<Value = Query> {
     (
         prop_oneof![2 => Just(None), 1 => prop::sample::select(&NAMESPACES[..]).prop_map(Some)],
-        label_selector(),
-        field_selector(),
+        SELECTORS.label_selector(),
+        SELECTORS.field_selector(),
     )
         .prop_map(|(namespace, labels, fields)| Query {
             namespace,
@@ -297,18 +271,6 @@ fn fields_match(selector: &str, (ns, name): &Key) -> bool {
         let actual = if field == "metadata.name" { name } else { ns };
         (actual == value) == equals
     })
-}
-
-fn escape(q: &str) -> String {
-    let mut out = String::new();
-    for b in q.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn key_of(item: &Value) -> Key {

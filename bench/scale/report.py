@@ -21,9 +21,10 @@ import sys
 ap = argparse.ArgumentParser()
 ap.add_argument("out")
 for k in ("nodes", "pods", "containers", "rounds", "wall", "namespaces", "deployments",
-          "expect-nodes", "expect-pods"):
+          "expect-nodes", "expect-pods", "churn-pool"):
     ap.add_argument(f"--{k}", type=int, default=0)
-for k in ("top-pods-rate", "top-nodes-rate", "load-seconds", "warmup", "hpa-period"):
+for k in ("top-pods-rate", "top-nodes-rate", "load-seconds", "warmup", "hpa-period", "churn-rate",
+          "churn-lifetime"):
     ap.add_argument(f"--{k}", type=float, default=0)
 for k in ("resolution", "scenario", "deployment-pods", "hpa-mode", "hpa-via", "hpa-accept",
           "top-accept", "slow-nodes", "failing-nodes", "kd-load"):
@@ -83,6 +84,7 @@ rows = [
     ("Kubelet bytes received per scrape cycle (idle; TCP payload incl. TLS, ss -tip), MB",
      lambda r: r["read_bytes_per_cycle"] / 1e6 if r.get("read_bytes_per_cycle") is not None else None, "{:.2f}", True),
     ("CPU under load, cores", lambda r: r["load_cpu_cores"], "{:.3f}", True),
+    ("Resident memory under load (median VmRSS, load window), MiB", lambda r: r.get("rss_load_mib"), "{:.1f}", True),
     ("Seconds from start to serving every expected pod", lambda r: r["ready_seconds"], "{:.1f}", True),
 ]
 for kind, label in KINDS:
@@ -99,6 +101,33 @@ for kind, label in KINDS:
         rows.append((f"{label}: burst completion (every deployment), slowest burst of the round, ms",
                      lambda r, k=kind: ((r["load"].get(k) or {}).get("bursts") or {}).get("max_ms"),
                      "{:.0f}", True))
+
+
+def churn(field, sub=None):
+    def f(r):
+        v = (r["load"].get("churn") or {}).get(field)
+        return (v or {}).get(sub) if sub else v
+    return f
+
+
+CHURN = any(r["load"].get("churn") for r in runs)
+if CHURN:
+    rows += [
+        ("Churn: pods created per round", churn("created"), "{:.0f}", False),
+        ("Churn: pods deleted per round", churn("deleted"), "{:.0f}", False),
+        ("Churn: create or delete failures per round",
+         lambda r: (churn("create_failed")(r) or 0) + (churn("delete_failed")(r) or 0)
+         if r["load"].get("churn") else None, "{:.0f}", False),
+        ("Churn: new pods served with usage per round", churn("new_pods_served"), "{:.0f}", False),
+        ("Churn: new pods never served though they lived 3 resolutions", churn("unserved_old"), "{:.0f}", False),
+        ("Churn: container start to first served usage, p50 ms", churn("first_served", "p50_ms"), "{:.0f}", True),
+        ("Churn: container start to first served usage, p90 ms", churn("first_served", "p90_ms"), "{:.0f}", True),
+        ("Churn: container start to first served usage, max ms", churn("first_served", "max_ms"), "{:.0f}", True),
+        ("Churn: deleted pods still served after their delete was sent, per round",
+         churn("served_after_delete", "n"), "{:.0f}", False),
+        ("Churn: deleted pods still served, longest after the delete, ms",
+         churn("served_after_delete", "max_ms"), "{:.0f}", True),
+    ]
 # Not compared: metrics-server sleeps a random 0..min(4 s, 8 ms × nodes) before each node's
 # scrape (pkg/scraper/scraper.go), so its tick duration measures that wait, not work.
 info_rows = [("Wall time of one scrape cycle (tick), mean, s", lambda r: r["tick_seconds_mean"], "{:.3f}")]
@@ -182,6 +211,15 @@ if a.check:
                     short.append(f"{k} r{r['round']}: {n} of {want}")
         gate(f"{s}: every scheduled request answered with the whole fleet ({'; '.join(short) or 'all'})",
              not short and rs)
+        if a.churn_rate > 0:
+            # The churn itself ran as asked (the harness's own check, identical for each server).
+            bad = [f"r{r['round']}: {c.get('created')} created, {c.get('deleted')} deleted, "
+                   f"{c.get('create_failed')}+{c.get('delete_failed')} failed, pool {c.get('pool_at_start')}"
+                   for r in rs for c in [r["load"].get("churn") or {}]
+                   if not c or c.get("create_failed") or c.get("delete_failed")
+                   or c.get("pool_at_start") != a.churn_pool
+                   or (c.get("created") or 0) < math.floor((a.load_seconds + a.warmup) * a.churn_rate)]
+            gate(f"{s}: churn ran as asked in every round ({'; '.join(bad) or 'all'})", not bad and rs)
 
 res = {"params": vars(a), "machine": machine,
        "table": [{k: v for k, v in t.items() if k != "fmt"} for t in table],
@@ -230,7 +268,18 @@ md = [f"## {a.scenario}: {a.nodes} nodes × {a.pods} pods × {a.containers} cont
       f"each kind on its own connections, {a.warmup:g} s warm-up discarded then {a.load_seconds:g} s recorded. "
       f"{a.rounds} rounds (odd: ours first; even: baseline first). Cells: median across rounds "
       f"[min–max]. Wall time {a.wall} s.",
-      "",
+      ""]
+if a.churn_rate > 0:
+    md += [f"Pod churn during every load window (warm-up included), identical for each server: "
+           f"{a.churn_rate:g} pods/s created and {a.churn_rate:g} deleted (Pod in kube-apiserver, container in "
+           f"kubelet-sim), in namespace kd-churn (no deployment: HPA answers stay exact), a pool of "
+           f"{a.churn_pool} pods (part of the {a.expect_pods} expected) so each lives ~{a.churn_lifetime:g} s. "
+           f"Full pod lists may be short by ceil(rate × 3 × resolution) or long by ceil(rate × resolution) + 1 "
+           f"(src/bin/kd-load/churn.rs); an empty list is an error. The churn namespace's list is polled every "
+           f"second to time each new pod's first served usage. The RSS and CPU under load rows are with churn; "
+           f"steady RSS and CPU per cycle are measured in the idle window before it.",
+           ""]
+md += [
       "| Figure | " + " | ".join(NAMES.get(s, s) for s in servers) + " | "
       + " | ".join(f"ours / {NAMES.get(b, b)}" for b in BASELINES) + " |",
       "|---|" + "---:|" * (len(servers) + len(BASELINES))]

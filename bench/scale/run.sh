@@ -13,6 +13,10 @@
 #              one failing kubelet (node 1, answers 500): neither it nor its pods are expected
 #   burst      1,000 × 30 with HPA queries in bursts (every deployment at once every 15 s,
 #              drained by 5 workers, as kube-controller-manager's HPA controller does)
+#   churn      1,000 × 30, 120 s of load, with pod churn at 5 pods/s: during each server's
+#              load window 5 pods/s are created and 5 deleted (kube-apiserver and kubelet-sim),
+#              so the fleet keeps its size (30,000 + a pool of 300 churned pods) while its
+#              membership changes; full pod lists are checked with the churn tolerance
 #   ci         100 × 30, 10 s resolution, 2 rounds (one per order), 20 s of load (ci.sh)
 #
 # Options:
@@ -37,10 +41,28 @@
 #                                         always asks, and kubelet-sim compresses for it)
 #   --slow-nodes I,J --slow-delay D --failing-nodes I,J
 #                                         kubelet faults (node indices from 0)
+#   --churn-rate N --churn-lifetime S     pod churn (issue #15 §3, default 0: none): N pods
+#                                         created and N deleted per second during each
+#                                         server's load window (warm-up included), identical
+#                                         for every server. The churned pods (namespace
+#                                         kd-churn, app=kd-churn, no deployment: HPA answers
+#                                         stay exact) are a pool of ceil(N × S) pods made
+#                                         before the servers start (S default 4 resolutions),
+#                                         so each lives about S seconds; every step creates
+#                                         one (Pod in kube-apiserver, container in the
+#                                         simulator, Running) and deletes the oldest (both).
+#                                         Full pod lists may be short by ceil(N × 3 × res) or
+#                                         long by ceil(N × res) + 1 (src/bin/kd-load/churn.rs);
+#                                         an empty list is always an error. Reported: pods
+#                                         created/deleted, new pods served and how fast, pods
+#                                         never served, RSS and CPU under load with churn.
 #   --baselines "metrics-server metrics-server-legacy"
 #                                         servers compared with ours (default metrics-server,
 #                                         i.e. v0.9.0; metrics-server-legacy is v0.8.0)
 #   --out DIR --check --keep
+#
+# The churn scenario in full (5 rounds × 2 servers × ~4 min, plus set-up):
+#   nice -n 19 bench/scale/run.sh --scenario churn --out bench/results/churn-1000x30
 #
 # Per server and round: start it (same flags, both --v=1), wait until it lists every expected
 # node and pod (the time is reported), an idle window of whole scrape cycles (CPU seconds per
@@ -67,6 +89,7 @@ NAMESPACES= DEPLOYMENT_PODS=5-50 HPA_PERIOD=15 HPA_MODE=spread HPA_VIA=both
 HPA_ACCEPT=application/json TOP_ACCEPT=application/json
 TOP_PODS_RATE=0.5 TOP_NODES_RATE=1 ROUNDS=5 OUT= CHECK=false KEEP=false
 SLOW_NODES= SLOW_DELAY=2s FAILING_NODES= BASELINES=metrics-server SCENARIO=custom KUBELET_GZIP=false
+CHURN_RATE=0 CHURN_LIFETIME=
 SIM_FIRST=${KD_SIM_FIRST:-127.3.0.1}  # first kubelet address (override: another fleet runs)
 scenario() {
   SCENARIO=$1
@@ -76,8 +99,9 @@ scenario() {
     2000x110) NODES=2000 PODS=110 LOAD_SECONDS=60 TOP_PODS_RATE=0.1 ;;
     faulty) NODES=1000 PODS=30 LOAD_SECONDS=120 SLOW_NODES=0 FAILING_NODES=1 ;;
     burst) NODES=1000 PODS=30 LOAD_SECONDS=120 HPA_MODE=burst ;;
+    churn) NODES=1000 PODS=30 LOAD_SECONDS=120 CHURN_RATE=5 ;;
     ci) NODES=100 PODS=30 RESOLUTION=10s IDLE_CYCLES=2 LOAD_SECONDS=20 WARMUP=5 ROUNDS=2 TOP_PODS_RATE=1 ;;
-    *) echo "unknown scenario $1 (1000x30 5000x30 2000x110 faulty burst ci)" >&2; exit 2 ;;
+    *) echo "unknown scenario $1 (1000x30 5000x30 2000x110 faulty burst churn ci)" >&2; exit 2 ;;
   esac
 }
 while (($#)); do
@@ -103,12 +127,14 @@ while (($#)); do
     --slow-nodes) SLOW_NODES=$2; shift ;;
     --slow-delay) SLOW_DELAY=$2; shift ;;
     --failing-nodes) FAILING_NODES=$2; shift ;;
+    --churn-rate) CHURN_RATE=$2; shift ;;
+    --churn-lifetime) CHURN_LIFETIME=$2; shift ;;
     --baselines) BASELINES=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
     --out) OUT=$2; shift ;;
     --check) CHECK=true ;;
     --keep) KEEP=true ;;
-    -h | --help) sed -n '2,59p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,82p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -116,6 +142,25 @@ done
 NAMESPACES=${NAMESPACES:-$((NODES / 20 > 3 ? NODES / 20 : 3))}
 read -r -a BASELINE_LIST <<<"$BASELINES"
 RES_S=${RESOLUTION%s}
+# Churn: the pool of churned pods (ceil(rate × lifetime)), 0 without churn.
+read -r CHURN_ON CHURN_LIFETIME CHURN_POOL < <(python3 -c '
+import math, sys
+rate, life, res = sys.argv[1], sys.argv[2], float(sys.argv[3])
+try:
+    rate = float(rate); life = float(life) if life else 4 * res
+except ValueError:
+    sys.exit("--churn-rate and --churn-lifetime take numbers")
+if rate < 0 or life <= 0 or not math.isfinite(rate * life):
+    sys.exit("--churn-rate must be >= 0 and --churn-lifetime > 0")
+pool = math.ceil(rate * life) if rate > 0 else 0
+if rate > 0 and pool < 1:
+    sys.exit("--churn-rate x --churn-lifetime must make a pool of at least one pod")
+print("true" if rate > 0 else "false", f"{life:g}", pool)' "$CHURN_RATE" "$CHURN_LIFETIME" "$RES_S") ||
+  { echo "bad churn options" >&2; exit 2; }
+if [[ $CHURN_ON == true && -n $FAILING_NODES ]]; then
+  echo "--churn-rate with --failing-nodes is not supported (churned pods would land on failing nodes)" >&2
+  exit 2
+fi
 OUT=${OUT:-$ROOT/target/scale/${SCENARIO}-${NODES}x${PODS}-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -180,6 +225,12 @@ SIM_ARGS=(--nodes "$NODES" --pods-per-node "$PODS" --containers-per-pod "$CONTAI
 [[ -n $DEPLOYMENT_PODS ]] && SIM_ARGS+=(--deployment-pods "$DEPLOYMENT_PODS")
 [[ -n $SLOW_NODES ]] && SIM_ARGS+=(--slow-nodes "$SLOW_NODES" --slow-delay "$SLOW_DELAY")
 [[ -n $FAILING_NODES ]] && SIM_ARGS+=(--failing-nodes "$FAILING_NODES")
+CONTROL_URL=
+if [[ $CHURN_ON == true ]]; then
+  CONTROL_PORT=$(_kd_free_port)
+  CONTROL_URL=http://127.0.0.1:$CONTROL_PORT
+  SIM_ARGS+=(--control-address "127.0.0.1:$CONTROL_PORT")
+fi
 "$KD_BIN" kubelet-sim "${SIM_ARGS[@]}" --objects-out "$OUT/objects.json" --ca-out "$OUT/sim-ca.crt" \
   </dev/null >"$OUT/kubelet-sim.log" 2>&1 &
 SIM_PID=$!
@@ -199,6 +250,13 @@ read -r EXPECT_NODES EXPECT_PODS DEPLOYMENTS < <(python3 -c '
 import json, sys
 t = json.load(open(sys.argv[1]))
 print(t["nodes"], t["pods"], len(t["deployments"]))' "$OUT/targets.json")
+if [[ $CHURN_ON == true ]]; then
+  log "churn: a pool of $CHURN_POOL pods (${CHURN_RATE}/s × ${CHURN_LIFETIME} s) in namespace kd-churn"
+  "$KD_LOAD" "${CERT[@]}" churn-pool --apiserver "$KD_APISERVER_URL" --control "$CONTROL_URL" \
+    --objects "$OUT/objects.json" --pods "$CHURN_POOL" >"$OUT/churn-pool.json" ||
+    die "creating the churn pool failed"
+  EXPECT_PODS=$((EXPECT_PODS + CHURN_POOL))
+fi
 log "expected answers: $EXPECT_NODES nodes, $EXPECT_PODS pods, $DEPLOYMENTS deployments"
 
 # Physical limits: one cycle of kubelet payloads (fetched once, concurrently) and a byte scan.
@@ -329,12 +387,15 @@ measure() {
   # Load window.
   local lc0 lc1 load_start load_end
   lc0=$(cpu_ticks "$SERVER_PID")
+  local churn_args=()
+  [[ $CHURN_ON == true ]] && churn_args=(--churn-rate "$CHURN_RATE" --churn-pool "$CHURN_POOL"
+    --churn-control "$CONTROL_URL" --churn-objects "$OUT/objects.json" --resolution "$RES_S")
   load_start=$(date +%s.%N)
   "$KD_LOAD" "${CERT[@]}" run --url "$URL" --aggregator-url "$KD_APISERVER_URL" \
     --targets "$OUT/targets.json" --duration "$LOAD_SECONDS" --warmup "$WARMUP" \
     --hpa-period "$HPA_PERIOD" --hpa-mode "$HPA_MODE" --hpa-via "$HPA_VIA" \
     --hpa-accept "$HPA_ACCEPT" --top-accept "$TOP_ACCEPT" \
-    --top-pods-rate "$TOP_PODS_RATE" --top-nodes-rate "$TOP_NODES_RATE" >"$OUT/$tag.load.json"
+    --top-pods-rate "$TOP_PODS_RATE" --top-nodes-rate "$TOP_NODES_RATE" "${churn_args[@]}" >"$OUT/$tag.load.json"
   load_end=$(date +%s.%N)
   lc1=$(cpu_ticks "$SERVER_PID")
   local hwm
@@ -359,6 +420,7 @@ for line in open(f"{out}/{tag}.rss"):
     if len(p) == 2:
         rss.append((float(p[0]), int(p[1])))
 idle = [kb for t, kb in rss if float(i0) <= t <= float(i1)] or [kb for _, kb in rss]
+under_load = [kb for t, kb in rss if float(l0) <= t <= float(l1)]
 load = json.load(open(f"{out}/{tag}.load.json"))
 res = {
     "server": name, "round": int(rnd), "ready_seconds": float(ready_s),
@@ -369,6 +431,7 @@ res = {
     "read_bytes_per_cycle": (int(rc1) - int(rc0)) / cycles if cycles else None,
     "rss_steady_mib": statistics.median(idle) / 1024,
     "rss_peak_mib": int(hwm) / 1024,
+    "rss_load_mib": statistics.median(under_load) / 1024 if under_load else None,
     "load_cpu_cores": (float(lc1) - float(lc0)) / hz / (float(l1) - float(l0)),
     "load_cpu_seconds": (float(lc1) - float(lc0)) / hz,
     "load": load,
@@ -393,6 +456,7 @@ python3 "$ROOT/bench/scale/report.py" "$OUT" --scenario "$SCENARIO" --nodes "$NO
   --top-pods-rate "$TOP_PODS_RATE" --top-nodes-rate "$TOP_NODES_RATE" --load-seconds "$LOAD_SECONDS" \
   --warmup "$WARMUP" --rounds "$ROUNDS" --slow-nodes "$SLOW_NODES" --failing-nodes "$FAILING_NODES" \
   --expect-nodes "$EXPECT_NODES" --expect-pods "$EXPECT_PODS" --baselines "$BASELINES" \
+  --churn-rate "$CHURN_RATE" --churn-pool "$CHURN_POOL" --churn-lifetime "$CHURN_LIFETIME" \
   --wall "$((SECONDS - T0))" --kd-load "$KD_LOAD" $([[ $CHECK == true ]] && echo --check)
 rc=$?
 log "results: $OUT/results.md, $OUT/results.json (wall $((SECONDS - T0))s)"

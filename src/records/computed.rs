@@ -203,15 +203,18 @@ fn top_pods(pods: &mut [(&str, u64, u64)], by_cpu: bool) -> String {
     let head = &mut pods[..shown];
     head.sort_by(order);
     head.iter()
-        .map(|(name, c, m)| {
-            if by_cpu {
-                format!("{name}={}", cpu_nanocores(round_cpu(*c)))
-            } else {
-                format!("{name}={}", memory_bytes(round_mem(*m)))
-            }
-        })
+        .map(|pod| top_entry(pod, by_cpu))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// One pod of a top list: `name=quantity`, its rounded CPU or memory.
+fn top_entry(&(name, cpu, mem): &(&str, u64, u64), by_cpu: bool) -> String {
+    if by_cpu {
+        format!("{name}={}", cpu_nanocores(round_cpu(cpu)))
+    } else {
+        format!("{name}={}", memory_bytes(round_mem(mem)))
+    }
 }
 
 /// CPU rounded to whole millicores, as `kubectl top` shows it: sub-millicore jitter between
@@ -335,13 +338,7 @@ mod tests {
                 let want = sorted
                     .iter()
                     .take(TOP_PODS)
-                    .map(|(n, c, m)| {
-                        if by_cpu {
-                            format!("{n}={}", cpu_nanocores(round_cpu(*c)))
-                        } else {
-                            format!("{n}={}", memory_bytes(round_mem(*m)))
-                        }
-                    })
+                    .map(|pod| top_entry(pod, by_cpu))
                     .collect::<Vec<_>>()
                     .join(",");
                 assert_eq!(

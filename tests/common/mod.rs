@@ -7,6 +7,7 @@ pub mod harness;
 pub mod kube_cluster;
 pub mod pg_app;
 pub mod postgres;
+pub mod selectors;
 
 use std::path::PathBuf;
 use std::time::Duration;

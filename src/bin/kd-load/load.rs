@@ -10,8 +10,9 @@
 //! from the period start.
 //!
 //! Every response is checked: a non-2xx status, a transport error or timeout, a body that is
-//! not a list, or a list whose item count differs from the fleet's by more than `slack` is an
-//! error. Errors are counted by reason and their latencies kept apart from the successful
+//! not a list, an empty list where items are expected, or a list whose item count differs
+//! from the fleet's by more than the stream's [`Tolerance`] (`--slack`, plus pod churn for
+//! full pod lists: `churn.rs`) is an error. Errors are counted by reason and their latencies kept apart from the successful
 //! ones'. Requests scheduled during the warm-up are sent but not recorded.
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::churn::{Tolerance, check_count};
 use crate::summary::summary;
 
 /// One request of a stream and the item count a correct answer has.
@@ -58,6 +60,8 @@ pub struct Stream {
     pub accept: String,
     /// Its own client (own connection pool).
     pub client: reqwest::Client,
+    /// How far a list's item count may be from the request's `expect`.
+    pub tolerance: Tolerance,
 }
 
 /// Load window.
@@ -67,8 +71,6 @@ pub struct Window {
     pub warmup: Duration,
     /// Recorded.
     pub duration: Duration,
-    /// Allowed |items − expected| (pod churn); 0 otherwise.
-    pub slack: usize,
 }
 
 #[derive(Default)]
@@ -103,21 +105,11 @@ pub async fn run(streams: Vec<Stream>, window: Window) -> Value {
         tasks.push(tokio::spawn(async move {
             match s.schedule {
                 Schedule::Rate(rate) if rate > 0.0 => {
-                    open_loop(s, rate, start, measured_from, end, window.slack, records).await
+                    open_loop(s, rate, start, measured_from, end, records).await
                 }
                 Schedule::Rate(_) => {}
                 Schedule::Burst { period, workers } => {
-                    bursts(
-                        s,
-                        period,
-                        workers,
-                        start,
-                        measured_from,
-                        end,
-                        window.slack,
-                        records,
-                    )
-                    .await
+                    bursts(s, period, workers, start, measured_from, end, records).await
                 }
             }
         }));
@@ -163,7 +155,6 @@ async fn open_loop(
     start: Instant,
     measured_from: Instant,
     end: Instant,
-    slack: usize,
     records: Records,
 ) {
     let s = Arc::new(s);
@@ -178,7 +169,7 @@ async fn open_loop(
         let (s, records) = (s.clone(), records.clone());
         inflight.push(tokio::spawn(async move {
             let req = &s.requests[i as usize % s.requests.len()];
-            let outcome = send(&s, req, slack).await;
+            let outcome = send(&s, req).await;
             let us = at.elapsed().as_micros() as u64;
             record(&records, &s.kind, at >= measured_from, us, outcome);
         }));
@@ -188,7 +179,6 @@ async fn open_loop(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn bursts(
     s: Stream,
     period: f64,
@@ -196,7 +186,6 @@ async fn bursts(
     start: Instant,
     measured_from: Instant,
     end: Instant,
-    slack: usize,
     records: Records,
 ) {
     let s = Arc::new(s);
@@ -217,7 +206,7 @@ async fn bursts(
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(req) = s.requests.get(i) else { break };
                     let t = Instant::now();
-                    let outcome = send(&s, req, slack).await;
+                    let outcome = send(&s, req).await;
                     record(
                         &records,
                         &s.kind,
@@ -242,7 +231,7 @@ async fn bursts(
 /// A checked response: `Ok((bytes, content type))` or `Err((reason, detail))`.
 type Outcome = Result<(usize, String), (String, String)>;
 
-async fn send(s: &Stream, req: &Request, slack: usize) -> Outcome {
+async fn send(s: &Stream, req: &Request) -> Outcome {
     let resp = s
         .client
         .get(&req.url)
@@ -266,21 +255,8 @@ async fn send(s: &Stream, req: &Request, slack: usize) -> Outcome {
         return Err((format!("http {}", status.as_u16()), text));
     }
     let n = super::count::items(&ctype, &body).map_err(|e| ("not a list".to_owned(), e))?;
-    if n == 0 && req.expect > 0 {
-        return Err(("empty list".into(), req.url.clone()));
-    }
-    if n + slack < req.expect {
-        return Err((
-            "short list".into(),
-            format!("{}: {n} items, expected {}", req.url, req.expect),
-        ));
-    }
-    if n > req.expect + slack {
-        return Err((
-            "long list".into(),
-            format!("{}: {n} items, expected {}", req.url, req.expect),
-        ));
-    }
+    check_count(n, req.expect, s.tolerance)
+        .map_err(|(reason, detail)| (reason, format!("{}: {detail}", req.url)))?;
     let short_type = ctype.split(';').next().unwrap_or("").trim().to_owned();
     Ok((body.len(), short_type))
 }

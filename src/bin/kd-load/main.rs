@@ -12,6 +12,8 @@
 //!   on its own client; every response checked against the targets (see `load.rs`). Prints one
 //!   JSON object: per kind the successful latencies (n, mean, max, and only the percentiles the
 //!   sample supports), errors by reason with their own latencies, bytes, content types.
+//!   With `--churn-rate`, pods are created and deleted during the load (see `churn.rs`);
+//!   `churn-pool` creates the churned pods' pool beforehand.
 //! - `first-metric`: starts pods during the run (kube-apiserver + kubelet-sim's control
 //!   endpoint) and times each one's first served usage on every server (see `first_metric.rs`).
 //! - `watchers`: N concurrent watches on pods.metrics.k8s.io resumed from one list, every
@@ -27,10 +29,12 @@ use std::{
 
 use anyhow::{Context, bail};
 
+mod churn;
 mod count;
 mod first_metric;
 mod floor;
 mod load;
+mod pods;
 mod summary;
 mod tally;
 mod targets;
@@ -140,6 +144,25 @@ enum Cmd {
     /// N concurrent watches on pods.metrics.k8s.io resumed from one list; every watcher's
     /// events checked per tick (see `watchers.rs`); prints a JSON report.
     Watchers(Box<WatchersArgs>),
+    /// Create the pool of churned pods (`run --churn-rate`) in kube-apiserver and
+    /// kubelet-sim, before the servers start (see `churn.rs`).
+    ChurnPool {
+        /// kube-apiserver URL.
+        #[arg(long)]
+        apiserver: String,
+        /// kubelet-sim's control endpoint (`http://127.0.0.1:PORT`).
+        #[arg(long)]
+        control: String,
+        /// The kubelet-sim `--objects-out` List (its Nodes get the pods, round robin).
+        #[arg(long)]
+        objects: PathBuf,
+        /// Namespace of the churned pods.
+        #[arg(long, default_value = "kd-churn")]
+        namespace: String,
+        /// Pods in the pool.
+        #[arg(long)]
+        pods: usize,
+    },
 }
 
 #[derive(clap::Args)]
@@ -179,6 +202,35 @@ struct WatchersArgs {
     /// Pods the list must hold (the fleet's); default: whatever it holds.
     #[arg(long)]
     expect_pods: Option<usize>,
+}
+
+/// Pod churn during `run` (see `churn.rs`).
+#[derive(clap::Args)]
+struct ChurnArgs {
+    /// Pods created and as many deleted per second during the whole load (warm-up
+    /// included), in kube-apiserver and kubelet-sim; 0: none. Needs --churn-control,
+    /// --churn-objects, --aggregator-url (kube-apiserver) and --resolution.
+    #[arg(long, default_value_t = 0.0)]
+    churn_rate: f64,
+    /// Churned pods kept alive (the pool `churn-pool` created: each lives pool / rate s).
+    #[arg(long, default_value_t = 0)]
+    churn_pool: usize,
+    /// kubelet-sim's control endpoint (`http://127.0.0.1:PORT`).
+    #[arg(long)]
+    churn_control: Option<String>,
+    /// The kubelet-sim `--objects-out` List (its Nodes get the new pods, round robin).
+    #[arg(long)]
+    churn_objects: Option<PathBuf>,
+    /// Namespace of the churned pods.
+    #[arg(long, default_value = "kd-churn")]
+    churn_namespace: String,
+    /// Poll period of the server's churn-namespace list, seconds.
+    #[arg(long, default_value_t = 1.0)]
+    churn_poll: f64,
+    /// The servers' scrape resolution in seconds (the churn tolerance of full pod lists
+    /// is derived from it and the rate: `churn.rs`).
+    #[arg(long)]
+    resolution: Option<f64>,
 }
 
 #[derive(clap::Args)]
@@ -256,9 +308,12 @@ struct RunArgs {
     /// Accept header of the full lists.
     #[arg(long, default_value = "application/json")]
     top_accept: String,
-    /// Allowed difference between a list's items and the fleet's (pod churn); 0 otherwise.
+    /// Allowed difference between a list's items and the fleet's either way, on every
+    /// stream (e.g. flaky pods); 0 otherwise. Churn adds its own to full pod lists.
     #[arg(long, default_value_t = 0)]
     slack: usize,
+    #[command(flatten)]
+    churn: ChurnArgs,
     /// Per-request timeout in seconds (an expired request is an error).
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
@@ -405,6 +460,20 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(())
         }
+        Cmd::ChurnPool {
+            apiserver,
+            control,
+            objects,
+            namespace,
+            pods,
+        } => {
+            let api =
+                pods::PodApi::new(client(&cli, Duration::from_secs(30))?, apiserver, control)?;
+            let nodes = first_metric::node_names(objects)?;
+            let v = churn::fill(&api, namespace, &nodes, *pods).await?;
+            println!("{v}");
+            Ok(())
+        }
     }
 }
 
@@ -458,6 +527,7 @@ async fn run_load(cli: &Cli, a: &RunArgs) -> anyhow::Result<()> {
             workers: a.hpa_workers,
         },
     };
+    let slack = churn::Tolerance::either_way(a.slack);
     let mut streams = Vec::new();
     for (kind, reqs) in [("hpa", direct), ("hpa-aggregated", aggregated)] {
         if !reqs.is_empty() {
@@ -467,12 +537,25 @@ async fn run_load(cli: &Cli, a: &RunArgs) -> anyhow::Result<()> {
                 requests: reqs,
                 accept: a.hpa_accept.clone(),
                 client: client(cli, timeout)?,
+                tolerance: slack,
             });
         }
     }
-    for (kind, rate, path, expect) in [
-        ("top-pods", a.top_pods_rate, "pods", t.pods),
-        ("top-nodes", a.top_nodes_rate, "nodes", t.nodes),
+    let churn = churn_plan(cli, a)?;
+    // The churned pods' pool is part of the fleet; churn moves the full pod list's count.
+    let (pool, churn_tolerance) = match &churn {
+        Some(p) => (p.pool, churn::Tolerance::for_churn(p.rate, p.resolution)),
+        None => (0, churn::Tolerance::default()),
+    };
+    for (kind, rate, path, expect, tolerance) in [
+        (
+            "top-pods",
+            a.top_pods_rate,
+            "pods",
+            t.pods + pool,
+            slack.plus(churn_tolerance),
+        ),
+        ("top-nodes", a.top_nodes_rate, "nodes", t.nodes, slack),
     ] {
         streams.push(Stream {
             kind: kind.into(),
@@ -483,19 +566,78 @@ async fn run_load(cli: &Cli, a: &RunArgs) -> anyhow::Result<()> {
             }],
             accept: a.top_accept.clone(),
             client: client(cli, timeout)?,
+            tolerance,
         });
     }
-    let summary = load::run(
-        streams,
-        load::Window {
-            warmup: Duration::from_secs_f64(a.warmup),
-            duration: Duration::from_secs_f64(a.duration),
-            slack: a.slack,
-        },
-    )
-    .await;
+    let window = load::Window {
+        warmup: Duration::from_secs_f64(a.warmup),
+        duration: Duration::from_secs_f64(a.duration),
+    };
+    let length = window.warmup + window.duration;
+    let (mut summary, churned) = tokio::join!(load::run(streams, window), async {
+        match churn {
+            Some(plan) => Some(churn::run(plan, length).await),
+            None => None,
+        }
+    });
+    if let Some(c) = churned {
+        summary["churn"] = c;
+        summary["churn"]["tolerance_top_pods"] = json!({
+            "short": churn_tolerance.short,
+            "long": churn_tolerance.long,
+            "formula": "short = ceil(rate x 3 x resolution), long = ceil(rate x resolution) + 1 (src/bin/kd-load/churn.rs)",
+        });
+    }
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
+}
+
+/// The churn of `run --churn-rate`, or `None` without it; a clear error when a flag it
+/// needs is missing.
+fn churn_plan(cli: &Cli, a: &RunArgs) -> anyhow::Result<Option<churn::Plan>> {
+    let c = &a.churn;
+    if c.churn_rate == 0.0 {
+        return Ok(None);
+    }
+    if !(c.churn_rate > 0.0 && c.churn_rate.is_finite()) {
+        bail!("--churn-rate {}: expected a positive number", c.churn_rate);
+    }
+    let control = c
+        .churn_control
+        .as_deref()
+        .context("--churn-rate needs --churn-control")?;
+    let objects = c
+        .churn_objects
+        .as_ref()
+        .context("--churn-rate needs --churn-objects")?;
+    let apiserver = a
+        .aggregator_url
+        .as_deref()
+        .context("--churn-rate needs --aggregator-url (kube-apiserver, where pods are created)")?;
+    let res = c.resolution.context("--churn-rate needs --resolution")?;
+    if !(res > 0.0 && res.is_finite()) {
+        bail!("--resolution {res}: expected a positive number of seconds");
+    }
+    if c.churn_pool == 0 {
+        bail!("--churn-rate needs --churn-pool (the pods `kd-load churn-pool` created)");
+    }
+    if !(c.churn_poll > 0.0 && c.churn_poll.is_finite()) {
+        bail!(
+            "--churn-poll {}: expected a positive number of seconds",
+            c.churn_poll
+        );
+    }
+    let res = Duration::from_secs_f64(res);
+    Ok(Some(churn::Plan {
+        pods: pods::PodApi::new(client(cli, Duration::from_secs(30))?, apiserver, control)?,
+        server: a.url.clone(),
+        nodes: first_metric::node_names(objects)?,
+        namespace: c.churn_namespace.clone(),
+        rate: c.churn_rate,
+        pool: c.churn_pool,
+        poll: Duration::from_secs_f64(c.churn_poll),
+        resolution: res,
+    }))
 }
 
 async fn create(
