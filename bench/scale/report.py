@@ -253,7 +253,11 @@ md = [f"## {a.scenario}: {a.nodes} nodes × {a.pods} pods × {a.containers} cont
       f"{machine.get('mem_gib', '?')} GiB, kernel {machine.get('kernel', '?')}, "
       f"{machine.get('rustc', '?')}; baselines built with "
       + ", ".join(f"{os.path.basename(b)}: {v.get('go', '?')}" for b, v in machine.get("baselines", {}).items())
-      + f"; our build {machine.get('kd_git', '?')}. Load average (1 min) at the start "
+      + f"; checkout {machine.get('kd_git', '?')} at the start"
+      + (f", our binary {machine['kd_bin_sha256']} (SHA-256 prefix) built {machine.get('kd_bin_mtime', '?')}"
+         if machine.get("kd_bin_sha256") else "")
+      + (f" ({machine['kd_build_note']})" if machine.get("kd_build_note") else "")
+      + ". Load average (1 min) at the start "
       f"{machine.get('loadavg_at_start', ['?'])[0]}, before/after each measurement "
       f"{min(loads, default='?')}–{max(loads, default='?')} (shared machine: other builds ran).",
       "",
