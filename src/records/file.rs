@@ -92,6 +92,20 @@ impl RecordSource for FileSource {
     }
 }
 
+/// A document that looks like JSON (it starts with `{` or `[`) and is valid JSON is read as
+/// JSON, as k8s.io/apimachinery's YAMLOrJSONDecoder does; anything else as YAML. The YAML
+/// parser is YAML 1.1 and folds a U+2028/U+2029 inside a quoted string as a line break (the
+/// whitespace after it is dropped), which would change a JSON file's strings.
+fn parse_document(text: &str) -> Result<Value, String> {
+    let head = text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+    if (head.starts_with('{') || head.starts_with('['))
+        && let Ok(doc) = serde_json::from_str::<Value>(head)
+    {
+        return Ok(doc);
+    }
+    serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+}
+
 /// The lab's seed records as served by a process started at `started`.
 pub fn embedded_records(started: Time) -> Result<Vec<DataRecord>, RecordsError> {
     let mut records = parse_records("<embedded default records>", EMBEDDED_SEED, started)?;
@@ -114,8 +128,7 @@ pub fn parse_records(path: &str, text: &str, now: Time) -> Result<Vec<DataRecord
         path: path.to_string(),
         message,
     };
-    let doc: Value = serde_yaml_ng::from_str(text)
-        .map_err(|e| invalid(format!("not valid YAML or JSON: {e}")))?;
+    let doc = parse_document(text).map_err(|e| invalid(format!("not valid YAML or JSON: {e}")))?;
     let items = match doc {
         Value::Array(items) => items,
         Value::Object(mut obj) => match obj.remove("items") {
@@ -240,6 +253,32 @@ pub(crate) fn is_dns1123_subdomain(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_strings_keep_a_line_separator_and_the_space_after_it() {
+        // Found by fuzz/records_file: the YAML 1.1 parser folded "a\u{2028} b" to
+        // "a\u{2028}b", so a JSON file's query changed (and a record written back as JSON
+        // did not load as itself).
+        let now = Time::from_millis(1_700_000_000_000);
+        let json = r#"[{"apiVersion":"data.kubedojo.io/v1alpha1","kind":"DataRecord",
+            "metadata":{"name":"x","namespace":"default"},
+            "spec":{"source":"redis","query":"HGETALL\u2028 feature:flags"}}]"#
+            .replace("\\u2028", "\u{2028}");
+        let records = parse_records("r.json", &json, now).unwrap();
+        assert_eq!(records[0].spec.query, "HGETALL\u{2028} feature:flags");
+        let again =
+            parse_records("again.json", &serde_json::to_string(&records).unwrap(), now).unwrap();
+        assert_eq!(
+            serde_json::to_string(&again).unwrap(),
+            serde_json::to_string(&records).unwrap()
+        );
+        // YAML flow documents that are not JSON still load as YAML.
+        let yaml = "[{apiVersion: data.kubedojo.io/v1alpha1, kind: DataRecord, metadata: {name: y, namespace: default}, spec: {source: file}}]";
+        assert_eq!(
+            parse_records("r.yaml", yaml, now).unwrap()[0].metadata.name,
+            "y"
+        );
+    }
 
     fn now() -> Time {
         Time::from_millis(1_700_000_000_000)
