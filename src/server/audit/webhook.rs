@@ -301,13 +301,27 @@ impl Webhook {
     }
 }
 
+/// Waits for the webhook thread's answer. On a multi-thread Tokio runtime the worker hands
+/// its queued tasks to another thread first (`block_in_place`): a task parked in this
+/// worker's LIFO slot cannot be stolen, so a plain blocking wait could stall it (and, when
+/// that task is what the webhook waits for, until the POST times out).
+fn wait_for_reply(answer: &std::sync::mpsc::Receiver<bool>) -> bool {
+    let recv = || answer.recv().unwrap_or(false);
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(recv)
+        }
+        _ => recv(),
+    }
+}
+
 impl Backend for Webhook {
     fn process(&self, events: &[Event]) -> bool {
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         if !self.send(events.to_vec(), Some(reply)) {
             return false;
         }
-        answer.recv().unwrap_or(false)
+        wait_for_reply(&answer)
     }
 
     fn submit(&self, events: Vec<Event>) {
