@@ -354,11 +354,7 @@ impl App {
                 Ok(event) => *audit_slot = Some(event),
                 Err(super::audit::Rejected) => {
                     // blocking-strict: upstream answers 500 and handles nothing.
-                    let uri = req
-                        .uri()
-                        .path_and_query()
-                        .map(|pq| pq.to_string())
-                        .unwrap_or_else(|| req.uri().path().to_string());
+                    let uri = request_uri(req.uri());
                     return (
                         Some(user),
                         response::text(
@@ -390,13 +386,7 @@ impl App {
                 return (Some(user), resp);
             }
             Err(AuthError::Internal(e)) | Err(AuthError::Unauthorized(e)) => {
-                // RequestURI as Go has it: path and query, also for HTTP/2's
-                // absolute-form URIs.
-                let uri = req
-                    .uri()
-                    .path_and_query()
-                    .map(|pq| pq.to_string())
-                    .unwrap_or_else(|| req.uri().path().to_string());
+                let uri = request_uri(req.uri());
                 return (
                     Some(user),
                     response::text(
@@ -747,4 +737,11 @@ fn audit_request<B>(
         user_agent: header("user-agent"),
         received,
     }
+}
+
+/// RequestURI as Go has it: path and query, also for HTTP/2's absolute-form URIs.
+fn request_uri(uri: &http::Uri) -> String {
+    uri.path_and_query()
+        .map(|pq| pq.to_string())
+        .unwrap_or_else(|| uri.path().to_string())
 }
