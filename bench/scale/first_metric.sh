@@ -9,12 +9,14 @@
 #
 # Usage: bench/scale/first_metric.sh [--nodes 50] [--pods 30] [--resolution 15s]
 #        [--new-pods 1200] [--rate 20] [--out DIR] [--keep]
-# Environment: KD_BIN, KD_LOAD, METRICS_SERVER_BIN (default: built/cached).
+# Environment: KD_BIN, KD_LOAD, METRICS_SERVER_BIN (default: built/cached), KD_SIM_FIRST (first
+# kubelet address, default 127.8.0.1, apart from the other harnesses').
 # Hold the shared cluster lock: flock /tmp/kubedojo-cluster.lock bash bench/scale/first_metric.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 E2E=$ROOT/tests/e2e
 NODES=50 PODS=30 CONTAINERS=2 RESOLUTION=15s NEW_PODS=1200 RATE=20 OUT= KEEP=false
+SIM_FIRST=${KD_SIM_FIRST:-127.8.0.1}
 ARGV=("$@")
 while (($#)); do
   case "$1" in
@@ -25,7 +27,7 @@ while (($#)); do
     --rate) RATE=$2; shift ;;
     --out) OUT=$2; shift ;;
     --keep) KEEP=true ;;
-    -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -44,7 +46,7 @@ source "$ROOT/bench/scale/pair.sh"
 pair_binaries
 pair_cluster_up
 CONTROL_PORT=$(_kd_free_port)
-pair_fleet 127.8.0.1 "kubelet-sim control on" --control-address "127.0.0.1:$CONTROL_PORT"
+pair_fleet "$SIM_FIRST" "kubelet-sim control on" --control-address "127.0.0.1:$CONTROL_PORT"
 pair_servers "$CONTROL_PORT"
 LOAD_BEFORE=$(loadavg)
 log "both serve the fleet; starting $NEW_PODS pods at $RATE/s (load $LOAD_BEFORE)"
