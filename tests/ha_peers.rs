@@ -7,12 +7,15 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use kubedojo_data_api::cluster::NodeInfo;
 use kubedojo_data_api::ha::coordinator::{Coordinator, Plan};
 use kubedojo_data_api::ha::membership::{Member, MemberSet, Membership};
-use kubedojo_data_api::ha::peer::{self, PeerClient, PeerError, PeerIdentity, PeerToken};
+use kubedojo_data_api::ha::peer::{
+    self, KeepAlive, PeerClient, PeerError, PeerIdentity, PeerToken,
+};
 use kubedojo_data_api::ha::peer_auth::SharedSecret;
 use kubedojo_data_api::ha::rendezvous;
 use kubedojo_data_api::ha::shard::OwnShard;
@@ -20,11 +23,13 @@ use kubedojo_data_api::ha::wire::NodeFrame;
 use kubedojo_data_api::store::batch::{ContainerPoint, MetricsPoint, NodeBatch, PodPoints};
 use kubedojo_data_api::store::transfer::NodeState;
 use kubedojo_data_api::store::{Store, StoreConfig};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "peer-secret-0123456789";
+/// The resolution the peers of these tests keep their connections for.
+const RESOLUTION: Duration = Duration::from_secs(15);
 
 fn batch(node: &str, ts: i64, cpu: u64) -> NodeBatch {
     NodeBatch {
@@ -91,6 +96,7 @@ async fn start_peer(id: &str) -> Peer {
         identity.clone(),
         Arc::new(SharedSecret(SECRET.into())),
         shard.clone(),
+        KeepAlive::for_resolution(RESOLUTION).server_idle,
         stop.clone(),
     ));
     Peer {
@@ -110,6 +116,7 @@ fn client(token: &str) -> PeerClient {
         PeerToken::Fixed(token.into()),
         Duration::from_millis(800),
         1 << 20,
+        KeepAlive::for_resolution(RESOLUTION).client_idle,
     )
 }
 
@@ -344,6 +351,107 @@ async fn garbage_is_refused_whole() {
         Err(PeerError::Wire(_))
     ));
     task.abort();
+}
+
+/// A TCP relay in front of `to` that counts the connections it accepts. With `cut_after` set,
+/// a connection that carried nothing for that long is closed as soon as the client sends on it
+/// again, unanswered: a server ending an idle keep-alive connection just as the client reuses
+/// it (the race tests/e2e/ha.sh found).
+async fn relay(to: String, cut_after: Option<Duration>) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            let to = to.clone();
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(&to).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let (mut up, mut down) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+                let mut last = Instant::now();
+                loop {
+                    tokio::select! {
+                        n = cr.read(&mut up) => {
+                            let n = match n { Ok(0) | Err(_) => return, Ok(n) => n };
+                            if cut_after.is_some_and(|d| last.elapsed() >= d) {
+                                return; // both halves of both sockets drop: closed
+                            }
+                            if sw.write_all(&up[..n]).await.is_err() { return; }
+                        }
+                        n = sr.read(&mut down) => {
+                            let n = match n { Ok(0) | Err(_) => return, Ok(n) => n };
+                            if cw.write_all(&down[..n]).await.is_err() { return; }
+                        }
+                    }
+                    last = Instant::now();
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// Replicas fetch once per tick: the connection of one tick is still open at the next, on
+/// both sides (no TLS handshake per peer per tick). 11 s apart: longer than the client (5 s)
+/// and the server (10 s) used to keep an idle peer connection.
+#[tokio::test]
+async fn a_fetch_a_tick_later_reuses_the_connection() {
+    let p = start_peer("replica-b").await;
+    p.serve(&[("node-1".into(), Ok(state("node-1", None, 1_000_000, 5_000)))]);
+    let (addr, accepted) = relay(p.member.address.clone(), None).await;
+    let via = Member {
+        address: addr,
+        ..p.member.clone()
+    };
+    let c = client(SECRET);
+    for round in 0..2 {
+        if round > 0 {
+            tokio::time::sleep(Duration::from_secs(11)).await;
+        }
+        let (frames, _) = c.fetch(&via, &["node-1"]).await.unwrap();
+        assert!(matches!(frames[0].1, NodeFrame::Ok(_)), "round {round}");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the second fetch opened a new connection"
+    );
+    p.stop.cancel();
+}
+
+/// A server that closes an idle connection just as the client sends a request on it does not
+/// fail the fetch: the client asks again on a new connection (the request only reads).
+#[tokio::test]
+async fn a_connection_closed_under_a_request_does_not_fail_the_fetch() {
+    let p = start_peer("replica-b").await;
+    p.serve(&[("node-1".into(), Ok(state("node-1", None, 1_000_000, 5_000)))]);
+    let (addr, accepted) = relay(p.member.address.clone(), Some(Duration::from_secs(1))).await;
+    let via = Member {
+        address: addr,
+        ..p.member.clone()
+    };
+    let c = client(SECRET);
+    c.fetch(&via, &["node-1"]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (frames, _) = c
+        .fetch(&via, &["node-1"])
+        .await
+        .expect("the second fetch, its pooled connection cut under it");
+    assert!(matches!(frames[0].1, NodeFrame::Ok(_)));
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "asked again on a new connection"
+    );
+    p.stop.cancel();
 }
 
 fn node(name: &str) -> Arc<NodeInfo> {

@@ -27,11 +27,38 @@ use super::peer_auth::{PeerAuthError, PeerAuthenticator};
 use super::shard::OwnShard;
 use super::wire::{self, NodeFrame};
 
-/// How long a peer may take to send a request head; also how long the server keeps an
-/// idle keep-alive connection.
-const PEER_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Idle peer connections are dropped by the client well before the server ends them.
-const PEER_CLIENT_IDLE: Duration = Duration::from_secs(5);
+/// The least time the server gives a peer to send a request head (hyper's header timeout,
+/// which also ends idle keep-alive connections).
+const PEER_SERVER_IDLE_MIN: Duration = Duration::from_secs(10);
+/// The least time the client keeps an idle pooled connection.
+const PEER_CLIENT_IDLE_MIN: Duration = Duration::from_secs(5);
+
+/// How long each side keeps an idle peer connection, for replicas that fetch from each peer
+/// once per tick: the client longer than a tick, so the next tick's fetch reuses the
+/// connection instead of a new TCP and TLS handshake with every peer; the server a tick
+/// longer still, so the client always drops an idle connection first and never sends a request
+/// on one the server is closing (at resolutions >= 10 s that failed a fetch per tick, found by
+/// tests/e2e/ha.sh). Should the server close one under a request anyway (a peer restarting),
+/// the client asks once more on a new connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// The client drops a pooled connection idle this long.
+    pub client_idle: Duration,
+    /// The server ends a connection on which no request head arrived for this long.
+    pub server_idle: Duration,
+}
+
+impl KeepAlive {
+    /// For a fetch every `resolution`: the client keeps idle connections two resolutions (at
+    /// least 5 s), the server one more (at least 10 s).
+    pub fn for_resolution(resolution: Duration) -> Self {
+        let client_idle = (resolution * 2).max(PEER_CLIENT_IDLE_MIN);
+        KeepAlive {
+            client_idle,
+            server_idle: (client_idle + resolution).max(PEER_SERVER_IDLE_MIN),
+        }
+    }
+}
 
 /// The one route of the peer listener (version 2: the request names the nodes; version 1's
 /// `GET /ha/v1/shard` of the whole shard is gone, a peer still asking it gets 404 and scrapes
@@ -82,12 +109,14 @@ pub fn parse_hex(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Serves `shard` to authenticated peers on `listener` until `shutdown`.
+/// Serves `shard` to authenticated peers on `listener` until `shutdown`, ending a connection
+/// that brings no request head for `idle` ([`KeepAlive::server_idle`]).
 pub async fn serve(
     listener: TcpListener,
     identity: PeerIdentity,
     auth: Arc<dyn PeerAuthenticator>,
     shard: Arc<OwnShard>,
+    idle: Duration,
     shutdown: CancellationToken,
 ) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -136,7 +165,7 @@ pub async fn serve(
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(PEER_HEADER_TIMEOUT)
+                .header_read_timeout(idle)
                 .serve_connection(TokioIo::new(tls), service);
             tokio::select! {
                 r = conn => if let Err(e) = r { tracing::debug!(%remote, error = %e, "peer connection ended with an error") },
@@ -264,16 +293,19 @@ pub struct PeerClient {
     token: PeerToken,
     timeout: Duration,
     max_bytes: usize,
+    idle: Duration,
     clients: Mutex<HashMap<[u8; 32], reqwest::Client>>,
 }
 
 impl PeerClient {
-    /// A client presenting `token`, giving each fetch `timeout` and at most `max_bytes`.
-    pub fn new(token: PeerToken, timeout: Duration, max_bytes: usize) -> Self {
+    /// A client presenting `token`, giving each fetch `timeout` and at most `max_bytes`, and
+    /// keeping an idle connection to a peer for `idle` ([`KeepAlive::client_idle`]).
+    pub fn new(token: PeerToken, timeout: Duration, max_bytes: usize, idle: Duration) -> Self {
         PeerClient {
             token,
             timeout,
             max_bytes,
+            idle,
             clients: Mutex::new(HashMap::new()),
         }
     }
@@ -295,10 +327,8 @@ impl PeerClient {
             .connect_timeout(self.timeout)
             .timeout(self.timeout)
             .pool_max_idle_per_host(1)
-            // Below the server's header timeout, which also ends idle keep-alive
-            // connections: reusing one the server is closing failed a fetch per tick at
-            // resolutions >= 10s (found by tests/e2e/ha.sh).
-            .pool_idle_timeout(PEER_CLIENT_IDLE)
+            // Below the server's idle timeout (see `KeepAlive`).
+            .pool_idle_timeout(self.idle)
             .no_proxy()
             .build()
             .map_err(|e| PeerError::Transport(e.to_string()))?;
@@ -329,14 +359,26 @@ impl PeerClient {
         let client = self.client(peer.cert_sha256)?;
         let token = self.token.read()?;
         let url = format!("https://{}{SHARD_PATH}", peer.address);
-        let mut resp = client
-            .post(&url)
-            .bearer_auth(token)
-            .header(reqwest::header::CONTENT_TYPE, wire::REQUEST_CONTENT_TYPE)
-            .body(request)
-            .send()
-            .await
-            .map_err(|e| PeerError::Transport(chain(&e)))?;
+        let request = Bytes::from(request);
+        let send = || {
+            client
+                .post(&url)
+                .bearer_auth(&token)
+                .header(reqwest::header::CONTENT_TYPE, wire::REQUEST_CONTENT_TYPE)
+                .body(request.clone())
+                .send()
+        };
+        let mut resp = match send().await {
+            // The pooled connection was closed under the request (a peer ending it as it was
+            // reused): once more, on a new connection. The request only reads, so asking
+            // twice is safe; a failed connect or TLS handshake (a wrong pin) is not retried.
+            Err(e) if !e.is_connect() && !e.is_timeout() => {
+                tracing::debug!(peer = %peer.id, error = %chain(&e), "peer connection closed under a request; asking again");
+                send().await
+            }
+            r => r,
+        }
+        .map_err(|e| PeerError::Transport(chain(&e)))?;
         if resp.status() != reqwest::StatusCode::OK {
             return Err(PeerError::Status(resp.status().as_u16()));
         }
@@ -438,6 +480,22 @@ impl ServerCertVerifier for PinnedCert {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One fetch per tick: the client keeps a connection past the next tick, and always drops
+    /// it before the server would (so it never reuses one the server is closing).
+    #[test]
+    fn connections_outlive_a_tick_and_the_client_lets_go_first() {
+        for secs in [1, 5, 10, 15, 30, 60, 300] {
+            let resolution = Duration::from_secs(secs);
+            let k = KeepAlive::for_resolution(resolution);
+            assert!(k.client_idle > resolution, "{secs}s: {k:?}");
+            assert!(
+                k.server_idle >= k.client_idle + resolution.min(PEER_SERVER_IDLE_MIN),
+                "{secs}s: {k:?}"
+            );
+            assert!(k.server_idle >= PEER_SERVER_IDLE_MIN, "{secs}s: {k:?}");
+        }
+    }
 
     #[test]
     fn pins_round_trip_as_hex() {

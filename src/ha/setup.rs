@@ -91,10 +91,12 @@ pub async fn start_in_cluster(
     };
     let membership = Membership::new(MemberSet::new(me.clone(), []));
     let shard = Arc::new(OwnShard::counting(stats.bytes_served.clone()));
+    let keep_alive = peer::KeepAlive::for_resolution(resolution);
     let client_side = PeerClient::new(
         PeerToken::File(args.peer_token_file.clone()),
         args.timeout(resolution),
         args.peer_max_response_bytes,
+        keep_alive.client_idle,
     );
     let coordinator = Coordinator::new(
         membership.clone(),
@@ -110,6 +112,7 @@ pub async fn start_in_cluster(
             identity,
             authenticator,
             shard,
+            keep_alive.server_idle,
             shutdown.clone(),
         )),
         tokio::spawn(lease::run(
@@ -173,6 +176,7 @@ impl LocalPeer {
         let membership =
             Membership::new(MemberSet::new(self.member.clone(), members.iter().cloned()));
         let shard = Arc::new(OwnShard::counting(stats.bytes_served.clone()));
+        let keep_alive = peer::KeepAlive::for_resolution(resolution);
         let coordinator = Coordinator::new(
             membership.clone(),
             replication,
@@ -181,6 +185,7 @@ impl LocalPeer {
                 PeerToken::Fixed(secret.to_string()),
                 resolution / 4,
                 256 * 1024 * 1024,
+                keep_alive.client_idle,
             ),
             resolution / 2,
             stats,
@@ -190,6 +195,7 @@ impl LocalPeer {
             self.identity,
             Arc::new(SharedSecret(secret.to_string())),
             shard,
+            keep_alive.server_idle,
             shutdown,
         ));
         Started {
