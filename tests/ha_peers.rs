@@ -716,3 +716,112 @@ async fn a_node_its_owner_does_not_scrape_goes_to_the_next_owner_or_is_scraped_h
     b.stop.cancel();
     c_peer.stop.cancel();
 }
+
+/// With peers, a tick publishes while this replica's own scrapes run and when they end, not
+/// every `publish_interval` while it waits for the peer fetch halfway through the tick (each
+/// publish rebuilds the whole snapshot; nothing changes while waiting). Here the peer scrapes
+/// nothing, so its nodes are scraped here after the fetch: every node is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_does_not_publish_while_waiting_for_the_peer_fetch() {
+    use kubedojo_data_api::api::label_selector::LabelSelector;
+    use kubedojo_data_api::cluster::ClusterView;
+    use kubedojo_data_api::cluster::address::KubeletAddressing;
+    use kubedojo_data_api::ha::setup::LocalPeer;
+    use kubedojo_data_api::pipeline::Pipeline;
+    use kubedojo_data_api::scrape::{KubeletClient, KubeletClientConfig, ScraperConfig};
+    use kubedojo_data_api::sim::{self, Fleet, FleetSpec, ServeOptions};
+    common::crypto();
+    let spec = FleetSpec {
+        nodes: 6,
+        pods_per_node: 2,
+        first_address: "127.1.14.1".parse().unwrap(),
+        port: 0,
+        ..FleetSpec::default()
+    };
+    let fleet = Arc::new(Fleet::new(&spec, kubedojo_data_api::api::time::now_millis()).unwrap());
+    let handle = sim::serve(fleet.clone(), ServeOptions::default())
+        .await
+        .unwrap();
+    let view = ClusterView::new();
+    for (i, n) in fleet.nodes.iter().enumerate() {
+        let addr = handle.addr(i).unwrap();
+        view.upsert_node(NodeInfo {
+            name: n.name.clone(),
+            labels: Arc::new(Default::default()),
+            addresses: vec![("InternalIP".into(), addr.ip().to_string())],
+            kubelet_port: addr.port(),
+            metrics_path: None,
+            ready: true,
+            allocatable: None,
+        });
+    }
+    let resolution = Duration::from_secs(2);
+    let ip = "127.0.0.1".parse().unwrap();
+    let a = LocalPeer::bind("replica-a", ip).await.unwrap();
+    let b = LocalPeer::bind("replica-b", ip).await.unwrap();
+    let members = vec![a.member.clone(), b.member.clone()];
+    let ids = ids_of(&["replica-a", "replica-b"]);
+    assert!(
+        fleet
+            .nodes
+            .iter()
+            .any(|n| !rendezvous::owns(&ids, "replica-a", &n.name, 1)),
+        "replica-b owns no node: nothing to fetch"
+    );
+    let stop = CancellationToken::new();
+    let started_a = a.start(
+        &members,
+        1,
+        SECRET,
+        resolution,
+        Default::default(),
+        stop.clone(),
+    );
+    let _b = b.start(
+        &members,
+        1,
+        SECRET,
+        resolution,
+        Default::default(),
+        stop.clone(),
+    );
+    let client = KubeletClient::new(KubeletClientConfig {
+        ca_pem: Some(handle.ca_pem().as_bytes().to_vec()),
+        timeout: Duration::from_secs(1),
+        max_body_bytes: 1 << 20,
+        ..KubeletClientConfig::default()
+    })
+    .unwrap();
+    let config = ScraperConfig {
+        resolution,
+        concurrency: 4,
+        node_selector: LabelSelector::everything(),
+        addressing: KubeletAddressing {
+            use_node_status_port: true,
+            ..KubeletAddressing::default()
+        },
+        publish_interval: Duration::from_millis(50),
+    };
+    let mut pipeline = Pipeline::new(config, client, view, Duration::from_secs(1));
+    pipeline.scraper = pipeline.scraper.with_ha(started_a.coordinator.clone());
+    // The first tick takes the first readings (a rate needs two); the second one is counted.
+    pipeline.scraper.tick().await;
+    let publishes = pipeline.store.subscribe_publishes();
+    let before = *publishes.borrow();
+    let t0 = Instant::now();
+    pipeline.scraper.tick().await;
+    let took = t0.elapsed();
+    let count = publishes.borrow().wrapping_sub(before);
+    // The fetch is 1 s into the tick: publishing every 50 ms meanwhile was about 20.
+    assert!(
+        took >= resolution / 2,
+        "the tick waited for the fetch: {took:?}"
+    );
+    assert!(count <= 8, "{count} publishes in one tick of {took:?}");
+    let snap = pipeline.store.snapshot();
+    for n in &fleet.nodes {
+        assert!(snap.node(&n.name).is_some(), "{} not served", n.name);
+    }
+    stop.cancel();
+    handle.shutdown().await;
+}
