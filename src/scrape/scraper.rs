@@ -166,7 +166,6 @@ impl Scraper {
             nodes = std::mem::take(&mut plan.own);
             (ha.clone(), plan)
         });
-        let has_remote = plan.as_ref().is_some_and(|(_, p)| !p.remote.is_empty());
         {
             let failing = me.failing.lock().unwrap_or_else(PoisonError::into_inner);
             // Stable: healthy nodes first, in the view's order.
@@ -184,38 +183,25 @@ impl Scraper {
                 progress.store(DONE, Ordering::Release);
             },
         );
+        // The nodes other replicas own: fetched from them halfway through the tick; what no
+        // owner delivered is scraped here (bounded by the same deadline).
         // Boxed as `dyn Send`: joining the two streams' futures directly trips rustc's
         // higher-ranked `Send` inference when the scraper is spawned.
         let scrapes: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> =
             Box::pin(scrapes);
-        // While this replica's own scrapes run, what they have brought so far is published
-        // every `publish_interval`; once they are done, once more if peers' nodes are still
-        // to come. Not while waiting for the peer fetch halfway through the tick: nothing
-        // changes then, and each publish rebuilds the whole snapshot (with three replicas
-        // that was seven needless rebuilds a tick on each, issue 14).
-        let own = async {
-            let publisher = async {
-                let mut every = tokio::time::interval(me.config.publish_interval);
+        let scrapes = futures::future::join(scrapes, self.remote(plan, started));
+        let publisher = async {
+            let mut every = tokio::time::interval(me.config.publish_interval);
+            every.tick().await;
+            loop {
                 every.tick().await;
-                loop {
-                    every.tick().await;
-                    me.store.publish(now_millis());
-                }
-            };
-            tokio::select! {
-                _ = scrapes => {}
-                _ = publisher => {}
-            }
-            if has_remote {
                 me.store.publish(now_millis());
             }
         };
-        // The nodes other replicas own: fetched from them halfway through the tick; what no
-        // owner delivered is scraped here (bounded by the same deadline).
-        let all = futures::future::join(own, self.remote(plan, started));
         let deadline = tokio::time::sleep(me.config.resolution);
         let timed_out = tokio::select! {
-            _ = all => false,
+            _ = scrapes => false,
+            _ = publisher => false,
             _ = deadline => true,
         };
         if timed_out {
