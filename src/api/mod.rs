@@ -21,3 +21,4 @@ pub mod status;
 pub mod table;
 pub mod time;
 pub mod watch;
+pub mod watch_chunks;

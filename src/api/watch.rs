@@ -17,9 +17,14 @@ use super::status::ApiError;
 /// A sender of encoded events; dropping it ends the stream.
 pub type EventSender = mpsc::Sender<Bytes>;
 
-/// A 200 streaming response fed by the returned sender.
+/// A 200 streaming response fed by the returned sender, which holds up to 64 items.
 pub fn stream() -> (EventSender, Response<Body>) {
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    stream_with_capacity(64)
+}
+
+/// [`stream`] with a sender that holds up to `capacity` items (at least 1).
+pub fn stream_with_capacity(capacity: usize) -> (EventSender, Response<Body>) {
+    let (tx, rx) = mpsc::channel::<Bytes>(capacity.max(1));
     let frames = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -40,13 +45,23 @@ pub fn stream() -> (EventSender, Response<Body>) {
 
 /// Encodes `{"type":<type>,"object":<object>}\n`.
 pub fn event(kind: &str, object: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(object.len() + 32);
+    let mut out = Vec::with_capacity(event_len(kind, object.len()));
+    write_event(&mut out, kind, object);
+    Bytes::from(out)
+}
+
+/// Appends the line [`event`] encodes to `out`.
+pub fn write_event(out: &mut Vec<u8>, kind: &str, object: &[u8]) {
     out.extend_from_slice(b"{\"type\":\"");
     out.extend_from_slice(kind.as_bytes());
     out.extend_from_slice(b"\",\"object\":");
     out.extend_from_slice(object);
     out.extend_from_slice(b"}\n");
-    Bytes::from(out)
+}
+
+/// The length of the line [`event`] encodes for an object of `object_len` bytes.
+pub fn event_len(kind: &str, object_len: usize) -> usize {
+    r#"{"type":"","object":}"#.len() + 1 + kind.len() + object_len
 }
 
 /// A BOOKMARK event carrying only the resourceVersion (and the WatchList marker
@@ -109,5 +124,16 @@ mod tests {
         }
         assert_eq!(timeout(Some(5)), Duration::from_secs(5));
         assert_eq!(hard_deadline(Some(0)), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn event_len_is_the_encoded_length() {
+        for (kind, object) in [
+            ("ADDED", &b"{}"[..]),
+            ("MODIFIED", b"{\"a\":1}"),
+            ("X", b""),
+        ] {
+            assert_eq!(event(kind, object).len(), event_len(kind, object.len()));
+        }
     }
 }

@@ -18,8 +18,16 @@
 //!   namespace and selectors; an object whose labels move it into or out of a label selector is
 //!   ADDED or DELETED for that watcher. Bookmarks every 10 s when allowed; the watch ends at
 //!   `timeoutSeconds` (default 30–60 min). A watcher whose client stops reading is bounded:
-//!   the response channel holds 64 events, a send blocked for 30 s ends the watch, and a watcher
-//!   behind the retained history gets a 410 ERROR and is closed.
+//!   the response channel holds 16 chunks, a send blocked for 30 s ends the watch, and a
+//!   watcher behind the retained history gets a 410 ERROR and is closed.
+//! - A watcher sends whole events joined into chunks of up to 32 KiB (a tick, the initial
+//!   ADDED list, a replay), not one item per event: the byte stream is the same, the channel
+//!   sends, HTTP/2 DATA frames and TLS records are a few per tick. The hub writes a tick's
+//!   lines once, already joined into chunks (each event's line is a slice of its chunk, so the
+//!   history holds them once); a watcher that sees every event unchanged (JSON, all
+//!   namespaces, no selectors) sends those chunks themselves, shared by refcount, so it costs
+//!   no encoding or copying. A filtered watcher copies the lines it sends into private chunks:
+//!   its channel then holds at most 16 × (32 KiB + one event) of its own.
 //! - The history is bounded by ticks (16) and by bytes (32 MiB of encoded events, an estimate
 //!   of what they hold), always keeping the newest 2 ticks: every pod's sample timestamp changes
 //!   with each scrape, so one tick holds every pod (~36 MB at 1,000 nodes × 30 pods; 16 of them
@@ -43,6 +51,7 @@ use crate::api::response::Body;
 use crate::api::status::ApiError;
 use crate::api::time::now_millis;
 use crate::api::watch;
+use crate::api::watch_chunks::Chunker;
 
 /// Ticks kept for resuming and for slow watchers.
 const HISTORY: usize = 16;
@@ -61,6 +70,14 @@ const POLL: Duration = Duration::from_millis(250);
 const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
 /// A send blocked this long (the client stopped reading) ends the watch.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// A watcher sends its events in chunks of whole events of at most this size (one larger
+/// event is a chunk of its own).
+const CHUNK_BYTES: usize = 32 << 10;
+/// Chunks (or single bookmark and error events) a watcher's response channel holds. A
+/// watcher's private bytes in it are at most `CHANNEL_CHUNKS` × ([`CHUNK_BYTES`] + its largest
+/// event), 512 KiB plus a little for pods; a watcher that sends a tick's shared chunks adds
+/// nothing (they are the history's bytes, counted there).
+const CHANNEL_CHUNKS: usize = 16;
 
 /// This process's resourceVersion epoch: random, so versions of two replicas never match.
 fn epoch() -> &'static str {
@@ -137,7 +154,7 @@ struct Event {
     object: Arc<WatchObject>,
     /// The labels before a MODIFIED (for selector transitions).
     old_labels: Option<Arc<BTreeMap<String, String>>>,
-    /// The JSON watch line, written once.
+    /// The JSON watch line, written once (a slice of one of its tick's chunks).
     line: Bytes,
 }
 
@@ -148,7 +165,10 @@ struct Tick {
     /// Published time of this snapshot.
     rv_ms: i64,
     events: Vec<Event>,
-    /// What its events hold, estimated (the history's byte bound).
+    /// Every event's line joined into chunks of [`CHUNK_BYTES`] (the events' lines are slices
+    /// of them): what a watcher that sees every event unchanged sends, shared by all.
+    chunks: Vec<Bytes>,
+    /// What its events hold, estimated (the history's byte bound; the chunks are the lines).
     bytes: usize,
 }
 
@@ -275,7 +295,7 @@ impl Hub {
         if rv_ms == state.rv_ms {
             return;
         }
-        let mut events = Vec::new();
+        let mut pending = Vec::new();
         let mut next = HashMap::with_capacity(seen.len());
         for (k, fp, captured) in seen {
             let old = state.objects.remove(&k);
@@ -286,8 +306,8 @@ impl Hub {
                 (None, None) => continue,
             };
             match &old {
-                None => events.push(event(Kind::Added, object.clone(), None)),
-                Some((old_fp, old_obj)) if *old_fp != fp => events.push(event(
+                None => pending.push((Kind::Added, object.clone(), None)),
+                Some((old_fp, old_obj)) if *old_fp != fp => pending.push((
                     Kind::Modified,
                     object.clone(),
                     Some(old_obj.meta.labels.clone()),
@@ -299,8 +319,9 @@ impl Hub {
         let mut gone: Vec<_> = state.objects.drain().collect();
         gone.sort_by(|a, b| a.0.cmp(&b.0));
         for (_, (_, object)) in gone {
-            events.push(event(Kind::Deleted, object, None));
+            pending.push((Kind::Deleted, object, None));
         }
+        let (events, chunks) = encode(pending);
         let bytes = events
             .iter()
             .map(|e| e.line.len() + e.object.json.len() + EVENT_OVERHEAD)
@@ -309,6 +330,7 @@ impl Hub {
             from_ms: state.rv_ms,
             rv_ms,
             events,
+            chunks,
             bytes,
         });
         state.objects = next;
@@ -381,7 +403,7 @@ impl Hub {
             };
             (rx, start)
         };
-        let (tx, resp) = watch::stream();
+        let (tx, resp) = watch::stream_with_capacity(CHANNEL_CHUNKS);
         let w = Watcher {
             hub: self.clone(),
             descriptor: d,
@@ -396,18 +418,37 @@ impl Hub {
     }
 }
 
-fn event(
-    kind: Kind,
-    object: Arc<WatchObject>,
-    old_labels: Option<Arc<BTreeMap<String, String>>>,
-) -> Event {
-    let line = watch::event(kind.as_str(), &object.json);
-    Event {
-        kind,
-        object,
-        old_labels,
-        line,
+/// An event before encoding: its kind, object and the labels before a MODIFIED.
+type Pending = (
+    Kind,
+    Arc<WatchObject>,
+    Option<Arc<BTreeMap<String, String>>>,
+);
+
+/// Writes the events' JSON lines once, joined into chunks of [`CHUNK_BYTES`]; each event's
+/// line is a slice of its chunk.
+fn encode(pending: Vec<Pending>) -> (Vec<Event>, Vec<Bytes>) {
+    let mut chunker = Chunker::new(CHUNK_BYTES);
+    let mut chunks = Vec::new();
+    // (chunk index, start, end) of every event's line.
+    let mut spans = Vec::with_capacity(pending.len());
+    for (kind, object, _) in &pending {
+        let (done, start) = chunker.push_event(kind.as_str(), &object.json);
+        chunks.extend(done);
+        spans.push((chunks.len(), start, chunker.pending()));
     }
+    chunks.extend(chunker.finish());
+    let events = pending
+        .into_iter()
+        .zip(spans)
+        .map(|((kind, object, old_labels), (i, start, end))| Event {
+            kind,
+            object,
+            old_labels,
+            line: chunks[i].slice(start..end),
+        })
+        .collect();
+    (events, chunks)
 }
 
 enum Start {
@@ -440,35 +481,70 @@ impl Watcher {
             && self.opts.field_selector.matches(meta)
     }
 
-    /// Sends one line; false when the watch must end (client gone or not reading).
-    async fn send(&self, line: Bytes) -> bool {
+    /// Whether this watcher sees every event of a tick as the hub encoded it (JSON, every
+    /// namespace, no selectors, so no selector transitions either): it sends the tick's
+    /// shared chunks.
+    fn sees_all(&self) -> bool {
+        matches!(self.output, Output::Json)
+            && self.namespace.is_none()
+            && self.opts.label_selector.is_empty()
+            && self.opts.field_selector.is_empty()
+    }
+
+    /// Sends one item (a chunk of whole events, a bookmark, an error); false when the watch
+    /// must end (client gone or not reading).
+    async fn send(&self, item: Bytes) -> bool {
         matches!(
-            tokio::time::timeout(SEND_TIMEOUT, self.tx.send(line)).await,
+            tokio::time::timeout(SEND_TIMEOUT, self.tx.send(item)).await,
             Ok(Ok(()))
         )
     }
 
-    async fn send_object(&self, kind: Kind, object: &WatchObject, shared: Option<&Bytes>) -> bool {
-        let line = match (self.output, shared) {
-            (Output::Json, Some(line)) => line.clone(),
+    /// Sends `chunk` if there is one; false when the watch must end.
+    async fn send_some(&self, chunk: Option<Bytes>) -> bool {
+        match chunk {
+            Some(c) => self.send(c).await,
+            None => true,
+        }
+    }
+
+    /// Adds one event to `out`, sending the chunk it completes; false when the watch must end.
+    async fn push_object(
+        &self,
+        out: &mut Chunker,
+        kind: Kind,
+        object: &WatchObject,
+        shared: Option<&Bytes>,
+    ) -> bool {
+        let done = match (self.output, shared) {
+            (Output::Json, Some(line)) => out.push_line(line),
             _ => {
-                let mut out = Vec::with_capacity(object.json.len() + 256);
+                let mut encoded = Vec::with_capacity(object.json.len() + 256);
                 write_event_object(
-                    &mut out,
+                    &mut encoded,
                     self.descriptor,
                     self.output,
                     object,
                     self.opts.include_object,
                     now_millis(),
                 );
-                watch::event(kind.as_str(), &out)
+                out.push_event(kind.as_str(), &encoded).0
             }
         };
-        self.send(line).await
+        self.send_some(done).await
     }
 
-    /// Sends a tick's events as this watcher sees them.
+    /// Sends a tick's events as this watcher sees them, in chunks.
     async fn send_tick(&self, tick: &Tick) -> bool {
+        if self.sees_all() {
+            for c in &tick.chunks {
+                if !self.send(c.clone()).await {
+                    return false;
+                }
+            }
+            return true;
+        }
+        let mut out = Chunker::new(CHUNK_BYTES);
         for e in &tick.events {
             let meta = &e.object.meta;
             if !self.in_scope(meta) {
@@ -480,16 +556,25 @@ impl Watcher {
                 _ => now,
             };
             let ok = match (before, now) {
-                (true, true) => self.send_object(e.kind, &e.object, Some(&e.line)).await,
-                (false, true) => self.send_object(Kind::Added, &e.object, None).await,
-                (true, false) => self.send_object(Kind::Deleted, &e.object, None).await,
+                (true, true) => {
+                    self.push_object(&mut out, e.kind, &e.object, Some(&e.line))
+                        .await
+                }
+                (false, true) => {
+                    self.push_object(&mut out, Kind::Added, &e.object, None)
+                        .await
+                }
+                (true, false) => {
+                    self.push_object(&mut out, Kind::Deleted, &e.object, None)
+                        .await
+                }
                 (false, false) => true,
             };
             if !ok {
                 return false;
             }
         }
-        true
+        self.send_some(out.finish()).await
     }
 
     fn bookmark(&self, rv_ms: i64, initial_events_end: bool) -> Bytes {
@@ -518,13 +603,17 @@ impl Watcher {
             }
             Start::Added(mut objects, rv_ms) => {
                 objects.sort_by_key(|o| key(&o.meta));
+                let mut out = Chunker::new(CHUNK_BYTES);
                 for o in objects {
                     if self.in_scope(&o.meta)
                         && self.matches_labels(&o.meta.labels)
-                        && !self.send_object(Kind::Added, &o, None).await
+                        && !self.push_object(&mut out, Kind::Added, &o, None).await
                     {
                         return;
                     }
+                }
+                if !self.send_some(out.finish()).await {
+                    return;
                 }
                 if initial_events && !self.send(self.bookmark(rv_ms, true)).await {
                     return;
@@ -617,10 +706,15 @@ mod tests {
     /// A hub over 10 objects of ~1 kB whose first state is published at 1000; `ticks` more
     /// versions (2000, 3000, ...) each change every object.
     fn hub(max_bytes: usize, ticks: i64) -> (Arc<Hub>, Arc<Fake>) {
+        hub_of(10, 1000, max_bytes, ticks)
+    }
+
+    /// [`hub`] over `pods` objects of `size` bytes.
+    fn hub_of(pods: usize, size: usize, max_bytes: usize, ticks: i64) -> (Arc<Hub>, Arc<Fake>) {
         let src = Arc::new(Fake {
             rv: AtomicI64::new(1000),
-            pods: 10,
-            size: 1000,
+            pods,
+            size,
         });
         let mut hub = Hub::new(src.clone(), &crate::groups::metrics::PODS);
         hub.max_bytes = max_bytes;
@@ -694,5 +788,268 @@ mod tests {
         assert_eq!(parse_resource_version("1700000000123-00000000x"), None);
         assert_eq!(parse_resource_version("1700000000123"), None);
         assert_eq!(parse_resource_version("abc-def"), None);
+    }
+
+    /// A source whose objects the test sets for each published version.
+    #[derive(Default)]
+    struct Scripted(Mutex<(i64, Vec<WatchObject>)>);
+
+    impl WatchSource for Scripted {
+        fn published_at(&self) -> i64 {
+            self.0.lock().unwrap().0
+        }
+        fn scan(&self, visit: &mut dyn FnMut(u64, &dyn ApiObject)) -> i64 {
+            let s = self.0.lock().unwrap();
+            for o in &s.1 {
+                visit(fingerprint((&o.json, &*o.meta.labels)), o);
+            }
+            s.0
+        }
+    }
+
+    /// Pod `i` of namespace `a` (even) or `b` (odd) with label `app=<app>`, ~350 bytes of JSON
+    /// that differ by `generation`.
+    fn pod(i: usize, app: &str, generation: u32) -> WatchObject {
+        let ns = if i.is_multiple_of(2) { "a" } else { "b" };
+        WatchObject {
+            meta: ObjectMeta {
+                name: format!("p{i:03}"),
+                namespace: Some(ns.into()),
+                labels: Arc::new(BTreeMap::from([("app".to_string(), app.to_string())])),
+                ..ObjectMeta::default()
+            },
+            json: format!(
+                r#"{{"metadata":{{"name":"p{i:03}","namespace":"{ns}","labels":{{"app":"{app}"}}}},"generation":{generation},"pad":"{}"}}"#,
+                "x".repeat(300)
+            )
+            .into_bytes(),
+            cells: Vec::new(),
+        }
+    }
+
+    /// A hub over [`Scripted`]: 200 pods at 1000 (the base); at 2000 every pod changes, pods
+    /// 5–9 switch `app` (selector transitions both ways), pods 0–2 leave, 200–204 arrive; at
+    /// 3000 pods 10–60 change and pod 12 switches `app` (x to y).
+    fn scripted_hub() -> Arc<Hub> {
+        let app = |i: usize, flip: bool| {
+            if i.is_multiple_of(3) != flip {
+                "x"
+            } else {
+                "y"
+            }
+        };
+        let src = Arc::new(Scripted::default());
+        *src.0.lock().unwrap() = (1000, (0..200).map(|i| pod(i, app(i, false), 1)).collect());
+        let hub = Arc::new(Hub::new(src.clone(), &crate::groups::metrics::PODS));
+        hub.started.get_or_init(|| ());
+        hub.refresh();
+        hub.lock().history.clear();
+        hub.lock().history_bytes = 0;
+        let flipped2 = |i: usize| (5..10).contains(&i);
+        *src.0.lock().unwrap() = (
+            2000,
+            (3..205).map(|i| pod(i, app(i, flipped2(i)), 2)).collect(),
+        );
+        hub.refresh();
+        *src.0.lock().unwrap() = (
+            3000,
+            (3..205)
+                .map(|i| {
+                    let g = if (10..=60).contains(&i) { 3 } else { 2 };
+                    pod(i, app(i, flipped2(i) != (i == 12)), g)
+                })
+                .collect(),
+        );
+        hub.refresh();
+        assert_eq!(hub.lock().history.len(), 2);
+        hub
+    }
+
+    const JSON: &str = "application/json";
+    const PARTIAL: &str = "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io";
+
+    fn watch_opts(rv: Option<&str>, labels: &str, timeout: u64) -> ListOptions {
+        ListOptions {
+            resource_version: rv.map(str::to_string),
+            label_selector: crate::api::label_selector::LabelSelector::parse(labels).unwrap(),
+            timeout_seconds: Some(timeout),
+            ..ListOptions::default()
+        }
+    }
+
+    /// Every data frame of a watch response, as sent.
+    async fn frames(resp: http::Response<Body>) -> Vec<Bytes> {
+        let mut body = resp.into_body();
+        let mut out = Vec::new();
+        while let Some(f) = body.frame().await {
+            out.extend(f.unwrap().into_data().ok());
+        }
+        out
+    }
+
+    /// A watcher as `Hub::watch` builds it (its channel unused), for the reference stream.
+    fn watcher(h: &Arc<Hub>, ns: Option<&str>, opts: &ListOptions, accept: &str) -> Watcher {
+        Watcher {
+            hub: h.clone(),
+            descriptor: h.descriptor,
+            namespace: ns.map(str::to_string),
+            opts: opts.clone(),
+            output: negotiate(Some(accept), Target::Object, true).unwrap(),
+            tx: watch::stream().0,
+        }
+    }
+
+    /// The lines the watcher sent one by one before batching (one item per event): the
+    /// reference stream for a tick.
+    fn reference_tick(w: &Watcher, tick: &Tick) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        for e in &tick.events {
+            if !w.in_scope(&e.object.meta) {
+                continue;
+            }
+            let now = w.matches_labels(&e.object.meta.labels);
+            let before = match (&e.kind, &e.old_labels) {
+                (Kind::Modified, Some(old)) => w.matches_labels(old),
+                _ => now,
+            };
+            match (before, now) {
+                (true, true) => out.push(reference_line(w, e.kind, &e.object, Some(&e.line))),
+                (false, true) => out.push(reference_line(w, Kind::Added, &e.object, None)),
+                (true, false) => out.push(reference_line(w, Kind::Deleted, &e.object, None)),
+                (false, false) => {}
+            }
+        }
+        out
+    }
+
+    fn reference_line(w: &Watcher, kind: Kind, o: &WatchObject, shared: Option<&Bytes>) -> Bytes {
+        if let (Output::Json, Some(line)) = (w.output, shared) {
+            return line.clone();
+        }
+        let mut encoded = Vec::new();
+        write_event_object(
+            &mut encoded,
+            w.descriptor,
+            w.output,
+            o,
+            w.opts.include_object,
+            0,
+        );
+        watch::event(kind.as_str(), &encoded)
+    }
+
+    /// The initial ADDED lines one by one, as before batching.
+    fn reference_added(w: &Watcher, h: &Hub) -> Vec<Bytes> {
+        let mut objects: Vec<_> = h.lock().objects.values().map(|(_, o)| o.clone()).collect();
+        objects.sort_by_key(|o| key(&o.meta));
+        objects
+            .iter()
+            .filter(|o| w.in_scope(&o.meta) && w.matches_labels(&o.meta.labels))
+            .map(|o| reference_line(w, Kind::Added, o, None))
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batched_bodies_equal_the_event_by_event_stream() {
+        let h = scripted_hub();
+        let ticks: Vec<Arc<Tick>> = h.lock().history.iter().cloned().collect();
+        let kinds = |lines: &[Bytes], k: &str| {
+            let k = format!(r#"{{"type":"{k}""#);
+            lines.iter().filter(|l| l.starts_with(k.as_bytes())).count()
+        };
+        let from = resource_version(1000);
+        for (ns, labels, accept) in [
+            (None, "", JSON),
+            (Some("a"), "app=x", JSON),
+            (None, "app=y", JSON),
+            (Some("b"), "", JSON),
+            (None, "", PARTIAL),
+        ] {
+            for rv in [Some(from.as_str()), None] {
+                let opts = watch_opts(rv, labels, 1);
+                let w = watcher(&h, ns, &opts, accept);
+                let lines: Vec<Bytes> = match rv {
+                    Some(_) => ticks.iter().flat_map(|t| reference_tick(&w, t)).collect(),
+                    None => reference_added(&w, &h),
+                };
+                let case = format!("ns {ns:?} labels {labels:?} {accept} rv {rv:?}");
+                if rv.is_some() {
+                    for k in ["MODIFIED", "ADDED", "DELETED"] {
+                        assert!(kinds(&lines, k) > 0, "{case}: no {k}");
+                    }
+                }
+                let got = frames(h.watch(ns, &opts, Some(accept)).unwrap()).await;
+                assert_eq!(got.concat(), lines.concat(), "{case}");
+                // Whole events only, a few chunks rather than one item per event.
+                for f in &got {
+                    assert!(
+                        f.starts_with(br#"{"type":""#) && f.ends_with(b"\n"),
+                        "{case}"
+                    );
+                    assert!(f.len() <= CHUNK_BYTES, "{case}: {}", f.len());
+                }
+                assert!(
+                    got.len() * 8 <= lines.len(),
+                    "{case}: {} items for {} events",
+                    got.len(),
+                    lines.len()
+                );
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn watchers_that_see_everything_share_the_ticks_chunks() {
+        let h = scripted_hub();
+        let ticks: Vec<Arc<Tick>> = h.lock().history.iter().cloned().collect();
+        for t in &ticks {
+            // The lines are slices of the chunks, which hold nothing else: the history's byte
+            // bound counts them once.
+            let lines: Vec<u8> = t.events.iter().flat_map(|e| e.line.to_vec()).collect();
+            assert_eq!(t.chunks.concat(), lines);
+            for e in &t.events {
+                let inside = t.chunks.iter().any(|c| {
+                    let r = c.as_ptr_range();
+                    r.start <= e.line.as_ptr() && e.line.as_ptr_range().end <= r.end
+                });
+                assert!(inside, "a line outside its tick's chunks");
+            }
+            assert!(t.bytes > t.chunks.iter().map(Bytes::len).sum::<usize>());
+        }
+        assert!(ticks[0].chunks.len() > 1, "tick 2000 is ~75 kB");
+        let want: Vec<*const u8> = ticks
+            .iter()
+            .flat_map(|t| t.chunks.iter().map(|c| c.as_ptr()))
+            .collect();
+        let opts = watch_opts(Some(&resource_version(1000)), "", 1);
+        let (a, b) = tokio::join!(
+            frames(h.watch(None, &opts, Some(JSON)).unwrap()),
+            frames(h.watch(None, &opts, Some(JSON)).unwrap())
+        );
+        let ptrs = |f: &[Bytes]| f.iter().map(|c| c.as_ptr()).collect::<Vec<_>>();
+        assert_eq!(ptrs(&a), want);
+        assert_eq!(ptrs(&b), want);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watcher_that_stops_reading_is_cut_off() {
+        // One tick of 1,000 events of ~1 kB: ~30 chunks, more than the channel holds.
+        let (h, _) = hub_of(1000, 1000, usize::MAX, 1);
+        h.started.get_or_init(|| ());
+        let tick_bytes: usize = h.lock().history[0].chunks.iter().map(Bytes::len).sum();
+        let line = h.lock().history[0].events[0].line.len();
+        let opts = watch_opts(Some(&resource_version(1000)), "", 3600);
+        // Shared chunks, and private ones (a namespace: every pod is in it, but filtered).
+        let shared = h.watch(None, &opts, Some(JSON)).unwrap();
+        let private = h.watch(Some("ns"), &opts, Some(JSON)).unwrap();
+        tokio::time::sleep(SEND_TIMEOUT + Duration::from_secs(1)).await;
+        for resp in [shared, private] {
+            let got = tokio::time::timeout(Duration::from_secs(1), frames(resp))
+                .await
+                .expect("the watch ended");
+            let got: usize = got.iter().map(Bytes::len).sum();
+            assert!(got < tick_bytes, "{got} of {tick_bytes}");
+            assert!(got <= CHANNEL_CHUNKS * (CHUNK_BYTES + line), "{got}");
+        }
     }
 }
