@@ -25,14 +25,15 @@ use std::{collections::BTreeMap, sync::Arc, sync::OnceLock, time::Duration};
 use divan::{Bencher, black_box};
 use kubedojo_data_api::{
     api::{endpoint, list_options::ListOptions},
-    cluster::{ClusterView, NodeInfo, PodInfo},
+    cluster::{ClusterView, PodInfo},
     groups::metrics::{NodeMetricsProvider, PodMetricsProvider, Sources},
     store::{Store, StoreConfig},
 };
 
 mod common;
 use common::{
-    DEPLOYMENTS, NAMESPACES, PODS_PER_NODE, RES_MS, T0, Usage, batch, node_name, now_of, pod_name,
+    DEPLOYMENTS, NAMESPACES, PODS_PER_NODE, RES_MS, T0, Usage, batch, node_info, node_name, now_of,
+    pod_name,
 };
 
 const SIZES: [usize; 2] = [1_000, 5_000];
@@ -62,19 +63,7 @@ fn build(nodes: usize) -> World {
     }
     let cluster = ClusterView::new();
     for n in 0..nodes {
-        let name = node_name(n);
-        cluster.upsert_node(NodeInfo {
-            labels: Arc::new(BTreeMap::from([
-                ("kubernetes.io/hostname".to_owned(), name.clone()),
-                ("kubernetes.io/os".to_owned(), "linux".to_owned()),
-            ])),
-            name,
-            addresses: Vec::new(),
-            kubelet_port: 10250,
-            metrics_path: None,
-            ready: true,
-            allocatable: None,
-        });
+        cluster.upsert_node(node_info(n, &[("kubernetes.io/os", "linux")], None));
     }
     // Pods of one deployment share one label map (as the watcher's interning would not, this
     // is the cheaper case for memory, not for the join).

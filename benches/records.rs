@@ -19,7 +19,6 @@
 //! refresh_changed --sample-count 10 --sample-size 1` (see docs/benchmarks.md).
 
 use std::{
-    collections::BTreeMap,
     sync::{
         Arc, OnceLock,
         atomic::{AtomicUsize, Ordering},
@@ -30,7 +29,7 @@ use std::{
 use divan::{Bencher, black_box};
 use futures::{FutureExt, future::BoxFuture};
 use kubedojo_data_api::{
-    cluster::{Allocatable, ClusterView, NodeInfo},
+    cluster::{Allocatable, ClusterView},
     records::{
         ComputedSource, DataRecord, FileSource, MetricsInputs, RecordSet, RecordSource,
         RecordsError, sources_config::ComputedSourceConfig,
@@ -39,7 +38,7 @@ use kubedojo_data_api::{
 };
 
 mod common;
-use common::{NAMESPACES, RES_MS, Usage, batch, node_name, now_of};
+use common::{NAMESPACES, RES_MS, Usage, batch, node_info, node_name, now_of};
 
 const SIZES: [usize; 2] = [100, 1_000];
 
@@ -94,22 +93,11 @@ fn build(nodes: usize) -> World {
     }
     let view = ClusterView::new();
     for n in 0..nodes {
-        let name = node_name(n);
-        view.upsert_node(NodeInfo {
-            labels: Arc::new(BTreeMap::from([(
-                "kubernetes.io/hostname".to_owned(),
-                name.clone(),
-            )])),
-            name,
-            addresses: Vec::new(),
-            kubelet_port: 10250,
-            metrics_path: None,
-            ready: true,
-            allocatable: Some(Allocatable {
-                cpu_nanocores: 16_000_000_000,
-                memory_bytes: 64 << 30,
-            }),
-        });
+        let allocatable = Allocatable {
+            cpu_nanocores: 16_000_000_000,
+            memory_bytes: 64 << 30,
+        };
+        view.upsert_node(node_info(n, &[], Some(allocatable)));
     }
     World {
         nodes,

@@ -29,14 +29,15 @@ use divan::{Bencher, counter::ItemsCount};
 use http_body_util::BodyExt;
 use kubedojo_data_api::{
     api::{list_options::ListOptions, resource::ResourceProvider},
-    cluster::{ClusterView, NodeInfo, PodInfo},
+    cluster::{ClusterView, PodInfo},
     groups::metrics::{PodMetricsProvider, Sources},
     store::{Store, StoreConfig},
 };
 
 mod common;
 use common::{
-    DEPLOYMENTS, NAMESPACES, PODS_PER_NODE, RES_MS, Usage, batch, node_name, now_of, pod_name,
+    DEPLOYMENTS, NAMESPACES, PODS_PER_NODE, RES_MS, Usage, batch, node_info, node_name, now_of,
+    pod_name,
 };
 
 const NODES: usize = 1_000;
@@ -103,19 +104,7 @@ fn build() -> World {
     ))));
     let cluster = ClusterView::new();
     for n in 0..NODES {
-        let name = node_name(n);
-        cluster.upsert_node(NodeInfo {
-            labels: Arc::new(BTreeMap::from([(
-                "kubernetes.io/hostname".to_owned(),
-                name.clone(),
-            )])),
-            name,
-            addresses: Vec::new(),
-            kubelet_port: 10250,
-            metrics_path: None,
-            ready: true,
-            allocatable: None,
-        });
+        cluster.upsert_node(node_info(n, &[], None));
     }
     for g in 0..NODES * PODS_PER_NODE {
         let labels = Arc::new(BTreeMap::from([(

@@ -5,6 +5,10 @@
 //! so Cargo does not take it for a bench target; each bench has `mod common;`.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kubedojo_data_api::cluster::{Allocatable, NodeInfo};
 use kubedojo_data_api::store::batch::{ContainerPoint, MetricsPoint, NodeBatch, PodPoints};
 
 /// Pods on every node.
@@ -58,6 +62,31 @@ impl Usage {
 /// Node `node`'s name.
 pub fn node_name(node: usize) -> String {
     format!("node-{node:05}")
+}
+
+/// Node `node` as the cluster view holds it: its name, a `kubernetes.io/hostname` label plus
+/// `extra_labels`, the default kubelet port, ready, with `allocatable` when given.
+pub fn node_info(
+    node: usize,
+    extra_labels: &[(&str, &str)],
+    allocatable: Option<Allocatable>,
+) -> NodeInfo {
+    let name = node_name(node);
+    let mut labels = BTreeMap::from([("kubernetes.io/hostname".to_owned(), name.clone())]);
+    labels.extend(
+        extra_labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    NodeInfo {
+        labels: Arc::new(labels),
+        name,
+        addresses: Vec::new(),
+        kubelet_port: 10250,
+        metrics_path: None,
+        ready: true,
+        allocatable,
+    }
 }
 
 /// Pod number `global` (of the whole fleet): "<deployment>-<replicaset hash>-<pod hash>".
