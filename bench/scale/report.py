@@ -42,7 +42,8 @@ ap.add_argument("--max-list-latency-ratio", type=float, default=0.6)
 a = ap.parse_args()
 BASELINES = a.baselines.split()
 NAMES = {"ours": "ours", "metrics-server": "metrics-server v0.9.0",
-         "metrics-server-legacy": "metrics-server v0.8.0"}
+         "metrics-server-legacy": "metrics-server v0.8.0",
+         "ours-before": "ours before the change (KD_BEFORE_BIN)"}
 
 runs = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(a.out, "*-r[0-9]*.json")))
         if not p.endswith(".load.json")]

@@ -58,7 +58,10 @@
 #                                         never served, RSS and CPU under load with churn.
 #   --baselines "metrics-server metrics-server-legacy"
 #                                         servers compared with ours (default metrics-server,
-#                                         i.e. v0.9.0; metrics-server-legacy is v0.8.0)
+#                                         i.e. v0.9.0; metrics-server-legacy is v0.8.0;
+#                                         ours-before is our server built from an earlier
+#                                         commit, KD_BEFORE_BIN, run with our flags: a before
+#                                         and after of a change measured in the same run)
 #   --out DIR --check --keep
 #
 # The churn scenario in full (5 rounds × 2 servers × ~4 min, plus set-up):
@@ -79,7 +82,8 @@
 #
 # Environment: KD_BIN, KD_LOAD (binaries; default target/release, built if missing), KD_SIM_FIRST
 # (first kubelet address, default 127.3.0.1),
-# METRICS_SERVER_BIN, METRICS_SERVER_LEGACY_BIN (default `tests/e2e/tools.sh path ...`).
+# METRICS_SERVER_BIN, METRICS_SERVER_LEGACY_BIN (default `tests/e2e/tools.sh path ...`),
+# KD_BEFORE_BIN (the ours-before baseline).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 E2E=$ROOT/tests/e2e
@@ -179,7 +183,9 @@ for b in "${BASELINE_LIST[@]}"; do
   case "$b" in
     metrics-server) SERVER_BIN[$b]=${METRICS_SERVER_BIN:-$("$E2E/tools.sh" path metrics-server | tail -n1)} ;;
     metrics-server-legacy) SERVER_BIN[$b]=${METRICS_SERVER_LEGACY_BIN:-$("$E2E/tools.sh" path metrics-server-legacy | tail -n1)} ;;
-    *) die "unknown baseline $b (metrics-server, metrics-server-legacy)" ;;
+    ours-before) SERVER_BIN[$b]=${KD_BEFORE_BIN:-}
+      [[ -n ${SERVER_BIN[$b]} ]] || die "ours-before needs KD_BEFORE_BIN (our binary built from an earlier commit)" ;;
+    *) die "unknown baseline $b (metrics-server, metrics-server-legacy, ours-before)" ;;
   esac
   [[ -x ${SERVER_BIN[$b]} ]] || die "no $b binary (${SERVER_BIN[$b]})"
 done
@@ -323,10 +329,11 @@ measure() {
       kd_register_apiservice "$CL" metrics.k8s.io v1beta1 "$SERVER_PORT" "" metrics-server kube-system >/dev/null
     fi
     t_ready0=$(date +%s.%N)
-    if [[ $name == ours ]]; then
-      local ours_extra=()
+    if [[ $name == ours || $name == ours-before ]]; then
+      local ours_extra=() ours_bin=$KD_BIN
+      [[ $name == ours-before ]] && ours_bin=${SERVER_BIN[$name]}
       [[ $KUBELET_GZIP == true ]] && ours_extra+=(--kubelet-gzip=true)
-      NO_COLOR=1 "$KD_BIN" --secure-port="$SERVER_PORT" "${COMMON[@]}" "${ours_extra[@]}" --cert-dir="$certdir" \
+      NO_COLOR=1 "$ours_bin" --secure-port="$SERVER_PORT" "${COMMON[@]}" "${ours_extra[@]}" --cert-dir="$certdir" \
         </dev/null >"$OUT/$tag.log" 2>&1 &
     else
       "${SERVER_BIN[$name]}" --secure-port="$SERVER_PORT" "${COMMON[@]}" --cert-dir="$certdir" </dev/null >"$OUT/$tag.log" 2>&1 &
