@@ -70,6 +70,13 @@ pub fn get(
     Ok(response::json(out))
 }
 
+/// The namespace a list visits: the path's, or the one a field selector pins
+/// (`metadata.namespace=x` narrows the scan like a namespaced path); `None` is the whole
+/// snapshot.
+pub fn list_scope<'a>(namespace: Option<&'a str>, opts: &'a ListOptions) -> Option<&'a str> {
+    namespace.or(opts.field_selector.required_namespace())
+}
+
 /// Serves `GET .../<resource>` (list) with selectors, `limit` and `continue`.
 pub fn list(
     provider: &dyn ResourceProvider,
@@ -101,8 +108,7 @@ pub fn list(
         let resumable = ContinueToken::new(&rv, &t.ns, &t.name).encode();
         return Err(ApiError::continue_expired(Some(resumable)));
     }
-    // A field selector that pins the namespace narrows the scan like a namespaced path.
-    let scope = namespace.or(opts.field_selector.required_namespace());
+    let scope = list_scope(namespace, opts);
     let after = token.as_ref().map(|t| (t.ns.as_str(), t.name.as_str()));
     let filtered = !opts.label_selector.is_empty() || !opts.field_selector.is_empty();
 

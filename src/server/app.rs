@@ -589,7 +589,7 @@ impl App {
                 "get" => endpoint::get(provider.as_ref(), namespace, &info.name, accept, now),
                 "list" => {
                     let opts = ListOptions::from_query(query, false)?;
-                    if scans_every_namespace(namespace, &opts) {
+                    if endpoint::list_scope(namespace, &opts).is_none() {
                         self.list_on_blocking_pool(Arc::clone(provider), opts, accept, now)
                             .await
                     } else {
@@ -608,13 +608,6 @@ impl App {
     }
 }
 
-/// Whether a list visits the whole snapshot: no namespace in the path and none pinned by
-/// `fieldSelector=metadata.namespace=...` (`kubectl top pod -A`, `kubectl top node`, every
-/// list of a cluster-scoped resource).
-fn scans_every_namespace(namespace: Option<&str>, opts: &ListOptions) -> bool {
-    namespace.is_none() && opts.field_selector.required_namespace().is_none()
-}
-
 #[cfg(test)]
 async fn test_routes(info: &RequestInfo, query: &Query) -> Option<Response<Body>> {
     match info.path.as_str() {
@@ -629,10 +622,11 @@ async fn test_routes(info: &RequestInfo, query: &Query) -> Option<Response<Body>
 }
 
 impl App {
-    /// Encodes a list that visits the whole snapshot on tokio's blocking pool instead of on the
-    /// worker that read the request. Such a list is long work without an await point (the
-    /// 30,000-pod list is 12 MB of JSON and ~0.1 s of CPU; 150,000 pods take ~0.5 s): on a
-    /// worker it holds up every request queued behind it there (HPA queries waited up to one
+    /// Encodes a list that visits the whole snapshot ([`endpoint::list_scope`] is `None`:
+    /// `kubectl top pod -A`, `kubectl top node`, every list of a cluster-scoped resource) on
+    /// tokio's blocking pool instead of on the worker that read the request. Such a list is
+    /// long work without an await point (the 30,000-pod list is 12 MB of JSON and ~0.1 s of
+    /// CPU): on a worker it holds up every request queued behind it there (HPA queries waited up to one
     /// full list's time, `bench/results/faulty-1000x30`), while on its own thread the kernel
     /// shares the cores between it and the workers. Small lists stay on the worker (a thread
     /// hand-off costs more than they do). A panic in the encoder resumes here, where the

@@ -119,10 +119,11 @@ async fn a_panic_while_encoding_a_whole_snapshot_list_is_a_500_and_frees_its_slo
 
 #[test]
 fn only_lists_without_a_namespace_scan_the_whole_snapshot() {
-    use super::scans_every_namespace;
+    use crate::api::endpoint::list_scope;
     use crate::api::list_options::ListOptions;
     use crate::api::query::Query;
     let opts = |q: &str| ListOptions::from_query(&Query::parse(Some(q)), false).unwrap();
+    let scans_every_namespace = |ns: Option<&str>, o: &ListOptions| list_scope(ns, o).is_none();
     assert!(scans_every_namespace(None, &opts("")));
     assert!(scans_every_namespace(
         None,
