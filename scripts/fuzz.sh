@@ -37,7 +37,7 @@ TARGETS=("$@")
 FUZZ_TARGET_DIR="${FUZZ_TARGET_DIR:-${CARGO_TARGET_DIR:-$CACHE/cargo-target}/fuzz}"
 
 CARGO_FUZZ="$CACHE/cargo-fuzz/bin/cargo-fuzz"
-if ! "$CARGO_FUZZ" --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION\$"; then
+if ! "$CARGO_FUZZ" --version 2>/dev/null | grep " $CARGO_FUZZ_VERSION\$" >/dev/null; then
   echo "installing cargo-fuzz $CARGO_FUZZ_VERSION into $CACHE/cargo-fuzz" >&2
   cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --root "$CACHE/cargo-fuzz"
 fi

@@ -150,7 +150,7 @@ _kd_stop() {
   [[ -f $pidf ]] || return 0
   pid=$(cat "$pidf")
   if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null &&
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir"; then
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -F -- "$dir" >/dev/null; then
     _kd_log "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 40; i++)); do
@@ -351,7 +351,7 @@ kd_netns_up() (
   _kd_netns_names "$dir"
   command -v ip >/dev/null || _kd_die "ip (iproute2) is required"
   local host_ip=10.251.$KD_NET_OCTET.1 ns_ip=10.251.$KD_NET_OCTET.2
-  if ! ip netns list | grep -qw "$KD_NETNS"; then
+  if ! ip netns list | grep -w "$KD_NETNS" >/dev/null; then
     _kd_log "creating netns $KD_NETNS with veth $KD_VETH_HOST($host_ip) <-> $KD_VETH_NS($ns_ip)"
     ip netns add "$KD_NETNS" || _kd_die "ip netns add failed (root / CAP_SYS_ADMIN+CAP_NET_ADMIN needed)"
     trap 'rc=$?; ((rc == 0)) || kd_netns_down "$dir"' EXIT
@@ -379,7 +379,7 @@ kd_netns_down() (
   if ip link show "$KD_VETH_HOST" >/dev/null 2>&1; then
     ip link del "$KD_VETH_HOST" 2>/dev/null || true
   fi
-  if ip netns list 2>/dev/null | grep -qw "$KD_NETNS"; then
+  if ip netns list 2>/dev/null | grep -w "$KD_NETNS" >/dev/null; then
     _kd_log "removing netns $KD_NETNS"
     ip netns del "$KD_NETNS" 2>/dev/null || true
   fi

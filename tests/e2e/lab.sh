@@ -268,7 +268,7 @@ check_issued() {
     printf 'SANs: want\n%s\ngot\n%s\n' "$want" "$got"
     return 1
   }
-  openssl pkey -in "$d/tls.key" -noout -text | grep -q 'NIST CURVE: P-256' || {
+  openssl pkey -in "$d/tls.key" -noout -text | grep 'NIST CURVE: P-256' >/dev/null || {
     echo "tls.key is not ECDSA P-256 (spec.privateKey)"
     return 1
   }
@@ -276,7 +276,7 @@ check_issued() {
     echo "tls.key does not belong to tls.crt"
     return 1
   }
-  openssl x509 -in "$d/tls.crt" -noout -ext extendedKeyUsage | grep -q 'TLS Web Server Authentication' || {
+  openssl x509 -in "$d/tls.crt" -noout -ext extendedKeyUsage | grep 'TLS Web Server Authentication' >/dev/null || {
     echo "tls.crt lacks extendedKeyUsage serverAuth (spec.usages)"
     return 1
   }
@@ -488,7 +488,7 @@ check_logs() {
   local out
   out=$(k logs -n kubedojo-system -l app=kubedojo-data-api --tail=-1) || return 1
   grep -E 'request' <<<"$out" | grep -E "user=\"?$ADMIN_USER\"?" | grep -E 'groups=[^ ]*system:masters' |
-    grep -q 'path=/apis/data.kubedojo.io/v1alpha1/namespaces/default/datarecords/user-config' || {
+    grep 'path=/apis/data.kubedojo.io/v1alpha1/namespaces/default/datarecords/user-config' >/dev/null || {
     echo "no request line for user-config with user=$ADMIN_USER groups=...system:masters...; got:"
     grep request <<<"$out" | tail -n 8
     return 1
@@ -507,7 +507,7 @@ check_logs_follow() {
   done
   kill "$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
-  grep "$marker" "$f" | grep -Eq "user=\"?$ADMIN_USER\"?" || {
+  grep "$marker" "$f" | grep -E "user=\"?$ADMIN_USER\"?" >/dev/null || {
     echo "kubectl logs -f did not show the request for $marker:"
     tail -n 5 "$f"
     return 1
@@ -626,7 +626,7 @@ check "renewal (cmctl renew's Issuing=True): new Secret, both pods serve it with
 check_service_not_found() {
   kubectl delete -f manifests/service.yaml >/dev/null || return 1
   retry 30 bash -c '"$0" describe apiservice v1alpha1.data.kubedojo.io | grep -B4 -E "^ +Type: +Available$" |
-    grep -Eq "^ +Reason: +ServiceNotFound$"' "$KUBECTL_BIN" || {
+    grep -E "^ +Reason: +ServiceNotFound$" >/dev/null' "$KUBECTL_BIN" || {
     k describe apiservice v1alpha1.data.kubedojo.io | sed -n '/^Status:/,$p'
     kubectl apply -f manifests/service.yaml >/dev/null
     return 1

@@ -147,7 +147,7 @@ check_pg_kubectl_watch() {
   wait_line() {
     local i l
     for ((i = 0; i < 100; i++)); do
-      l=$(grep -E "$1" "$out" | head -n1)
+      l=$(grep -m1 -E "$1" "$out")
       if [[ -n $l ]]; then
         python3 -c 'import sys; print(f"{float(sys.argv[1]) - float(sys.argv[2]):.3f}")' "${l%% *}" "$2"
         return 0
@@ -306,7 +306,7 @@ EOF
     }
   done
   pg_start || return 1
-  pg_back() { k get dr -n "$PG_NS" --no-headers | grep -q '^r1 '; }
+  pg_back() { k get dr -n "$PG_NS" --no-headers | grep '^r1 ' >/dev/null; }
   retry 20 pg_back || rc=1
   return $rc
 }
@@ -365,7 +365,7 @@ check "union: the chart's sources config (file + postgres + computed) served by 
 check_union_lists() {
   local rc=0 all chunked one rv n
   # computed records appear after the first scrape
-  union_computed() { k get dr -A -l data.kubedojo.io/source=metrics -o name | grep -q .; }
+  union_computed() { k get dr -A -l data.kubedojo.io/source=metrics -o name | grep . >/dev/null; }
   retry 40 union_computed || echo "no computed records yet"
   all=$(k get dr -A -o 'custom-columns=NS:.metadata.namespace,NAME:.metadata.name,V:.spec.data.v,SRC:.metadata.labels.data\.kubedojo\.io/source' --no-headers) || return 1
   python3 - "$all" "$UNION_NS" <<'EOF' || rc=1

@@ -873,7 +873,7 @@ check_dropin_args() {
       --cert "$KD_PKI/admin.crt" --key "$KD_PKI/admin.key" \
       "https://127.0.0.1:$port/apis/metrics.k8s.io/v1beta1/nodes") || code=000
     if [[ $code == 200 ]] && [[ $(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["items"]))' "$DIR/dropin-nodes.json") == "$NODES" ]]; then
-      curl -sk --max-time 2 "https://127.0.0.1:$port/readyz" | grep -qx ok || { echo "not ready"; return 1; }
+      curl -sk --max-time 2 "https://127.0.0.1:$port/readyz" | grep -x ok >/dev/null || { echo "not ready"; return 1; }
       kill_tree "$(cat "$DIR/dropin.pid")" 2>/dev/null || true
       return 0
     fi
