@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio_util::sync::CancellationToken;
 
 use crate::api::discovery::GroupVersion;
 use crate::api::openapi::spec_for;
@@ -433,11 +432,11 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         lifecycle.terminate(delay).await;
     });
-    let scraper = tokio::spawn(wait_for_sync_then_scrape(
-        view,
-        pipeline.scraper,
-        shutdown.clone(),
-    ));
+    let scraper = tokio::spawn(
+        pipeline
+            .scraper
+            .run_once_nodes_synced(std::time::Duration::from_secs(30), shutdown.clone()),
+    );
     crate::server::serve_with(listener, Arc::new(tls), app, shutdown, &args.serving).await;
     // Requests have drained: store what batch mode still buffers.
     if let Some(audit) = audit {
@@ -456,18 +455,4 @@ pub async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Starts scraping once the node and pod lists have synced (or after 30 s, so a
-/// slow kube-apiserver delays metrics but never stops them).
-async fn wait_for_sync_then_scrape(
-    view: Arc<crate::cluster::ClusterView>,
-    scraper: crate::scrape::Scraper,
-    shutdown: CancellationToken,
-) {
-    let started = std::time::Instant::now();
-    while !view.synced() && started.elapsed() < std::time::Duration::from_secs(30) {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    scraper.run(shutdown).await;
 }

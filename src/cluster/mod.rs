@@ -162,6 +162,11 @@ impl ClusterView {
         self.pods_synced.store(true, Ordering::Release);
     }
 
+    /// True once the initial node list has arrived (all the scraper needs).
+    pub fn nodes_synced(&self) -> bool {
+        self.nodes_synced.load(Ordering::Acquire)
+    }
+
     /// True once both initial lists have arrived.
     pub fn synced(&self) -> bool {
         self.nodes_synced.load(Ordering::Acquire) && self.pods_synced.load(Ordering::Acquire)

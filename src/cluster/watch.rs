@@ -101,6 +101,7 @@ pub async fn watch_nodes(
             Ok(Event::Init) => relist.clear(),
             Ok(Event::InitApply(n)) => relist.extend(node_info(&n)),
             Ok(Event::InitDone) => {
+                tracing::info!(nodes = relist.len(), "node list synced");
                 view.replace_nodes(std::mem::take(&mut relist));
                 view.set_nodes_synced();
             }
@@ -133,6 +134,7 @@ pub async fn watch_pods(client: kube::Client, view: Arc<ClusterView>) {
             Ok(Event::Init) => relist.clear(),
             Ok(Event::InitApply(p)) => relist.extend(pod_info(&view, p)),
             Ok(Event::InitDone) => {
+                tracing::info!(pods = relist.len(), "pod list synced");
                 view.replace_pods(std::mem::take(&mut relist));
                 view.set_pods_synced();
             }

@@ -120,6 +120,27 @@ impl Scraper {
         self.0.state.clone()
     }
 
+    /// Runs [`Scraper::run`] once the node list has synced, or after `max_wait` (a slow
+    /// kube-apiserver delays metrics but never stops them). The pod list is not waited for:
+    /// a tick reads only nodes, and pods are joined with their usage when a request is
+    /// served, so the two readings a rate needs are taken while a large pod list (150,000
+    /// pods at 5,000 nodes) is still arriving.
+    pub async fn run_once_nodes_synced(self, max_wait: Duration, shutdown: CancellationToken) {
+        let started = Instant::now();
+        while !self.0.view.nodes_synced() && started.elapsed() < max_wait {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        if !self.0.view.nodes_synced() {
+            tracing::warn!(
+                "the node list has not synced after {max_wait:?}; scraping the nodes known so far"
+            );
+        }
+        self.run(shutdown).await;
+    }
+
     /// Ticks until `shutdown` is cancelled. Ticks never overlap, and each ends by the
     /// resolution, so one starts every resolution.
     pub async fn run(self, shutdown: CancellationToken) {
@@ -221,14 +242,21 @@ impl Scraper {
         me.state
             .last_tick_end_ms
             .store(now_millis(), Ordering::Release);
-        me.state.first_tick_done.store(true, Ordering::Release);
-        tracing::debug!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            nodes = snapshot.node_count(),
-            pods = snapshot.pod_count(),
-            timed_out,
-            "scrape cycle done"
-        );
+        let first = !me.state.first_tick_done.swap(true, Ordering::AcqRel);
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let (nodes, pods) = (snapshot.node_count(), snapshot.pod_count());
+        if first {
+            // Start-up is read from the log: node list, pod list, first cycle (issue 15 §7).
+            tracing::info!(
+                elapsed_ms,
+                nodes,
+                pods,
+                timed_out,
+                "first scrape cycle done"
+            );
+        } else {
+            tracing::debug!(elapsed_ms, nodes, pods, timed_out, "scrape cycle done");
+        }
     }
 
     /// The nodes other replicas own: fetched from them `fetch_offset` into the tick; what no
