@@ -393,39 +393,11 @@ async fn gzip_is_negotiated_and_decoded() {
 /// and the two healthy nodes (last in the list) waited behind the hanging ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tick_ends_by_the_resolution_and_healthy_nodes_go_first() {
-    use std::sync::Arc;
-
     use kubedojo_data_api::api::label_selector::LabelSelector;
     use kubedojo_data_api::cluster::address::KubeletAddressing;
-    use kubedojo_data_api::cluster::{ClusterView, NodeInfo};
     use kubedojo_data_api::pipeline::Pipeline;
     use kubedojo_data_api::scrape::{KubeletClient, KubeletClientConfig, ScraperConfig};
-    use kubedojo_data_api::sim::{self, FleetSpec, ServeOptions};
-    common::crypto();
-    let spec = FleetSpec {
-        nodes: 10,
-        pods_per_node: 2,
-        first_address: "127.1.10.1".parse().unwrap(),
-        port: 0,
-        ..FleetSpec::default()
-    };
-    let fleet = Arc::new(Fleet::new(&spec, kubedojo_data_api::api::time::now_millis()).unwrap());
-    let handle = sim::serve(fleet.clone(), ServeOptions::default())
-        .await
-        .unwrap();
-    let view = ClusterView::new();
-    for (i, node) in fleet.nodes.iter().enumerate() {
-        let addr = handle.addr(i).unwrap();
-        view.upsert_node(NodeInfo {
-            name: node.name.clone(),
-            labels: Arc::new(Default::default()),
-            addresses: vec![("InternalIP".into(), addr.ip().to_string())],
-            kubelet_port: addr.port(),
-            metrics_path: None,
-            ready: true,
-            allocatable: None,
-        });
-    }
+    let (fleet, handle, view) = common::sim_fleet_view(10, 2, "127.1.10.1").await;
     for i in 0..8 {
         handle.set_behaviour(i, Behaviour::Down).await.unwrap();
     }

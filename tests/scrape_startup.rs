@@ -8,42 +8,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kubedojo_data_api::api::label_selector::LabelSelector;
+use kubedojo_data_api::cluster::ClusterView;
 use kubedojo_data_api::cluster::address::KubeletAddressing;
-use kubedojo_data_api::cluster::{ClusterView, NodeInfo};
 use kubedojo_data_api::pipeline::Pipeline;
 use kubedojo_data_api::scrape::{KubeletClient, KubeletClientConfig, ScraperConfig};
-use kubedojo_data_api::sim::{self, Fleet, FleetSpec, ServeOptions, SimHandle};
+use kubedojo_data_api::sim::{Fleet, SimHandle};
 use tokio_util::sync::CancellationToken;
 
 const NODES: usize = 3;
 
 /// A simulated fleet, a view that knows its nodes (not marked synced) and a pipeline over it.
 async fn setup(first: &str) -> (Arc<Fleet>, SimHandle, Arc<ClusterView>, Pipeline) {
-    common::crypto();
-    let spec = FleetSpec {
-        nodes: NODES,
-        pods_per_node: 2,
-        first_address: first.parse().unwrap(),
-        port: 0,
-        ..FleetSpec::default()
-    };
-    let fleet = Arc::new(Fleet::new(&spec, kubedojo_data_api::api::time::now_millis()).unwrap());
-    let handle = sim::serve(fleet.clone(), ServeOptions::default())
-        .await
-        .unwrap();
-    let view = ClusterView::new();
-    for (i, node) in fleet.nodes.iter().enumerate() {
-        let addr = handle.addr(i).unwrap();
-        view.upsert_node(NodeInfo {
-            name: node.name.clone(),
-            labels: Arc::new(Default::default()),
-            addresses: vec![("InternalIP".into(), addr.ip().to_string())],
-            kubelet_port: addr.port(),
-            metrics_path: None,
-            ready: true,
-            allocatable: None,
-        });
-    }
+    let (fleet, handle, view) = common::sim_fleet_view(NODES, 2, first).await;
     let client = KubeletClient::new(KubeletClientConfig {
         ca_pem: Some(handle.ca_pem().as_bytes().to_vec()),
         timeout: Duration::from_secs(2),
@@ -63,6 +39,29 @@ async fn setup(first: &str) -> (Arc<Fleet>, SimHandle, Arc<ClusterView>, Pipelin
     };
     let pipeline = Pipeline::new(config, client, view.clone(), Duration::from_secs(2));
     (fleet, handle, view, pipeline)
+}
+
+/// Runs the pipeline's scraper as `serve` does, until `stop` is cancelled.
+fn spawn_scraper(
+    pipeline: &Pipeline,
+    max_wait: Duration,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(
+        pipeline
+            .scraper
+            .clone()
+            .run_once_nodes_synced(max_wait, stop.clone()),
+    )
+}
+
+/// Cancels `stop` and requires the scraper task to end within 5 s.
+async fn stop_scraper(stop: CancellationToken, task: tokio::task::JoinHandle<()>) {
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the scraper stops when cancelled")
+        .unwrap();
 }
 
 fn requests(handle: &SimHandle) -> u64 {
@@ -86,12 +85,7 @@ async fn all_nodes_served(fleet: &Fleet, pipeline: &Pipeline, limit: Duration) -
 async fn scraping_starts_when_the_nodes_have_synced_not_the_pods() {
     let (fleet, handle, view, pipeline) = setup("127.1.30.1").await;
     let stop = CancellationToken::new();
-    let task = tokio::spawn(
-        pipeline
-            .scraper
-            .clone()
-            .run_once_nodes_synced(Duration::from_secs(30), stop.clone()),
-    );
+    let task = spawn_scraper(&pipeline, Duration::from_secs(30), &stop);
     // Before the node list has synced, no kubelet is asked (a partial list would start
     // the first cycle on some of the nodes only).
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -106,11 +100,7 @@ async fn scraping_starts_when_the_nodes_have_synced_not_the_pods() {
     );
     assert!(!view.synced(), "the pod list was not meant to sync");
     assert!(requests(&handle) >= 2 * NODES as u64);
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("the scraper stops when cancelled")
-        .unwrap();
+    stop_scraper(stop, task).await;
     handle.shutdown().await;
 }
 
@@ -119,12 +109,7 @@ async fn a_node_list_that_never_syncs_delays_scraping_by_the_limit_only() {
     let (fleet, handle, _view, pipeline) = setup("127.1.31.1").await;
     let stop = CancellationToken::new();
     let started = Instant::now();
-    let task = tokio::spawn(
-        pipeline
-            .scraper
-            .clone()
-            .run_once_nodes_synced(Duration::from_millis(700), stop.clone()),
-    );
+    let task = spawn_scraper(&pipeline, Duration::from_millis(700), &stop);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(requests(&handle), 0, "scraped before the limit");
     assert!(
@@ -132,11 +117,7 @@ async fn a_node_list_that_never_syncs_delays_scraping_by_the_limit_only() {
         "never scraped although the limit passed"
     );
     assert!(started.elapsed() >= Duration::from_millis(700));
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("the scraper stops when cancelled")
-        .unwrap();
+    stop_scraper(stop, task).await;
     handle.shutdown().await;
 }
 
@@ -144,18 +125,9 @@ async fn a_node_list_that_never_syncs_delays_scraping_by_the_limit_only() {
 async fn cancelling_before_the_nodes_sync_stops_the_wait() {
     let (_fleet, handle, _view, pipeline) = setup("127.1.32.1").await;
     let stop = CancellationToken::new();
-    let task = tokio::spawn(
-        pipeline
-            .scraper
-            .clone()
-            .run_once_nodes_synced(Duration::from_secs(30), stop.clone()),
-    );
+    let task = spawn_scraper(&pipeline, Duration::from_secs(30), &stop);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(2), task)
-        .await
-        .expect("the wait ends when cancelled")
-        .unwrap();
+    stop_scraper(stop, task).await;
     assert_eq!(requests(&handle), 0);
     handle.shutdown().await;
 }

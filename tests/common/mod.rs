@@ -162,3 +162,45 @@ pub async fn read_events(resp: &mut reqwest::Response, count: usize) -> Vec<serd
     }
     events
 }
+
+/// A simulated fleet of `nodes` × `pods_per_node` serving on loopback from `first`, and a
+/// cluster view that knows its nodes at the simulator's addresses (not marked synced).
+pub async fn sim_fleet_view(
+    nodes: usize,
+    pods_per_node: usize,
+    first: &str,
+) -> (
+    std::sync::Arc<kubedojo_data_api::sim::Fleet>,
+    kubedojo_data_api::sim::SimHandle,
+    std::sync::Arc<kubedojo_data_api::cluster::ClusterView>,
+) {
+    use kubedojo_data_api::cluster::{ClusterView, NodeInfo};
+    use kubedojo_data_api::sim::{self, Fleet, FleetSpec, ServeOptions};
+    use std::sync::Arc;
+    crypto();
+    let spec = FleetSpec {
+        nodes,
+        pods_per_node,
+        first_address: first.parse().unwrap(),
+        port: 0,
+        ..FleetSpec::default()
+    };
+    let fleet = Arc::new(Fleet::new(&spec, kubedojo_data_api::api::time::now_millis()).unwrap());
+    let handle = sim::serve(fleet.clone(), ServeOptions::default())
+        .await
+        .unwrap();
+    let view = ClusterView::new();
+    for (i, node) in fleet.nodes.iter().enumerate() {
+        let addr = handle.addr(i).unwrap();
+        view.upsert_node(NodeInfo {
+            name: node.name.clone(),
+            labels: Arc::new(Default::default()),
+            addresses: vec![("InternalIP".into(), addr.ip().to_string())],
+            kubelet_port: addr.port(),
+            metrics_path: None,
+            ready: true,
+            allocatable: None,
+        });
+    }
+    (fleet, handle, view)
+}
